@@ -1,0 +1,32 @@
+"""fiftyone-prune: data pruning by self-supervised prototypes for FiftyOne datasets.
+
+Layers (imports go one way, down): front ends (:mod:`fiftyone_prune.plugin`,
+:mod:`fiftyone_prune.cli`) -> the FiftyOne layer (:mod:`fiftyone_prune.sdk`) -> the pure
+algorithms (:mod:`fiftyone_prune.core`: numpy, faiss, torch; no FiftyOne).
+
+The public SDK is imported lazily, so ``fiftyone_prune.core`` stays usable (and fast to
+import) without loading FiftyOne.
+"""
+
+__version__ = "0.1.0"
+
+_PUBLIC = {
+    "compute_embeddings": "fiftyone_prune.sdk.embeddings",
+    "EmbeddingResult": "fiftyone_prune.sdk.embeddings",
+    "load_demo_dataset": "fiftyone_prune.sdk.demo",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name):
+    module = _PUBLIC.get(name)
+    if module is None:
+        raise AttributeError(f"module 'fiftyone_prune' has no attribute {name!r}")
+    import importlib
+
+    return getattr(importlib.import_module(module), name)
+
+
+def __dir__():
+    return sorted(list(globals()) + __all__)

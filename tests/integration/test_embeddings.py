@@ -1,0 +1,132 @@
+"""compute_embeddings on real FiftyOne datasets (real mongod) with real torch models."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import fiftyone as fo
+import fiftyone.core.utils as fou
+
+import fiftyone_prune as fop
+from fiftyone_prune.core import models
+from fiftyone_prune.sdk import storage
+from tests.conftest import unique_name
+
+
+def bare_forward(model, filepaths):
+    transform = model.transform()
+    batch = torch.stack([transform(Image.open(p)) for p in filepaths])
+    with torch.inference_mode():
+        return model.module(batch).numpy()
+
+
+def test_embeddings_equal_a_bare_forward_pass(digits_dataset, efficientnet_small):
+    view = digits_dataset.limit(24)
+    result = fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="emb",
+                                    batch_size=10, num_workers=1)
+    assert result.num_embedded == 24 and result.num_failed == 0
+    assert digits_dataset.count("emb") == 24  # only the view was embedded
+    stored = np.stack(view.values("emb"))
+    expected = bare_forward(efficientnet_small, view.values("filepath"))
+    np.testing.assert_allclose(stored, expected, rtol=1e-4, atol=1e-4)
+    assert stored.dtype == np.float32
+    # FiftyOne's own decoder reads what the fast writer wrote, and vice versa
+    info = digits_dataset.get_field("emb").info["fiftyone_prune"]
+    assert info["model"] == "efficientnet_lite0" and info["dim"] == 1280
+
+
+def test_skip_existing_resumes_and_only_embeds_the_rest(digits_dataset, efficientnet_small):
+    first = digits_dataset.limit(10)
+    fop.compute_embeddings(first, model=efficientnet_small, embeddings_field="emb", num_workers=0)
+    before = first.values("emb")
+    result = fop.compute_embeddings(digits_dataset.limit(16), model=efficientnet_small,
+                                    embeddings_field="emb", num_workers=0)
+    assert result.num_skipped_existing == 10 and result.num_embedded == 6
+    for a, b in zip(before, first.values("emb")):
+        assert np.array_equal(a, b)
+
+
+def test_interrupted_run_keeps_finished_chunks_and_resumes(digits_dataset, efficientnet_small):
+    calls = {"n": 0}
+
+    def stop_after_three_batches(pb):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        fop.compute_embeddings(digits_dataset, model=efficientnet_small, embeddings_field="emb",
+                               batch_size=4, chunk_size=4, num_workers=0,
+                               progress=stop_after_three_batches)
+    kept = digits_dataset.count("emb")
+    assert 8 <= kept < len(digits_dataset)
+    result = fop.compute_embeddings(digits_dataset, model=efficientnet_small,
+                                    embeddings_field="emb", batch_size=16, num_workers=0)
+    assert result.num_skipped_existing == kept
+    assert digits_dataset.count("emb") == len(digits_dataset)
+
+
+def test_corrupt_and_missing_images_are_reported_not_fatal(digits_dataset, efficientnet_small, tmp_path):
+    bad = tmp_path / "corrupt.png"
+    bad.write_bytes(b"\x89PNG\r\n\x1a\n this is not an image")
+    view_ids = digits_dataset.limit(6).values("id")
+    extra = digits_dataset.add_samples([
+        fo.Sample(filepath=str(bad)),
+        fo.Sample(filepath=str(tmp_path / "missing.jpg")),
+    ])
+    view = digits_dataset.select(view_ids + list(extra))
+    result = fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="emb",
+                                    batch_size=3, num_workers=1)
+    assert result.num_embedded == 6
+    assert sorted(result.failed_ids) == sorted(extra)
+    assert all(result.failures[i] for i in extra)
+    assert digits_dataset.select(extra).count("emb") == 0
+
+
+def test_wrong_type_field_is_refused_before_any_work(digits_dataset, efficientnet_small):
+    with pytest.raises(ValueError, match="already exists as a StringField"):
+        fop.compute_embeddings(digits_dataset, model=efficientnet_small,
+                               embeddings_field="filepath")
+    with pytest.raises(ValueError, match="not a valid field name"):
+        fop.compute_embeddings(digits_dataset, model=efficientnet_small,
+                               embeddings_field="bad name")
+    with pytest.raises(ValueError, match="Unknown model"):
+        fop.compute_embeddings(digits_dataset, model="no-such-model", embeddings_field="x")
+    assert "x" not in digits_dataset.get_field_schema()
+
+
+def test_swav_checkpoint_in_official_format_through_the_pipeline(digits_dataset, tmp_path):
+    from tests.unit.test_models import official_format_checkpoint
+
+    path = tmp_path / models.SWAV_FILENAME
+    official_format_checkpoint(path, seed=3)
+    view = digits_dataset.limit(4)
+    result = fop.compute_embeddings(view, model="swav_resnet50", checkpoint_path=str(path),
+                                    image_size=32, num_workers=0)
+    assert result.num_embedded == 4
+    stored = np.stack(view.values("swav_embedding"))
+    reference = models.swav_resnet50(str(path), image_size=32)
+    np.testing.assert_allclose(stored, bare_forward(reference, view.values("filepath")),
+                               rtol=1e-4, atol=1e-4)
+    assert stored.shape == (4, 2048)
+
+
+def test_fast_vector_io_is_compatible_with_fiftyone(digits_dataset):
+    rng = np.random.default_rng(0)
+    ids = digits_dataset.values("id")
+    vectors = rng.normal(size=(len(ids), 7)).astype(np.float32)
+    digits_dataset.add_sample_field("v", fo.VectorField)
+    storage.write_vectors(digits_dataset, "v", ids, vectors)
+    assert np.array_equal(np.stack(digits_dataset.values("v")), vectors)
+    digits_dataset.set_values("w", list(vectors.astype(np.float64)))
+    got_ids, got = [], []
+    for batch_ids, batch in storage.iter_vector_batches(digits_dataset, "w", batch_size=50):
+        got_ids += batch_ids
+        got += batch
+    assert got_ids == ids
+    assert np.array_equal(np.stack(got), vectors.astype(np.float64))
+    assert storage.encode_vector(vectors[0])[:2] and fou.deserialize_numpy_array(
+        storage.encode_vector(vectors[0])).tolist() == vectors[0].tolist()

@@ -1,0 +1,52 @@
+"""The command line, run as a user would: a real subprocess on real images."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import fiftyone as fo
+
+from tests.conftest import unique_name
+
+CLI = [sys.executable, "-m", "fiftyone_prune.cli"]
+
+
+def run_cli(*args, check=True):
+    out = subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=600,
+                         env=dict(os.environ))
+    if check and out.returncode != 0:
+        raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr}")
+    return out
+
+
+def last_json(stdout):
+    start = stdout.index("{")
+    return json.loads(stdout[start: stdout.rindex("}") + 1])
+
+
+def test_embed_creates_a_dataset_from_a_folder_and_resumes(digits_images, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for path, _ in digits_images[:6]:
+        shutil.copy(path, folder / os.path.basename(path))
+    name = unique_name("cli")
+    out = run_cli("embed", name, "--images-dir", str(folder), "--model", "efficientnet_lite0",
+                  "--image-size", "32", "--num-workers", "0")
+    assert last_json(out.stdout)["num_embedded"] == 6
+    dataset = fo.load_dataset(name)
+    assert dataset.count("efficientnet_lite0_embedding") == 6
+    # a second run adds only the new images and embeds only them
+    shutil.copy(digits_images[6][0], folder / "new.png")
+    out = run_cli("embed", name, "--images-dir", str(folder), "--model", "efficientnet_lite0",
+                  "--image-size", "32", "--num-workers", "0")
+    report = last_json(out.stdout)
+    assert report["num_embedded"] == 1 and report["num_skipped_existing"] == 6
+    fo.delete_dataset(name)
+
+
+def test_cli_errors_are_clear_and_nonzero():
+    out = run_cli("embed", unique_name("missing"), check=False)
+    assert out.returncode != 0 and "no FiftyOne dataset named" in out.stderr
+    assert "--images-dir" in out.stderr
