@@ -14,6 +14,13 @@ _PUBLIC = {
     "compute_embeddings": "fiftyone_prune.sdk.embeddings",
     "EmbeddingResult": "fiftyone_prune.sdk.embeddings",
     "load_demo_dataset": "fiftyone_prune.sdk.demo",
+    "compute_prototype_scores": "fiftyone_prune.sdk.scores",
+    "ScoreResult": "fiftyone_prune.sdk.scores",
+    "load_centroids": "fiftyone_prune.sdk.scores",
+    "list_runs": "fiftyone_prune.sdk.runs",
+    "get_run_info": "fiftyone_prune.sdk.runs",
+    "load_run_results": "fiftyone_prune.sdk.runs",
+    "delete_run": "fiftyone_prune.sdk.runs",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -1,0 +1,163 @@
+"""Prototype scores on real embeddings (real digits, real model), checked against an
+independent NumPy computation."""
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+import fiftyone.core.utils as fou
+
+import fiftyone_prune as fop
+from tests.conftest import unique_name
+
+
+@pytest.fixture(scope="module")
+def embedded(digits_images, efficientnet_small):
+    dataset = fo.Dataset(unique_name("scores"))
+    dataset.add_samples([fo.Sample(filepath=p, ground_truth=fo.Classification(label=l))
+                         for p, l in digits_images])
+    fop.compute_embeddings(dataset, model=efficientnet_small, embeddings_field="emb",
+                           num_workers=0)
+    yield dataset
+    fo.delete_dataset(dataset.name)
+
+
+def normalized(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def state(dataset):
+    return (sorted(dataset.get_field_schema()), sorted(dataset.list_runs()))
+
+
+def test_supervised_distances_match_numpy(embedded):
+    fop.compute_prototype_scores(embedded, "emb", run_key="sup", method="supervised",
+                                 label_field="ground_truth")
+    x = normalized(embedded.values("emb"))
+    labels = np.array(embedded.values("ground_truth.label"))
+    expected = np.empty(len(x))
+    for c in np.unique(labels):
+        proto = x[labels == c].mean(axis=0)
+        proto /= np.linalg.norm(proto)
+        expected[labels == c] = 1 - x[labels == c] @ proto
+    np.testing.assert_allclose(embedded.values("sup_distance"), expected, atol=1e-5)
+    assert embedded.values("sup_cluster") == list(labels)
+    fop.delete_run(embedded, "sup")
+
+
+def test_ssp_distance_is_cosine_to_assigned_centroid_which_is_nearest(embedded):
+    result = fop.compute_prototype_scores(embedded, "emb", run_key="ssp", num_clusters=6, seed=3)
+    assert result.num_scored == len(embedded) and result.num_skipped == 0
+    centroids = fop.load_centroids(embedded, "ssp").astype(np.float64)
+    assert centroids.shape == (6, 1280)
+    x = normalized(embedded.values("emb"))
+    cluster = np.array(embedded.values("ssp_cluster"))
+    dist = np.array(embedded.values("ssp_distance"))
+    sims = x @ centroids.T
+    np.testing.assert_allclose(dist, 1 - sims[np.arange(len(x)), cluster], atol=1e-5)
+    assert (sims.max(axis=1) - sims[np.arange(len(x)), cluster] < 1e-5).all()
+    assert len(set(cluster)) == 6
+    # deterministic for a seed
+    fop.compute_prototype_scores(embedded, "emb", run_key="ssp2", num_clusters=6, seed=3)
+    assert embedded.values("ssp2_cluster") == list(cluster)
+    np.testing.assert_array_equal(embedded.values("ssp2_distance"), dist)
+    info = fop.get_run_info(embedded, "ssp").config
+    assert info.embeddings_field == "emb" and info.num_clusters == [6] and info.seed == 3
+    assert info.embeddings_model["model"] == "efficientnet_lite0"
+    assert set(info.versions) >= {"fiftyone", "faiss", "fiftyone_prune"}
+    for key in ("ssp", "ssp2"):
+        assert fop.delete_run(embedded, key) == [f"{key}_distance", f"{key}_cluster"]
+
+
+def test_default_k_is_the_number_of_classes_with_labels(embedded):
+    result = fop.compute_prototype_scores(embedded, "emb", run_key="byclass",
+                                          label_field="ground_truth")
+    assert result.num_clusters == [len(embedded.distinct("ground_truth.label"))]
+    fop.delete_run(embedded, "byclass")
+
+
+def test_several_k_are_combined_by_mean_rank(embedded):
+    fop.compute_prototype_scores(embedded, "emb", run_key="multi", num_clusters=[3, 8])
+    for k in (3, 8):
+        fop.compute_prototype_scores(embedded, "emb", run_key=f"k{k}", num_clusters=k)
+    from scipy.stats import rankdata
+
+    ranks = [(rankdata(embedded.values(f"k{k}_distance")) - 1) / (len(embedded) - 1)
+             for k in (3, 8)]
+    np.testing.assert_allclose(embedded.values("multi_distance"), np.mean(ranks, axis=0),
+                               atol=1e-6)
+    assert embedded.values("multi_cluster") == embedded.values("k3_cluster")
+    for key in ("multi", "k3", "k8"):
+        fop.delete_run(embedded, key)
+
+
+def test_samples_without_embeddings_are_skipped_and_reported(embedded, tmp_path):
+    extra = embedded.add_samples([fo.Sample(filepath=str(tmp_path / "x.png"))])
+    try:
+        result = fop.compute_prototype_scores(embedded, "emb", run_key="gap", num_clusters=4)
+        assert result.skipped_ids == extra
+        assert embedded.select(extra).first()["gap_distance"] is None
+        assert fop.load_run_results(embedded, "gap").skipped_ids == extra
+    finally:
+        embedded.delete_samples(extra)
+        fop.delete_run(embedded, "gap")
+
+
+def test_overwrite_is_required_to_reuse_a_key(embedded):
+    fop.compute_prototype_scores(embedded, "emb", run_key="again", num_clusters=3)
+    with pytest.raises(ValueError, match="overwrite=True"):
+        fop.compute_prototype_scores(embedded, "emb", run_key="again", num_clusters=5)
+    assert fop.get_run_info(embedded, "again").config.num_clusters == [3]
+    fop.compute_prototype_scores(embedded, "emb", run_key="again", num_clusters=5, overwrite=True)
+    assert fop.get_run_info(embedded, "again").config.num_clusters == [5]
+    assert max(embedded.values("again_cluster")) == 4
+    fop.delete_run(embedded, "again")
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(embeddings_field="nope"), "does not exist"),
+    (dict(embeddings_field="filepath"), "not a vector field"),
+    (dict(num_clusters=0), "positive integer"),
+    (dict(num_clusters=10_000), "exceeds the number of samples"),
+    (dict(label_field="nope"), "does not exist"),
+    (dict(label_field="filepath"), "not a Classification"),
+    (dict(method="supervised"), "needs label_field"),
+    (dict(method="magic"), "Unknown method"),
+    (dict(run_key="bad key"), "Invalid run key"),
+])
+def test_bad_input_fails_before_any_change(embedded, kwargs, message):
+    before = state(embedded)
+    args = dict(embeddings_field="emb", run_key="bad")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        fop.compute_prototype_scores(embedded, **args)
+    assert state(embedded) == before
+
+
+def test_bad_vectors_and_labels_fail_before_any_change(embedded):
+    ids = embedded.values("id")
+    rng = np.random.default_rng(0)
+    vecs = list(rng.normal(size=(len(ids), 8)).astype(np.float32))
+    mixed = list(vecs)
+    mixed[5] = np.ones(9, dtype=np.float32)
+    with_nan = list(vecs)
+    with_nan[7] = np.full(8, np.nan, dtype=np.float32)
+    embedded.set_values("mixed", mixed)
+    embedded.set_values("nan", with_nan)
+    before = state(embedded)
+    with pytest.raises(ValueError, match="mixed dimensions"):
+        fop.compute_prototype_scores(embedded, "mixed", run_key="bad")
+    with pytest.raises(ValueError, match=f"NaN or inf.*{ids[7]}"):
+        fop.compute_prototype_scores(embedded, "nan", run_key="bad")
+    with pytest.raises(ValueError, match="empty"):
+        fop.compute_prototype_scores(embedded.limit(0), "emb", run_key="bad")
+    lonely = embedded.limit(1).values("id")[0]
+    sample = embedded[lonely]
+    sample["ground_truth"] = fo.Classification(label="only-one")
+    sample.save()
+    with pytest.raises(ValueError, match="single sample"):
+        fop.compute_prototype_scores(embedded, "emb", run_key="bad", method="supervised",
+                                     label_field="ground_truth")
+    assert state(embedded) == before
+    embedded.delete_sample_fields(["mixed", "nan"])
