@@ -70,6 +70,44 @@ def cmd_embed(args):
     return 0 if result.num_failed == 0 else 3
 
 
+def _parse_k(text):
+    if text is None:
+        return None
+    try:
+        ks = [int(p) for p in text.split(",") if p.strip()]
+    except ValueError:
+        raise ValueError(f"--num-clusters must be an integer or comma-separated integers, "
+                         f"got {text!r}")
+    return ks[0] if len(ks) == 1 else ks
+
+
+def cmd_score(args):
+    import fiftyone_prune as fop
+
+    dataset = _load_or_create_dataset(args.dataset)
+    result = fop.compute_prototype_scores(
+        dataset, embeddings_field=args.embeddings_field, run_key=args.run_key,
+        method=args.method, num_clusters=_parse_k(args.num_clusters),
+        label_field=args.label_field, seed=args.seed, niter=args.niter,
+        overwrite=args.overwrite, progress=True,
+    )
+    print(json.dumps(result.to_dict(), indent=2))
+    return 0
+
+
+def cmd_runs(args):
+    import fiftyone_prune as fop
+
+    dataset = _load_or_create_dataset(args.dataset)
+    if args.delete:
+        print(f"deleted run {args.delete!r} and fields {fop.delete_run(dataset, args.delete)}")
+        return 0
+    for key in fop.list_runs(dataset):
+        info = fop.get_run_info(dataset, key)
+        print(f"{key}\t{info.config.kind}\t{info.timestamp}")
+    return 0
+
+
 def cmd_demo(args):
     import fiftyone_prune as fop
 
@@ -99,6 +137,24 @@ def build_parser():
                    help="create the dataset from (or add new images of) this folder")
     _add_embed_args(p)
     p.set_defaults(func=cmd_embed)
+
+    p = sub.add_parser("score", help="score samples by distance to prototypes")
+    p.add_argument("dataset")
+    p.add_argument("--embeddings-field", required=True)
+    p.add_argument("--run-key", default="prototypes")
+    p.add_argument("--method", choices=["kmeans", "supervised"], default="kmeans")
+    p.add_argument("--num-clusters", default=None, help="k, or comma-separated k values")
+    p.add_argument("--label-field", default=None)
+    p.add_argument("--seed", type=int, default=51)
+    p.add_argument("--niter", type=int, default=25)
+    p.add_argument("--overwrite", action="store_true")
+    p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("runs", help="list (or delete) the fiftyone-prune runs of a dataset")
+    p.add_argument("dataset")
+    p.add_argument("--delete", metavar="RUN_KEY", default=None,
+                   help="delete this run and exactly the fields/tags/views it created")
+    p.set_defaults(func=cmd_runs)
 
     p = sub.add_parser("demo", help="run the pipeline on bundled real images (offline)")
     p.add_argument("--dataset", default="fiftyone-prune-demo")

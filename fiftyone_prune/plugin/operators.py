@@ -103,4 +103,133 @@ class ComputeEmbeddings(foo.Operator):
         return common.call_operator(self.uri, sample_collection, params, delegate)
 
 
-OPERATORS = [ComputeEmbeddings]
+def parse_num_clusters(text):
+    """'' -> None, '50' -> 50, '10, 100' -> [10, 100]; ValueError otherwise."""
+    if text is None or (isinstance(text, str) and not text.strip()):
+        return None
+    if isinstance(text, (int, list)):
+        return text
+    parts = [p for p in str(text).replace(";", ",").split(",") if p.strip()]
+    try:
+        ks = [int(p) for p in parts]
+    except ValueError:
+        raise ValueError(f"k must be an integer or comma-separated integers, got {text!r}")
+    return ks[0] if len(ks) == 1 else ks
+
+
+class ComputePrototypeScores(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="compute_prototype_scores",
+            label="Prune: compute prototype scores",
+            description=(
+                "Score every sample by its cosine distance to k-means prototypes "
+                "(label-free) or to its class prototype"
+            ),
+            icon="/assets/score.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_execution_options(self, ctx):
+        return common.execution_options(ctx, always_delegate_above=100_000)
+
+    def resolve_input(self, ctx):
+        from fiftyone_prune.sdk.scores import _check_inputs
+
+        inputs = types.Object()
+        common.add_view_target(ctx, inputs)
+        vector_fields = validation.vector_fields(ctx.dataset)
+        if not vector_fields:
+            common.error_notice(
+                inputs, "no_vectors",
+                "This dataset has no embeddings yet: run 'Prune: compute embeddings' first",
+            )
+            return common.form(inputs, "Compute prototype scores")
+        choices = types.Dropdown()
+        for f in vector_fields:
+            choices.add_choice(f, label=f)
+        inputs.enum("embeddings_field", choices.values(), default=vector_fields[0],
+                    required=True, label="Embeddings field", view=choices)
+        label_fields = validation.classification_fields(ctx.dataset)
+        methods = types.RadioGroup()
+        methods.add_choice("kmeans", label="Self-supervised prototypes (k-means, label-free)")
+        if label_fields:
+            methods.add_choice("supervised", label="Class prototypes (needs a label field)")
+        inputs.enum("method", methods.values(), default="kmeans", view=methods, label="Method")
+        method = ctx.params.get("method", "kmeans")
+        if label_fields:
+            labels = types.Dropdown()
+            for f in label_fields:
+                labels.add_choice(f, label=f)
+            inputs.enum("label_field", labels.values(), required=method == "supervised",
+                        label="Label field" + ("" if method == "supervised" else " (optional: k = number of classes)"),
+                        view=labels)
+        k_prop = None
+        if method == "kmeans":
+            k_prop = inputs.str(
+                "num_clusters", label="Number of prototypes k (optional)",
+                description="Empty: number of classes, else round(sqrt(n/2)). Several "
+                            "comma-separated values (e.g. 10,100) are combined by mean rank.",
+            )
+        key_prop = inputs.str("run_key", default="prototypes", required=True, label="Run key",
+                              description="Fields <key>_distance and <key>_cluster are written")
+        inputs.bool("overwrite", default=False, label="Replace an existing run with this key")
+        p = ctx.params
+        try:
+            ks = parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None
+        except ValueError as e:
+            common.mark_invalid(k_prop, str(e))
+            ks = None
+        try:
+            _check_inputs(common.target_view(ctx), p.get("embeddings_field", vector_fields[0]),
+                          p.get("run_key", "prototypes"), method, ks, p.get("label_field"),
+                          bool(p.get("overwrite", False)), 25, 256)
+            if isinstance(ks, int) and ks > len(common.target_view(ctx)):
+                raise ValueError(f"k={ks} exceeds the number of samples in the view")
+        except ValueError as e:
+            target = key_prop if "run key" in str(e).lower() or "Run key" in str(e) else None
+            if target is not None:
+                common.mark_invalid(target, str(e))
+            else:
+                common.error_notice(inputs, "input_error", str(e))
+        return common.form(inputs, "Compute prototype scores")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk.scores import compute_prototype_scores
+
+        p = ctx.params
+        method = p.get("method", "kmeans")
+        result = compute_prototype_scores(
+            common.target_view(ctx),
+            embeddings_field=p["embeddings_field"],
+            run_key=p.get("run_key", "prototypes"),
+            method=method,
+            num_clusters=parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None,
+            label_field=p.get("label_field") or None,
+            overwrite=bool(p.get("overwrite", False)),
+            progress=common.progress_callback(ctx, "Writing scores"),
+        )
+        if not ctx.delegated:
+            ctx.trigger("reload_dataset")
+        return result.to_dict()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("distance_field", label="Distance field")
+        outputs.str("cluster_field", label="Cluster field")
+        outputs.int("num_scored", label="Scored")
+        outputs.int("num_skipped", label="Skipped (no embedding)")
+        return types.Property(outputs, view=types.View(label="Prototype scores computed"))
+
+    def __call__(self, sample_collection, embeddings_field, run_key="prototypes",
+                 method="kmeans", num_clusters=None, label_field=None, overwrite=False,
+                 delegate=False):
+        params = dict(embeddings_field=embeddings_field, run_key=run_key, method=method,
+                      num_clusters=num_clusters, label_field=label_field, overwrite=overwrite)
+        return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+OPERATORS = [ComputeEmbeddings, ComputePrototypeScores]

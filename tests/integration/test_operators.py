@@ -27,3 +27,42 @@ def test_compute_embeddings_form_refuses_a_field_of_another_type(digits_dataset)
     with pytest.raises(Exception, match="not a valid field name"):
         foo.get_operator(URI + "compute_embeddings")(digits_dataset, model="efficientnet_lite0",
                                                       embeddings_field="1bad")
+
+
+def _with_random_embeddings(dataset, dim=8):
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    dataset.set_values("emb", list(rng.normal(size=(len(dataset), dim)).astype(np.float32)))
+
+
+def test_compute_prototype_scores_operator_from_python(digits_dataset):
+    _with_random_embeddings(digits_dataset)
+    op = foo.get_operator(URI + "compute_prototype_scores")
+    result = op(digits_dataset, embeddings_field="emb", run_key="ops", num_clusters="4, 6")
+    assert result["num_clusters"] == [4, 6] and result["num_scored"] == len(digits_dataset)
+    assert digits_dataset.count("ops_distance") == len(digits_dataset)
+    result = op(digits_dataset, embeddings_field="emb", run_key="opsup", method="supervised",
+                label_field="ground_truth")
+    assert set(digits_dataset.distinct("opsup_cluster")) == set(
+        digits_dataset.distinct("ground_truth.label"))
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"embeddings_field": "emb", "run_key": "1x"}, "Invalid run key"),
+    ({"embeddings_field": "emb", "run_key": "p", "num_clusters": "ten"}, "comma-separated integers"),
+    ({"embeddings_field": "emb", "run_key": "p", "num_clusters": "100000"}, "exceeds the number"),
+    ({"embeddings_field": "emb", "run_key": "p", "method": "supervised"}, "label_field"),
+])
+def test_compute_prototype_scores_form_explains_bad_input(digits_dataset, params, message):
+    _with_random_embeddings(digits_dataset)
+    with pytest.raises(ExecutionError, match=message):
+        foo.execute_operator(URI + "compute_prototype_scores",
+                             {"view": digits_dataset.view()}, params=params)
+    assert "prototypes_distance" not in digits_dataset.get_field_schema()
+
+
+def test_scores_form_says_what_to_run_first_without_embeddings(digits_dataset):
+    with pytest.raises(ExecutionError, match="compute embeddings"):
+        foo.execute_operator(URI + "compute_prototype_scores",
+                             {"view": digits_dataset.view()}, params={})

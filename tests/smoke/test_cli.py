@@ -50,3 +50,27 @@ def test_cli_errors_are_clear_and_nonzero():
     out = run_cli("embed", unique_name("missing"), check=False)
     assert out.returncode != 0 and "no FiftyOne dataset named" in out.stderr
     assert "--images-dir" in out.stderr
+
+
+def test_score_and_runs_commands(digits_dataset):
+    import numpy as np
+
+    digits_dataset.persistent = True  # visible to the subprocess
+    rng = np.random.default_rng(0)
+    digits_dataset.set_values("emb", list(rng.normal(size=(len(digits_dataset), 8)).astype(np.float32)))
+    out = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
+                  "--num-clusters", "5", "--run-key", "cli_run")
+    assert last_json(out.stdout)["num_scored"] == len(digits_dataset)
+    digits_dataset.reload()
+    assert digits_dataset.count("cli_run_distance") == len(digits_dataset)
+    listed = run_cli("runs", digits_dataset.name).stdout
+    assert "cli_run\tprototypes" in listed
+    bad = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
+                  "--num-clusters", "five", check=False)
+    assert bad.returncode == 2 and "--num-clusters must be an integer" in bad.stderr
+    again = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
+                    "--run-key", "cli_run", check=False)
+    assert again.returncode == 2 and "overwrite" in again.stderr
+    run_cli("runs", digits_dataset.name, "--delete", "cli_run")
+    digits_dataset.reload()
+    assert "cli_run_distance" not in digits_dataset.get_field_schema()
