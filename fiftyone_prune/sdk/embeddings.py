@@ -180,7 +180,7 @@ def compute_embeddings(
     Returns:
         an :class:`EmbeddingResult`; unreadable images are listed in ``failed_ids``
     """
-    validation.check_collection(samples)
+    validation.check_collection(samples, images=True)
     validation.check_new_field(samples, embeddings_field, fo.VectorField, "embeddings field")
     for name, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),
                              ("image_size", image_size, 8)):

@@ -13,6 +13,7 @@ back by FiftyOne's own ``deserialize_numpy_array`` and vice versa.
 from __future__ import annotations
 
 import io
+import os
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
@@ -83,14 +84,43 @@ def decode_value(value, decoder: _Decoder):
 
 
 def iter_vector_batches(
-    samples, field: str, batch_size: int = 10000, num_threads: int = 2
+    samples, field: str, batch_size: int = 10000, num_threads: int | None = None
 ) -> Iterator[tuple[list[str], list[np.ndarray | None]]]:
     """Yields ``(ids, vectors)`` for every sample of ``samples`` in view order, one batch
     of documents at a time; a vector is None where the sample has no value. Memory is
-    bounded by one batch, whatever the size of the collection."""
-    cursor = samples._aggregate(
-        post_pipeline=[{"$project": {"_id": 1, field: 1}}]
-    )
+    bounded by a few batches, whatever the size of the collection.
+
+    A thread drains the MongoDB cursor while the caller's thread decodes the previous
+    batch (zlib releases the GIL), so reading and decoding overlap.
+    """
+    import queue
+    import threading
+
+    if num_threads is None:
+        num_threads = max(1, min(8, os.cpu_count() or 1))
+    cursor = samples._aggregate(post_pipeline=[{"$project": {"_id": 1, field: 1}}])
+    batches: queue.Queue = queue.Queue(maxsize=2)
+    stop = threading.Event()
+
+    def produce():
+        try:
+            ids, raws = [], []
+            for doc in cursor:
+                if stop.is_set():
+                    return
+                ids.append(str(doc["_id"]))
+                raws.append(doc.get(field))
+                if len(ids) >= batch_size:
+                    batches.put((ids, raws))
+                    ids, raws = [], []
+            if ids:
+                batches.put((ids, raws))
+            batches.put(None)
+        except BaseException as e:  # re-raised in the consumer
+            batches.put(e)
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
     decoder = _Decoder()
     pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
 
@@ -105,16 +135,21 @@ def iter_vector_batches(
         return [v for part in parts for v in part]
 
     try:
-        ids, raws = [], []
-        for doc in cursor:
-            ids.append(str(doc["_id"]))
-            raws.append(doc.get(field))
-            if len(ids) >= batch_size:
-                yield ids, decode_all(raws)
-                ids, raws = [], []
-        if ids:
+        while True:
+            item = batches.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            ids, raws = item
             yield ids, decode_all(raws)
     finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                producer.join(0.05)
         if pool is not None:
             pool.shutdown()
 

@@ -11,12 +11,12 @@ import fiftyone.core.collections as foc
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 
-def check_collection(samples, what: str = "samples") -> None:
+def check_collection(samples, what: str = "samples", images: bool = False) -> None:
     if not isinstance(samples, foc.SampleCollection):
         raise TypeError(
             f"{what} must be a FiftyOne dataset or view, got {type(samples).__name__}"
         )
-    if samples.media_type not in ("image", "group"):
+    if images and samples.media_type not in ("image", None):
         raise ValueError(
             f"Only image datasets are supported; this collection's media type is "
             f"{samples.media_type!r}"
