@@ -21,6 +21,10 @@ _PUBLIC = {
     "get_run_info": "fiftyone_prune.sdk.runs",
     "load_run_results": "fiftyone_prune.sdk.runs",
     "delete_run": "fiftyone_prune.sdk.runs",
+    "select_samples": "fiftyone_prune.sdk.selection",
+    "plan_selection": "fiftyone_prune.sdk.selection",
+    "deduplicate": "fiftyone_prune.sdk.selection",
+    "export_kept_samples": "fiftyone_prune.sdk.export",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -186,3 +186,24 @@ def write_scalars(dataset: fo.Dataset, updates: dict[str, dict[str, object]], id
         doc["last_modified_at"] = now
         ops.append(UpdateOne({"_id": ObjectId(_id)}, {"$set": doc}))
     dataset._sample_collection.bulk_write(ops, ordered=False)
+
+
+def add_tag(dataset: fo.Dataset, ids, tag: str, chunk_size: int = 50000) -> None:
+    """Adds ``tag`` to the samples ``ids`` in chunked bulk updates (a single ``$in`` of a
+    million ids would exceed MongoDB's 16 MB command limit)."""
+    ids = list(ids)
+    now = datetime.now(timezone.utc)
+    for s in range(0, len(ids), chunk_size):
+        chunk = [ObjectId(i) for i in ids[s : s + chunk_size]]
+        dataset._sample_collection.update_many(
+            {"_id": {"$in": chunk}},
+            {"$addToSet": {"tags": tag}, "$set": {"last_modified_at": now}},
+        )
+
+
+def remove_tag(dataset: fo.Dataset, tag: str) -> None:
+    """Removes ``tag`` from every sample of the dataset that has it."""
+    dataset._sample_collection.update_many(
+        {"tags": tag},
+        {"$pull": {"tags": tag}, "$set": {"last_modified_at": datetime.now(timezone.utc)}},
+    )

@@ -1,0 +1,332 @@
+"""Turn prototype scores into a selection: tags, a saved view and a selection run.
+
+Selecting never deletes a sample. A selection named ``name`` (default: the scoring run's
+key) owns the tags ``<name>:kept``, ``<name>:pruned`` (and ``<name>:unscored`` for
+samples of the view without a score), the saved view ``<name>-kept`` and the run
+``<name>_selection``; re-running replaces exactly those.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import dataclass, field as dc_field
+
+import numpy as np
+
+from fiftyone_prune.core import selection as core
+from fiftyone_prune.sdk import runs, storage, validation
+
+STRATEGIES = ("auto", "hard", "easy", "random", "ccs", "density")
+BALANCES = ("cluster", "class", None)
+
+#: ``auto`` keeps the hardest samples when at least this many samples are kept per
+#: group (class, or cluster without labels), else the easiest. Sorscher et al. show the
+#: best end flips with the amount of data: keep easy examples when the pruned set is
+#: small, hard ones when it is large (their Fig. 1 and ImageNet/CIFAR results, where
+#: keep-hard wins with ~1,000-5,000 kept images per class). The exact crossover depends
+#: on the task; 200 kept per group is our conservative middle, and an evaluation run
+#: (``fop.evaluate_pruning``) on the user's data overrides it.
+AUTO_HARD_MIN_PER_GROUP = 200
+
+
+@dataclass
+class SelectionPlan:
+    """What a selection would do, computed without changing the dataset."""
+
+    name: str
+    run_key: str
+    strategy: str
+    strategy_reason: str
+    budget: int
+    kept_ids: list
+    pruned_ids: list
+    unscored_ids: list
+    duplicate_ids: list = dc_field(default_factory=list)
+    groups: dict = dc_field(default_factory=dict)  # group -> {"total": n, "kept": k}
+    params: dict = dc_field(default_factory=dict)
+
+    def summary(self) -> dict:
+        return {
+            "name": self.name, "run_key": self.run_key, "strategy": self.strategy,
+            "strategy_reason": self.strategy_reason, "num_kept": len(self.kept_ids),
+            "num_pruned": len(self.pruned_ids), "num_unscored": len(self.unscored_ids),
+            "num_duplicates": len(self.duplicate_ids), "groups": self.groups,
+        }
+
+
+def selection_names(name: str) -> dict:
+    return {"kept_tag": f"{name}:kept", "pruned_tag": f"{name}:pruned",
+            "unscored_tag": f"{name}:unscored", "view": f"{name}-kept",
+            "run_key": f"{name}_selection"}
+
+
+def _scoring_config(samples, run_key):
+    if run_key not in runs.list_runs(samples, "prototypes"):
+        raise ValueError(
+            f"No prototype-score run {run_key!r} on this dataset; compute one with "
+            f"fop.compute_prototype_scores() (existing: {runs.list_runs(samples, 'prototypes') or 'none'})"
+        )
+    return runs.get_run_info(samples, run_key).config
+
+
+def _check(samples, run_key, keep, strategy, balance, label_field, balance_ratio, dedup_eps,
+           name):
+    validation.check_collection(samples)
+    validation.check_not_empty(samples)
+    cfg = _scoring_config(samples, run_key)
+    if strategy not in STRATEGIES:
+        raise ValueError(f"Unknown strategy {strategy!r}; choose one of {STRATEGIES}")
+    if balance not in BALANCES:
+        raise ValueError(f"Unknown balance {balance!r}; choose 'cluster', 'class' or None")
+    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
+        raise ValueError(f"keep must be a fraction in (0, 1] or a count >= 1, got {keep!r}")
+    if isinstance(keep, (float, np.floating)) and not 0 < keep <= 1:
+        raise ValueError(
+            f"keep={keep} is outside (0, 1]: pass a fraction such as 0.8, or an integer count"
+        )
+    if isinstance(keep, (int, np.integer)) and keep < 1:
+        raise ValueError(f"keep={keep}: a count must be at least 1")
+    if not isinstance(balance_ratio, (int, float)) or not 0 <= balance_ratio <= 1:
+        raise ValueError(f"balance_ratio must be in [0, 1], got {balance_ratio!r}")
+    if dedup_eps is not None and (not isinstance(dedup_eps, (int, float)) or not 0 < dedup_eps < 1):
+        raise ValueError(f"dedup_eps must be in (0, 1) (e.g. 0.05), got {dedup_eps!r}")
+    if balance == "class" or label_field is not None:
+        lf = label_field or cfg.label_field
+        if lf is None:
+            raise ValueError(
+                "balance='class' needs label_field= (a Classification field); the scoring "
+                "run used no labels"
+            )
+        f = samples.get_field(lf)
+        import fiftyone as fo
+
+        if f is None or not (isinstance(f, fo.EmbeddedDocumentField)
+                             and f.document_type is fo.Classification):
+            raise ValueError(
+                f"Label field {lf!r} {'does not exist' if f is None else 'is not a Classification field'}; "
+                f"Classification fields here: {validation.classification_fields(samples) or 'none'}"
+            )
+    if strategy == "density" and cfg.method_name != "kmeans":
+        raise ValueError("strategy='density' needs a k-means scoring run (method='kmeans')")
+    if name is not None:
+        validation.check_run_key(name)
+    return cfg
+
+
+def _group_key(value):
+    return "none" if value is None else str(value)
+
+
+def plan_selection(samples, run_key: str = "prototypes", keep=0.8, strategy: str = "auto",
+                   balance="cluster", label_field=None, balance_ratio: float = 0.5,
+                   seed: int = 51, dedup_eps=None, ccs_beta=None, ccs_bins: int = 50,
+                   density_temperature: float = 0.5, name: str | None = None) -> SelectionPlan:
+    """Computes a selection without touching the dataset (the App form's preview and
+    the first half of :func:`select_samples`; same arguments)."""
+    cfg = _check(samples, run_key, keep, strategy, balance, label_field, balance_ratio,
+                 dedup_eps, name)
+    name = name or run_key
+    label_field = label_field or cfg.label_field
+    distance_field, cluster_field = cfg.distance_field, cfg.cluster_field
+    fields = ["id", distance_field, cluster_field]
+    if balance == "class":
+        fields.append(f"{label_field}.label")
+    values = samples.values(fields)
+    ids = values[0]
+    dist = np.array([np.nan if v is None else v for v in values[1]], dtype=np.float64)
+    scored = ~np.isnan(dist)
+    unscored_ids = [i for i, ok in zip(ids, scored) if not ok]
+    if not scored.any():
+        raise ValueError(f"No sample of this view has a score in run {run_key!r}")
+    idx = np.flatnonzero(scored)
+    ids_s = [ids[i] for i in idx]
+    dist_s = dist[idx]
+    clusters_s = [values[2][i] for i in idx]
+    if balance == "class":
+        groups_s = [_group_key(values[3][i]) for i in idx]
+    elif balance == "cluster":
+        groups_s = [_group_key(c) for c in clusters_s]
+    else:
+        groups_s = None
+    n = len(ids_s)
+    try:
+        budget = core.kept_count(n, int(keep) if isinstance(keep, (int, np.integer)) else float(keep))
+    except ValueError as e:
+        raise ValueError(f"{e} (the view has {n} scored samples)") from None
+
+    # SemDeDup first (the D4 recipe): duplicates are pruned before any strategy runs
+    candidates = np.arange(n)
+    duplicate_ids = []
+    if dedup_eps is not None:
+        survivors = _dedup_mask(samples, cfg, ids_s, dist_s, clusters_s, dedup_eps)
+        duplicate_ids = [ids_s[i] for i in np.flatnonzero(~survivors)]
+        candidates = np.flatnonzero(survivors)
+    budget_eff = min(budget, len(candidates))
+
+    chosen, reason = strategy, "requested"
+    if strategy == "auto":
+        chosen, reason = _auto_strategy(budget_eff, groups_s, clusters_s)
+    sub_scores = dist_s[candidates]
+    sub_groups = None if groups_s is None else [groups_s[i] for i in candidates]
+    actual_beta = None
+    if chosen == "density":
+        centroids = _centroids(samples, run_key)
+        sub_clusters = np.array([clusters_s[i] for i in candidates], dtype=np.int64)
+        local = core.density_select(sub_scores, sub_clusters, centroids, budget_eff,
+                                    temperature=density_temperature,
+                                    balance_ratio=balance_ratio)
+    else:
+        if chosen == "ccs":
+            actual_beta = (ccs_beta if ccs_beta is not None
+                           else core.default_ccs_beta(budget_eff / max(1, len(candidates))))
+        local = core.select(sub_scores, budget_eff, chosen, groups=sub_groups,
+                            balance_ratio=balance_ratio, seed=seed, ccs_beta=actual_beta,
+                            ccs_bins=ccs_bins)
+    kept_mask = np.zeros(n, dtype=bool)
+    kept_mask[candidates[local]] = True
+    kept_ids = [ids_s[i] for i in np.flatnonzero(kept_mask)]
+    pruned_ids = [ids_s[i] for i in np.flatnonzero(~kept_mask)]
+
+    report_groups = groups_s if groups_s is not None else [_group_key(c) for c in clusters_s]
+    totals = Counter(report_groups)
+    kept_counts = Counter(g for g, k in zip(report_groups, kept_mask) if k)
+    groups = {g: {"total": int(totals[g]), "kept": int(kept_counts.get(g, 0))}
+              for g in sorted(totals, key=_natural)}
+    params = dict(run_key=run_key, keep=keep, strategy=strategy, chosen_strategy=chosen,
+                  balance=balance, label_field=label_field if balance == "class" else None,
+                  balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps,
+                  ccs_beta=actual_beta, ccs_bins=ccs_bins if chosen == "ccs" else None,
+                  density_temperature=density_temperature if chosen == "density" else None,
+                  budget=budget)
+    return SelectionPlan(name, run_key, chosen, reason, budget, kept_ids, pruned_ids,
+                         unscored_ids, duplicate_ids, groups, params)
+
+
+def _natural(key):
+    return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
+
+
+def _auto_strategy(budget, groups, clusters):
+    num_groups = len(set(groups if groups is not None else clusters))
+    per_group = budget / max(1, num_groups)
+    if per_group >= AUTO_HARD_MIN_PER_GROUP:
+        return "hard", (f"{per_group:.0f} kept per group >= {AUTO_HARD_MIN_PER_GROUP}: data "
+                        f"is abundant, so keep the hard examples (Sorscher et al.)")
+    return "easy", (f"{per_group:.0f} kept per group < {AUTO_HARD_MIN_PER_GROUP}: data is "
+                    f"scarce, so keep the easy examples (Sorscher et al.)")
+
+
+def _centroids(samples, run_key):
+    from fiftyone_prune.sdk.scores import load_centroids
+
+    return load_centroids(samples, run_key)
+
+
+def _dedup_mask(samples, cfg, ids, distances, clusters, eps):
+    from fiftyone_prune.sdk.scores import _read_embeddings
+
+    emb_ids, x, _ = _read_embeddings(samples.select(ids, ordered=False), cfg.embeddings_field)
+    row = {sid: i for i, sid in enumerate(emb_ids)}
+    order = np.array([row[i] for i in ids])
+    cluster_codes = np.unique(np.array([str(c) for c in clusters]), return_inverse=True)[1]
+    return core.semdedup(x[order], cluster_codes, distances, eps)
+
+
+def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str = "auto",
+                   balance="cluster", label_field=None, balance_ratio: float = 0.5,
+                   seed: int = 51, dedup_eps=None, ccs_beta=None, ccs_bins: int = 50,
+                   density_temperature: float = 0.5, name: str | None = None,
+                   progress=None):
+    """Selects the samples to keep from the prototype scores of run ``run_key``.
+
+    Args:
+        samples: the dataset or view to select from
+        run_key: a :func:`compute_prototype_scores` run
+        keep: a fraction in (0, 1] (rounded half up, at least 1) or an absolute count;
+            the kept count is exact
+        strategy: ``"hard"`` (largest distances: prune the easy, redundant samples; for
+            abundant data), ``"easy"`` (smallest distances; for scarce data), ``"auto"``
+            (hard when at least ``AUTO_HARD_MIN_PER_GROUP`` samples are kept per group,
+            else easy), ``"random"`` (the seeded baseline), ``"ccs"`` (coverage-centric:
+            drop the hardest ``ccs_beta`` fraction, fill equal-width score bins from the
+            smallest up) or ``"density"`` (DBP per-cluster budgets, hardest per cluster)
+        balance: ``"cluster"`` (default), ``"class"`` (with ``label_field``) or None; each
+            group keeps at least ``balance_ratio`` of its fair share
+            (``kept / number of groups``, all of it when the group is smaller)
+        label_field: Classification field for ``balance="class"`` (default: the scoring
+            run's label field)
+        balance_ratio: the floor's fraction of the fair share (0.5 as in the authors'
+            follow-up code; 0 disables floors)
+        seed: for random choices (random, ccs, ties)
+        dedup_eps: run SemDeDup first (cosine similarity > 1 - eps inside a cluster makes
+            a duplicate group; the one farthest from the centroid survives)
+        ccs_beta, ccs_bins: CCS hard cut-off rate (default from the kept fraction) and bins
+        density_temperature: DBP softmax temperature
+        name: names the tags ``<name>:kept`` / ``<name>:pruned``, the saved view
+            ``<name>-kept`` and the run ``<name>_selection`` (default: ``run_key``)
+
+    Returns:
+        the view of the kept samples (of ``samples``); ``plan`` details are in the run
+    """
+    plan = plan_selection(samples, run_key, keep, strategy, balance, label_field,
+                          balance_ratio, seed, dedup_eps, ccs_beta, ccs_bins,
+                          density_temperature, name)
+    apply_plan(samples, plan)
+    return samples.match_tags(selection_names(plan.name)["kept_tag"])
+
+
+def apply_plan(samples, plan: SelectionPlan) -> None:
+    """Writes a plan's tags, saved view and run, replacing only the previous ones of the
+    same selection name."""
+    dataset = samples._dataset
+    names = selection_names(plan.name)
+    existing = dataset.list_runs()
+    if names["run_key"] in existing and names["run_key"] not in runs.list_runs(samples, "selection"):
+        raise ValueError(
+            f"Run key {names['run_key']!r} is used by another tool; pass another name="
+        )
+    t0 = time.perf_counter()
+    for tag in (names["kept_tag"], names["pruned_tag"], names["unscored_tag"]):
+        storage.remove_tag(dataset, tag)
+    storage.add_tag(dataset, plan.kept_ids, names["kept_tag"])
+    storage.add_tag(dataset, plan.pruned_ids, names["pruned_tag"])
+    storage.add_tag(dataset, plan.unscored_ids, names["unscored_tag"])
+    dataset.save_view(names["view"], dataset.match_tags(names["kept_tag"]),
+                      description=f"fiftyone-prune: samples kept by selection {plan.name!r}",
+                      overwrite=True)
+    params = dict(plan.params, name=plan.name,
+                  tags=[names["kept_tag"], names["pruned_tag"], names["unscored_tag"]],
+                  saved_views=[names["view"]], num_kept=len(plan.kept_ids),
+                  num_pruned=len(plan.pruned_ids), num_unscored=len(plan.unscored_ids),
+                  num_duplicates=len(plan.duplicate_ids),
+                  strategy_reason=plan.strategy_reason)
+    runs.register(samples, names["run_key"], "selection", params, [],
+                  dict(groups=plan.groups, duplicate_ids=plan.duplicate_ids,
+                       seconds=round(time.perf_counter() - t0, 3)),
+                  overwrite=True)
+
+
+def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=None):
+    """SemDeDup alone: inside each cluster of run ``run_key``, keeps one sample per
+    group of near-duplicates (cosine similarity > 1 - eps), the one farthest from the
+    centroid. Tags ``<name>:kept`` / ``<name>:pruned`` like :func:`select_samples`
+    (default name ``<run_key>_dedup``) and returns the kept view."""
+    name = name or f"{run_key}_dedup"
+    cfg = _check(samples, run_key, 1.0, "hard", None, None, 0.5, eps, name)
+    ids, dist, clusters = samples.exists(cfg.distance_field).values(
+        ["id", cfg.distance_field, cfg.cluster_field])
+    survivors = _dedup_mask(samples, cfg, ids, np.asarray(dist), clusters, eps)
+    kept = [i for i, s in zip(ids, survivors) if s]
+    pruned = [i for i, s in zip(ids, survivors) if not s]
+    unscored = samples.exists(cfg.distance_field, False).values("id")
+    totals = Counter(_group_key(c) for c in clusters)
+    kept_counts = Counter(_group_key(c) for c, s in zip(clusters, survivors) if s)
+    plan = SelectionPlan(
+        name, run_key, "semdedup", "requested", len(kept), kept, pruned, unscored, pruned,
+        {g: {"total": totals[g], "kept": kept_counts.get(g, 0)} for g in sorted(totals, key=_natural)},
+        dict(run_key=run_key, keep=None, strategy="semdedup", chosen_strategy="semdedup",
+             dedup_eps=eps, budget=len(kept)),
+    )
+    apply_plan(samples, plan)
+    return samples.match_tags(selection_names(name)["kept_tag"])

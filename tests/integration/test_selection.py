@@ -1,0 +1,217 @@
+"""select_samples / deduplicate / export on real FiftyOne datasets: invariants for every
+strategy (property-based), bad input, and the export round trip."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings, strategies as st
+
+import fiftyone as fo
+
+import fiftyone_prune as fop
+from fiftyone_prune.core.selection import kept_count
+from tests.conftest import unique_name
+
+
+@pytest.fixture(scope="module")
+def scored(digits_images):
+    """120 real digit images with real labels; random 16-d embeddings make the scoring
+    fast while the selection code sees a realistic spread of groups and scores."""
+    dataset = fo.Dataset(unique_name("select"))
+    dataset.add_samples([fo.Sample(filepath=p, ground_truth=fo.Classification(label=l))
+                         for p, l in digits_images])
+    rng = np.random.default_rng(1)
+    dataset.set_values("emb", list(rng.normal(size=(len(dataset), 16)).astype(np.float32)))
+    fop.compute_prototype_scores(dataset, "emb", run_key="proto", num_clusters=6,
+                                 label_field="ground_truth")
+    yield dataset
+    fo.delete_dataset(dataset.name)
+
+
+def tagged(dataset, tag):
+    return set(dataset.match_tags(tag).values("id"))
+
+
+@settings(max_examples=30, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    keep=st.one_of(st.floats(0.01, 1.0), st.integers(1, 120)),
+    strategy=st.sampled_from(["hard", "easy", "random", "ccs", "density", "auto"]),
+    balance=st.sampled_from(["cluster", "class", None]),
+    ratio=st.sampled_from([0.0, 0.5, 1.0]),
+    seed=st.integers(0, 3),
+)
+def test_selection_invariants(scored, keep, strategy, balance, ratio, seed):
+    n = len(scored)
+    schema_before = sorted(scored.get_field_schema())
+    kwargs = dict(run_key="proto", keep=keep, strategy=strategy, balance=balance,
+                  balance_ratio=ratio, seed=seed)
+    view = fop.select_samples(scored, **kwargs)
+    kept, pruned = tagged(scored, "proto:kept"), tagged(scored, "proto:pruned")
+    all_ids = set(scored.values("id"))
+    # exact count, partition, nothing deleted or added
+    assert len(view) == len(kept) == kept_count(n, keep)
+    assert kept | pruned == all_ids and not kept & pruned
+    assert len(scored) == n and sorted(scored.get_field_schema()) == schema_before
+    assert set(scored.load_saved_view("proto-kept").values("id")) == kept
+    # floors respected (density has its own per-cluster floor with the same ratio)
+    groups = None
+    if strategy == "density":
+        groups = scored.values("proto_cluster")
+    elif balance == "class":
+        groups = scored.values("ground_truth.label")
+    elif balance == "cluster":
+        groups = scored.values("proto_cluster")
+    if groups is not None:
+        ids = scored.values("id")
+        labels, sizes = np.unique([str(g) for g in groups], return_counts=True)
+        floors = np.minimum(sizes, math.ceil(ratio * len(kept) / len(sizes) - 1e-9))
+        # when ceil pushes the floors past the budget, which group gives a unit back is
+        # strategy-specific (covered by the core unit tests); check the plain case here
+        if floors.sum() > len(kept):
+            floors = np.zeros_like(floors)
+        for label, floor in zip(labels, floors):
+            got = sum(1 for i, g in zip(ids, groups) if str(g) == label and i in kept)
+            assert got >= floor, (label, got, floor)
+    # deterministic for a seed
+    again = fop.plan_selection(scored, **kwargs)
+    assert set(again.kept_ids) == kept
+
+
+def test_hard_unbalanced_keeps_exactly_the_top_scores(scored):
+    fop.select_samples(scored, "proto", keep=30, strategy="hard", balance=None)
+    ids, dist = scored.values(["id", "proto_distance"])
+    top = {ids[i] for i in np.argsort(dist)[::-1][:30]}
+    assert tagged(scored, "proto:kept") == top
+    fop.select_samples(scored, "proto", keep=30, strategy="easy", balance=None)
+    bottom = {ids[i] for i in np.argsort(dist)[:30]}
+    assert tagged(scored, "proto:kept") == bottom
+
+
+def test_rerun_replaces_only_its_own_tags_and_view(scored):
+    scored.take(5, seed=0).tag_samples("mine")
+    fop.select_samples(scored, "proto", keep=0.5, strategy="random", name="other")
+    fop.select_samples(scored, "proto", keep=0.9, strategy="hard")
+    fop.select_samples(scored, "proto", keep=0.2, strategy="hard")
+    counts = scored.count_sample_tags()
+    assert counts["mine"] == 5
+    assert counts["other:kept"] == 60 and counts["other:pruned"] == 60
+    assert counts["proto:kept"] == 24 and counts["proto:pruned"] == 96
+    info = fop.get_run_info(scored, "proto_selection").config
+    assert info.keep == 0.2 and info.chosen_strategy == "hard"
+    groups = fop.load_run_results(scored, "proto_selection").groups
+    assert sum(g["kept"] for g in groups.values()) == 24
+    fop.delete_run(scored, "other_selection")
+    assert "other:kept" not in scored.count_sample_tags()
+    assert "other-kept" not in scored.list_saved_views()
+    scored.untag_samples("mine")
+
+
+def test_auto_reports_its_choice_and_follows_the_data_regime(scored):
+    plan = fop.plan_selection(scored, "proto", keep=0.5, strategy="auto")
+    assert plan.strategy == "easy" and "scarce" in plan.strategy_reason
+
+
+def test_semdedup_alone_and_as_a_first_step(scored):
+    ids = scored.values("id")
+    emb = scored.values("emb")
+    # plant exact duplicates of 4 samples (a fresh sample per copy, same vector)
+    dupes = scored.add_samples([
+        fo.Sample(filepath=scored[i].filepath, ground_truth=scored[i].ground_truth,
+                  emb=emb[k]) for k, i in enumerate(ids[:4])
+    ])
+    try:
+        fop.compute_prototype_scores(scored, "emb", run_key="dd", num_clusters=6)
+        view = fop.deduplicate(scored, "dd", eps=1e-4)
+        pruned = tagged(scored, "dd_dedup:pruned")
+        assert len(pruned) == 4 and len(view) == len(scored) - 4
+        for original, copy in zip(ids[:4], dupes):
+            assert len({original, copy} & pruned) == 1
+        fop.select_samples(scored, "dd", keep=0.5, strategy="hard", dedup_eps=1e-4)
+        assert fop.get_run_info(scored, "dd_selection").config.num_duplicates == 4
+        assert not (tagged(scored, "dd:kept") & pruned)
+    finally:
+        scored.delete_samples(dupes)
+        for key in ("dd_dedup_selection", "dd_selection", "dd"):
+            fop.delete_run(scored, key)
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    (dict(keep=0), "at least 1"),
+    (dict(keep=1.5), r"outside \(0, 1\]"),
+    (dict(keep=-0.2), r"outside \(0, 1\]"),
+    (dict(keep=500), "exceeds|at most|more than"),
+    (dict(strategy="hardest"), "Unknown strategy"),
+    (dict(run_key="nope"), "No prototype-score run"),
+    (dict(balance="class", label_field="no_such_field"), "does not exist"),
+    (dict(dedup_eps=0), r"\(0, 1\)"),
+    (dict(dedup_eps=1.0), r"\(0, 1\)"),
+    (dict(balance="genre"), "Unknown balance"),
+])
+def test_bad_input_fails_before_any_change(scored, kwargs, message):
+    fop.select_samples(scored, "proto", keep=0.5, strategy="hard")
+    before = (scored.count_sample_tags(), sorted(scored.list_runs()),
+              scored.list_saved_views())
+    args = dict(run_key="proto", keep=0.5, strategy="hard")
+    args.update(kwargs)
+    with pytest.raises(ValueError, match=message):
+        fop.select_samples(scored, **args)
+    assert (scored.count_sample_tags(), sorted(scored.list_runs()),
+            scored.list_saved_views()) == before
+
+
+def test_export_round_trip_classification_tree(scored, tmp_path):
+    view = fop.select_samples(scored, "proto", keep=40, strategy="ccs")
+    out = tmp_path / "tree"
+    report = fop.export_kept_samples(view, str(out), dataset_type="image_classification_tree",
+                                     label_field="ground_truth")
+    assert report["num_samples"] == 40
+    back = fo.Dataset.from_dir(str(out), dataset_type=fo.types.ImageClassificationDirectoryTree,
+                               label_field="ground_truth")
+    try:
+        expected = sorted((os.path.basename(p), l) for p, l in
+                          zip(*view.values(["filepath", "ground_truth.label"])))
+        got = sorted((os.path.basename(p), l) for p, l in
+                     zip(*back.values(["filepath", "ground_truth.label"])))
+        assert got == expected
+        manifest = json.load(open(report["manifest"]))
+        assert manifest["selection"]["chosen_strategy"] == "ccs"
+        assert manifest["scoring"]["num_clusters"] == [6]
+        rows = open(report["manifest_csv"]).read().splitlines()
+        assert len(rows) == 41 and rows[0].startswith("id,filepath,proto_distance")
+        # a non-empty directory is refused, nothing touched
+        before = sorted(os.listdir(out))
+        with pytest.raises(ValueError, match="not empty"):
+            fop.export_kept_samples(view, str(out), dataset_type="image_classification_tree",
+                                    label_field="ground_truth")
+        assert sorted(os.listdir(out)) == before
+        fop.export_kept_samples(view.limit(3), str(out), dataset_type="media", overwrite=True)
+        assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 3
+    finally:
+        fo.delete_dataset(back.name)
+
+
+def test_export_round_trip_fiftyone_format_keeps_scores(scored, tmp_path):
+    view = fop.select_samples(scored, "proto", keep=25, strategy="hard")
+    fop.export_kept_samples(view, str(tmp_path / "fo"))
+    back = fo.Dataset.from_dir(str(tmp_path / "fo"), dataset_type=fo.types.FiftyOneDataset)
+    try:
+        names = lambda c: sorted(os.path.basename(p) for p in c.values("filepath"))  # noqa
+        assert names(back) == names(view)
+        assert sorted(back.values("proto_distance")) == sorted(view.values("proto_distance"))
+        assert sorted(back.values("ground_truth.label")) == sorted(view.values("ground_truth.label"))
+    finally:
+        fo.delete_dataset(back.name)
+
+
+def test_export_bad_input(scored, tmp_path):
+    view = scored.limit(3)
+    with pytest.raises(ValueError, match="Unknown dataset_type"):
+        fop.export_kept_samples(view, str(tmp_path / "a"), dataset_type="tiff-stack")
+    with pytest.raises(ValueError, match="needs label_field"):
+        fop.export_kept_samples(view, str(tmp_path / "a"), dataset_type="image_classification_tree")
+    with pytest.raises(ValueError, match="empty"):
+        fop.export_kept_samples(scored.limit(0), str(tmp_path / "a"))
+    assert not (tmp_path / "a").exists()
