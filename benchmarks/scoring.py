@@ -58,11 +58,17 @@ class PeakRSS:
         self.delta_gb = (self.peak - self.base) / 2**30
 
 
-def make_dataset(n, d, k_true, seed, chunk=20000):
+def make_dataset(n, d, k_true, seed, writer, chunk=20000):
+    """Vectors stored as FiftyOne itself writes them (``writer="fiftyone"``: zlib level 6,
+    what ``set_values``/``compute_embeddings`` of FiftyOne and the Brain produce), or as
+    fiftyone-prune's ``compute_embeddings`` writes them (zlib level 0, same format)."""
     import fiftyone as fo
+    import fiftyone.core.utils as fou
+    from bson import Binary, ObjectId
+    from pymongo import UpdateOne
     from fiftyone_prune.sdk import storage
 
-    name = f"bench-scoring-{n}-{d}"
+    name = f"bench-scoring-{n}-{d}-{writer}"
     if fo.dataset_exists(name):
         ds = fo.load_dataset(name)
         if len(ds) == n and ds.count("emb") == n:
@@ -81,7 +87,12 @@ def make_dataset(n, d, k_true, seed, chunk=20000):
               "_dataset_id": ds._doc.id} for i in range(m)]
         ).inserted_ids
         x = centers[rng.integers(0, k_true, m)] + 0.7 * rng.normal(size=(m, d)).astype(np.float32)
-        storage.write_vectors(ds, "emb", [str(i) for i in ids], x)
+        if writer == "fiftyone":
+            ds._sample_collection.bulk_write(
+                [UpdateOne({"_id": ObjectId(i)}, {"$set": {"emb": Binary(fou.serialize_numpy_array(v))}})
+                 for i, v in zip(ids, x)], ordered=False)
+        else:
+            storage.write_vectors(ds, "emb", [str(i) for i in ids], x)
     print(f"built {n} x {d} dataset in {time.perf_counter() - t:.1f} s")
     return ds
 
@@ -93,6 +104,8 @@ def main():
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--niter", type=int, default=25)
     ap.add_argument("--no-brain", action="store_true")
+    ap.add_argument("--writer", choices=["fiftyone", "fiftyone_prune"], default="fiftyone",
+                    help="how the vectors were stored (see make_dataset)")
     ap.add_argument("--keep", action="store_true", help="keep the dataset for reruns")
     args = ap.parse_args()
 
@@ -102,16 +115,11 @@ def main():
     from fiftyone_prune.core import prototypes as core
     from fiftyone_prune.sdk.scores import _read_embeddings
 
-    ds = make_dataset(args.num_samples, args.dim, 50, 0)
+    ds = make_dataset(args.num_samples, args.dim, 50, 0, args.writer)
     n, d = args.num_samples, args.dim
-    print(f"N={n} D={d} k={args.k} niter={args.niter} faiss threads={faiss.omp_get_max_threads()}")
+    print(f"N={n} D={d} k={args.k} niter={args.niter} writer={args.writer} "
+          f"faiss threads={faiss.omp_get_max_threads()}")
     rows = []
-
-    with PeakRSS() as m:
-        vals = ds.values("emb")
-    rows.append(("fiftyone values() read", m))
-    del vals
-    gc.collect()
 
     with PeakRSS() as m:
         ids, x, _ = _read_embeddings(ds, "emb")
@@ -145,6 +153,11 @@ def main():
                                            embeddings="emb", progress=False)
         brain_row = ("fiftyone-brain compute_representativeness", m)
         rows.append(brain_row)
+
+    with PeakRSS() as m:
+        vals = ds.values("emb")
+    rows.insert(0, ("fiftyone values() read", m))
+    del vals
 
     print(f"\n{'step':45s} {'seconds':>9s} {'peak RSS +GB':>13s}")
     for name, m in rows:

@@ -108,20 +108,134 @@ def cmd_runs(args):
     return 0
 
 
+def _parse_keep(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise ValueError(f"--keep must be a fraction in (0, 1] or a count, got {text!r}")
+    return int(value) if value > 1 and value.is_integer() else value
+
+
+def _select_kwargs(args):
+    return dict(keep=_parse_keep(args.keep), strategy=args.strategy,
+                balance=None if args.balance == "none" else args.balance,
+                label_field=args.label_field, balance_ratio=args.balance_ratio,
+                seed=args.seed, dedup_eps=args.dedup_eps)
+
+
+def _print_selection(dataset, name):
+    import fiftyone_prune as fop
+
+    info = fop.get_run_info(dataset, f"{name}_selection").config
+    groups = fop.load_run_results(dataset, f"{name}_selection").groups
+    print(f"strategy: {info.chosen_strategy} ({info.strategy_reason})")
+    print(f"kept {info.num_kept}, pruned {info.num_pruned}, duplicates {info.num_duplicates}, "
+          f"unscored {info.num_unscored}")
+    print("group\tkept/total")
+    for group, c in groups.items():
+        print(f"{group}\t{c['kept']}/{c['total']}")
+    print(f"tags: {name}:kept / {name}:pruned; saved view: {name}-kept")
+
+
+def cmd_select(args):
+    import fiftyone_prune as fop
+
+    dataset = _load_or_create_dataset(args.dataset)
+    fop.select_samples(dataset, run_key=args.run_key, name=args.name, **_select_kwargs(args))
+    _print_selection(dataset, args.name or args.run_key)
+    return 0
+
+
+def cmd_export(args):
+    import fiftyone as fo
+    import fiftyone_prune as fop
+
+    dataset = _load_or_create_dataset(args.dataset)
+    name = args.selection
+    view_name = f"{name}-kept"
+    if not dataset.has_saved_view(view_name):
+        raise ValueError(f"No selection {name!r} on {dataset.name!r} (saved view {view_name!r} "
+                         f"missing); run 'fiftyone-prune select' first")
+    report = fop.export_kept_samples(dataset.load_saved_view(view_name), args.export_dir,
+                                     dataset_type=args.format, label_field=args.label_field,
+                                     overwrite=args.overwrite, selection=name)
+    print(json.dumps(report, indent=2))
+    return 0
+
+
+def _pipeline(dataset, args, model, image_size, embeddings_field):
+    import fiftyone_prune as fop
+
+    emb = fop.compute_embeddings(dataset, model=model, embeddings_field=embeddings_field,
+                                 image_size=image_size, checkpoint_path=getattr(args, "checkpoint", None),
+                                 batch_size=args.batch_size, progress=True)
+    print(f"embedded {emb.num_embedded} (already had: {emb.num_skipped_existing}, "
+          f"unreadable: {emb.num_failed})")
+    label_field = args.label_field
+    scores = fop.compute_prototype_scores(
+        dataset, embeddings_field, run_key=args.run_key,
+        num_clusters=_parse_k(args.num_clusters), label_field=label_field, overwrite=True)
+    print(f"scored {scores.num_scored} samples with k={scores.num_clusters} "
+          f"(fields {scores.distance_field}, {scores.cluster_field})")
+    kept = fop.select_samples(dataset, run_key=args.run_key, **_select_kwargs(args))
+    _print_selection(dataset, args.run_key)
+    if args.export:
+        report = fop.export_kept_samples(
+            kept, args.export, dataset_type=args.format,
+            label_field=label_field if args.format != "media" else None,
+            overwrite=args.overwrite_export)
+        print(f"exported {report['num_samples']} samples to {report['export_dir']} "
+              f"({report['dataset_type']}); manifest: {report['manifest']}")
+    return 0
+
+
+def cmd_run(args):
+    source = args.source
+    if os.path.isdir(source):
+        name = args.dataset or f"fiftyone-prune-{os.path.basename(os.path.abspath(source))}"
+        dataset = _load_or_create_dataset(name, source)
+    else:
+        dataset = _load_or_create_dataset(source)
+    field = args.embeddings_field or _default_field(args.model)
+    return _pipeline(dataset, args, args.model, args.image_size, field)
+
+
 def cmd_demo(args):
     import fiftyone_prune as fop
 
     dataset = fop.load_demo_dataset(args.dataset, max_samples=args.max_samples,
                                     overwrite=args.overwrite, persistent=True)
     print(f"Demo dataset {dataset.name!r}: {len(dataset)} real MNIST digit images "
-          f"(labels in 'ground_truth')")
-    result = fop.compute_embeddings(dataset, model="efficientnet_lite0",
-                                    embeddings_field="embedding", image_size=args.image_size,
-                                    progress=True)
-    print(json.dumps(result.to_dict(), indent=2))
-    print(f"Open it in the App: python -c \"import fiftyone as fo; "
-          f"fo.launch_app(fo.load_dataset('{dataset.name}')).wait()\"")
+          f"(labels in 'ground_truth'); model efficientnet_lite0 (offline ImageNet weights)")
+    args.label_field = "ground_truth"
+    _pipeline(dataset, args, "efficientnet_lite0", args.image_size, "embedding")
+    print(f"Open it in the App: FIFTYONE_PLUGINS_DIR=$PWD .venv/bin/python -c \"import "
+          f"fiftyone as fo; fo.launch_app(fo.load_dataset('{dataset.name}')).wait()\"")
     return 0
+
+
+def _add_select_args(p):
+    p.add_argument("--keep", default="0.8", help="fraction in (0, 1] or a count (default 0.8)")
+    p.add_argument("--strategy", default="auto",
+                   choices=["auto", "hard", "easy", "random", "ccs", "density"])
+    p.add_argument("--balance", default="cluster", choices=["cluster", "class", "none"])
+    p.add_argument("--label-field", default=None)
+    p.add_argument("--balance-ratio", type=float, default=0.5)
+    p.add_argument("--dedup-eps", type=float, default=None,
+                   help="SemDeDup first: near-duplicates (cos > 1 - eps) removed")
+    p.add_argument("--seed", type=int, default=51)
+
+
+def _add_pipeline_args(p, labels=True, default_export=None):
+    p.add_argument("--run-key", default="prototypes")
+    p.add_argument("--num-clusters", default=None)
+    _add_select_args(p)
+    if not labels:
+        p.set_defaults(label_field="ground_truth")
+    p.add_argument("--export", default=default_export, help="export the kept subset here")
+    p.add_argument("--format", default="fiftyone" if labels else "image_classification_tree")
+    p.add_argument("--overwrite-export", action="store_true", default=not labels,
+                   help="replace a non-empty export directory")
 
 
 def build_parser():
@@ -156,11 +270,38 @@ def build_parser():
                    help="delete this run and exactly the fields/tags/views it created")
     p.set_defaults(func=cmd_runs)
 
-    p = sub.add_parser("demo", help="run the pipeline on bundled real images (offline)")
+    p = sub.add_parser("select", help="select the samples to keep (tags + saved view)")
+    p.add_argument("dataset")
+    p.add_argument("--run-key", default="prototypes", help="the scoring run")
+    p.add_argument("--name", default=None, help="selection name (default: the run key)")
+    _add_select_args(p)
+    p.set_defaults(func=cmd_select)
+
+    p = sub.add_parser("export", help="export the kept samples of a selection")
+    p.add_argument("dataset")
+    p.add_argument("export_dir")
+    p.add_argument("--selection", default="prototypes", help="selection name")
+    p.add_argument("--format", default="fiftyone",
+                   help="fiftyone, image_classification_tree, image_classification_csv, "
+                        "coco, yolo, voc, media, or a fiftyone.types class name")
+    p.add_argument("--label-field", default=None)
+    p.add_argument("--overwrite", action="store_true", help="replace a non-empty directory")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("run", help="embed, score, select and export in one go")
+    p.add_argument("source", help="a folder of images or a FiftyOne dataset name")
+    p.add_argument("--dataset", default=None, help="dataset name when SOURCE is a folder")
+    _add_embed_args(p)
+    _add_pipeline_args(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("demo", help="run the whole pipeline on bundled real images (offline)")
     p.add_argument("--dataset", default="fiftyone-prune-demo")
     p.add_argument("--max-samples", type=int, default=1000)
     p.add_argument("--image-size", type=int, default=112)
+    p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--overwrite", action="store_true", help="rebuild the demo dataset")
+    _add_pipeline_args(p, labels=False, default_export="demo_output/kept")
     p.set_defaults(func=cmd_demo)
     return parser
 

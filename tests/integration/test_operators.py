@@ -66,3 +66,56 @@ def test_scores_form_says_what_to_run_first_without_embeddings(digits_dataset):
     with pytest.raises(ExecutionError, match="compute embeddings"):
         foo.execute_operator(URI + "compute_prototype_scores",
                              {"view": digits_dataset.view()}, params={})
+
+
+def _scored(dataset):
+    _with_random_embeddings(dataset)
+    foo.get_operator(URI + "compute_prototype_scores")(dataset, embeddings_field="emb",
+                                                       run_key="proto", num_clusters=4)
+
+
+def test_select_operator_applies_a_selection(digits_dataset):
+    _scored(digits_dataset)
+    op = foo.get_operator(URI + "select_samples")
+    summary = op(digits_dataset, run_key="proto", keep=0.25, strategy="auto", balance=None)
+    assert summary["num_kept"] == 30 and summary["strategy"] == "easy"
+    assert digits_dataset.count_sample_tags()["proto:kept"] == 30
+    summary = op(digits_dataset, run_key="proto", keep=12, strategy="hard")
+    assert summary["num_kept"] == 12
+    assert "proto-kept" in digits_dataset.list_saved_views()
+
+
+def test_select_form_previews_and_refuses_bad_keep(digits_dataset):
+    _scored(digits_dataset)
+    from fiftyone_prune.plugin.operators import SelectSamples, _selection_kwargs
+    from fiftyone_prune.sdk.selection import plan_selection
+
+    ctx = foo.ExecutionContext(request_params={
+        "dataset_name": digits_dataset.name,
+        "params": {"run_key": "proto", "keep": 0.5, "strategy": "auto", "balance": "cluster"}})
+    form = SelectSamples().resolve_input(ctx)
+    preview = form.type.properties["preview"]
+    text = str(preview.to_json())
+    plan = plan_selection(digits_dataset, **_selection_kwargs(ctx.params))
+    assert "Keeps 60" in text and f"`{plan.strategy}`" in text
+    for group, counts in plan.groups.items():
+        assert f"| {group} | {counts['kept']} | {counts['total']} |" in text
+    with pytest.raises(ExecutionError, match=r"outside \(0, 1\]"):
+        foo.execute_operator(URI + "select_samples", {"view": digits_dataset.view()},
+                             params={"run_key": "proto", "keep": 1.5})
+    assert "proto:kept" not in digits_dataset.count_sample_tags()
+
+
+def test_export_operator_writes_the_kept_view(digits_dataset, tmp_path):
+    _scored(digits_dataset)
+    kept = foo.get_operator(URI + "select_samples")
+    kept(digits_dataset, run_key="proto", keep=10, strategy="hard")
+    view = digits_dataset.load_saved_view("proto-kept")
+    export = foo.get_operator(URI + "export_kept_samples")
+    out = tmp_path / "out"
+    report = export(view, str(out), dataset_type="image_classification_tree",
+                    label_field="ground_truth")
+    assert report["num_samples"] == 10
+    assert len([f for f in out.rglob("*.png")]) == 10
+    with pytest.raises(ExecutionError, match="not empty"):
+        export(view, str(out), dataset_type="media")

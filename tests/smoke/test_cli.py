@@ -74,3 +74,28 @@ def test_score_and_runs_commands(digits_dataset):
     run_cli("runs", digits_dataset.name, "--delete", "cli_run")
     digits_dataset.reload()
     assert "cli_run_distance" not in digits_dataset.get_field_schema()
+
+
+def test_run_command_prunes_a_folder_and_exports(digits_images, tmp_path):
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for path, _ in digits_images[:30]:
+        shutil.copy(path, folder / os.path.basename(path))
+    name = unique_name("run")
+    out = tmp_path / "kept"
+    res = run_cli("run", str(folder), "--dataset", name, "--model", "efficientnet_lite0",
+                  "--image-size", "32", "--num-workers", "0", "--num-clusters", "3",
+                  "--keep", "0.8", "--strategy", "hard", "--export", str(out),
+                  "--format", "media")
+    assert "kept 24, pruned 6" in res.stdout
+    assert len(list(out.glob("*.png"))) == 24
+    dataset = fo.load_dataset(name)
+    assert dataset.count_sample_tags() == {"prototypes:kept": 24, "prototypes:pruned": 6}
+    # select + export as separate commands, on the same dataset
+    run_cli("select", name, "--keep", "10", "--strategy", "ccs", "--name", "small")
+    out2 = tmp_path / "small"
+    rep = last_json(run_cli("export", name, str(out2), "--selection", "small").stdout)
+    assert rep["num_samples"] == 10
+    bad = run_cli("select", name, "--keep", "1.5", check=False)
+    assert bad.returncode == 2 and "outside (0, 1]" in bad.stderr
+    fo.delete_dataset(name)
