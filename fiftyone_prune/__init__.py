@@ -25,6 +25,8 @@ _PUBLIC = {
     "plan_selection": "fiftyone_prune.sdk.selection",
     "deduplicate": "fiftyone_prune.sdk.selection",
     "export_kept_samples": "fiftyone_prune.sdk.export",
+    "evaluate_pruning": "fiftyone_prune.sdk.evaluation",
+    "load_evaluation": "fiftyone_prune.sdk.evaluation",
 }
 
 __all__ = sorted(_PUBLIC)

@@ -200,6 +200,29 @@ def cmd_run(args):
     return _pipeline(dataset, args, args.model, args.image_size, field)
 
 
+def cmd_evaluate(args):
+    import fiftyone_prune as fop
+
+    dataset = _load_or_create_dataset(args.dataset)
+    try:
+        fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
+    except ValueError:
+        raise ValueError(f"--fractions must be comma-separated numbers, got {args.fractions!r}")
+    result = fop.evaluate_pruning(
+        dataset, label_field=args.label_field, run_key=args.run_key,
+        fractions=fractions, strategies=[s for s in args.strategies.split(",") if s.strip()],
+        seeds=args.seeds, probe=args.probe, balance=None if args.balance == "none" else args.balance,
+        test_tag=args.test_tag, test_fraction=args.test_fraction, eval_key=args.eval_key,
+        overwrite=args.overwrite, plot_path=args.plot, progress=True,
+    )
+    print(result.format_table())
+    print()
+    print("\n".join(result.verdicts))
+    if result.plot_path:
+        print(f"plot: {result.plot_path}")
+    return 0
+
+
 def cmd_demo(args):
     import fiftyone_prune as fop
 
@@ -294,6 +317,23 @@ def build_parser():
     _add_embed_args(p)
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("evaluate", help="does the kept subset still train as well? "
+                                         "(pruning curve vs random)")
+    p.add_argument("dataset")
+    p.add_argument("--label-field", required=True)
+    p.add_argument("--run-key", default="prototypes")
+    p.add_argument("--fractions", default="0.1,0.2,0.3,0.5,0.7,0.9")
+    p.add_argument("--strategies", default="random,easy,hard,ccs")
+    p.add_argument("--seeds", type=int, default=3)
+    p.add_argument("--probe", choices=["linear", "cnn"], default="linear")
+    p.add_argument("--balance", default="cluster", choices=["cluster", "class", "none"])
+    p.add_argument("--test-tag", default=None, help="held-out samples carry this tag")
+    p.add_argument("--test-fraction", type=float, default=0.2)
+    p.add_argument("--eval-key", default=None)
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("--plot", default=None, help="save the curve as PNG here")
+    p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="run the whole pipeline on bundled real images (offline)")
     p.add_argument("--dataset", default="fiftyone-prune-demo")

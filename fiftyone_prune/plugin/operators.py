@@ -467,4 +467,101 @@ class ExportKeptSamples(foo.Operator):
         return common.call_operator(self.uri, sample_collection, params, delegate)
 
 
-OPERATORS = [ComputeEmbeddings, ComputePrototypeScores, SelectSamples, ExportKeptSamples]
+class EvaluatePruning(foo.Operator):
+    @property
+    def config(self):
+        return foo.OperatorConfig(
+            name="evaluate_pruning",
+            label="Prune: evaluate pruning against random",
+            description=(
+                "Train a probe on each selection and compare held-out accuracy with "
+                "random selection and with all data"
+            ),
+            icon="/assets/evaluate.svg",
+            dynamic=True,
+            allow_immediate_execution=True,
+            allow_delegated_execution=True,
+            default_choice_to_delegated=True,
+        )
+
+    def resolve_input(self, ctx):
+        from fiftyone_prune.sdk import runs
+        from fiftyone_prune.sdk.evaluation import _check, EVAL_STRATEGIES
+
+        inputs = types.Object()
+        common.add_view_target(ctx, inputs)
+        score_runs = runs.list_runs(ctx.dataset, "prototypes")
+        label_fields = validation.classification_fields(ctx.dataset)
+        if not score_runs or not label_fields:
+            common.error_notice(inputs, "missing", "Needs a prototype-score run and a "
+                                "Classification label field: run 'Prune: compute prototype "
+                                "scores' first" if not score_runs else
+                                "Needs a Classification label field to train the probe")
+            return common.form(inputs, "Evaluate pruning")
+        _dropdown(inputs, "run_key", [(k, k) for k in score_runs], "Scoring run",
+                  default=score_runs[0])
+        _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
+                  default=label_fields[0])
+        fr = inputs.str("fractions", default="0.1,0.2,0.3,0.5,0.7,0.9", label="Kept fractions")
+        inputs.list("strategies", types.String(), default=["random", "easy", "hard", "ccs"],
+                    label="Strategies (random is always included)",
+                    view=types.AutocompleteView(choices=[types.Choice(s) for s in EVAL_STRATEGIES]))
+        inputs.int("seeds", default=3, label="Seeds per point")
+        _dropdown(inputs, "probe", [("linear", "linear probe on embeddings (fast)"),
+                                    ("cnn", "small CNN from scratch on images (slow)")],
+                  "Probe", default="linear")
+        inputs.str("eval_key", label="Run key (optional)")
+        inputs.bool("overwrite", default=False, label="Replace an existing evaluation")
+        p = ctx.params
+        try:
+            fractions = _parse_fractions(p.get("fractions", "0.1,0.2,0.3,0.5,0.7,0.9"))
+            run_key = p.get("run_key", score_runs[0])
+            _check(common.target_view(ctx), p.get("label_field", label_fields[0]), run_key,
+                   fractions, p.get("strategies") or ["random"], p.get("seeds", 3),
+                   p.get("probe", "linear"), None, 0.2,
+                   p.get("eval_key") or f"{run_key}_evaluation", bool(p.get("overwrite")))
+        except ValueError as e:
+            if "fraction" in str(e):
+                common.mark_invalid(fr, str(e))
+            else:
+                common.error_notice(inputs, "input_error", str(e))
+        return common.form(inputs, "Evaluate pruning")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk.evaluation import evaluate_pruning
+
+        p = ctx.params
+        result = evaluate_pruning(
+            common.target_view(ctx), label_field=p["label_field"], run_key=p["run_key"],
+            fractions=_parse_fractions(p.get("fractions", "0.1,0.2,0.3,0.5,0.7,0.9")),
+            strategies=p.get("strategies") or ["random"], seeds=p.get("seeds", 3),
+            probe=p.get("probe", "linear"), eval_key=p.get("eval_key") or None,
+            overwrite=bool(p.get("overwrite", False)),
+            progress=common.progress_callback(ctx, "Training probes"),
+        )
+        return {"eval_key": result.eval_key, "verdicts": "\n\n".join(result.verdicts)}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("eval_key", label="Evaluation run")
+        outputs.md(ctx.results.get("verdicts", "") if ctx.results else "", name="verdicts")
+        return types.Property(outputs, view=types.View(label="Pruning evaluated"))
+
+    def __call__(self, sample_collection, label_field, run_key="prototypes",
+                 fractions=(0.1, 0.2, 0.3, 0.5, 0.7, 0.9), strategies=("random", "easy", "hard", "ccs"),
+                 seeds=3, probe="linear", eval_key=None, overwrite=False, delegate=False):
+        params = dict(label_field=label_field, run_key=run_key,
+                      fractions=",".join(str(f) for f in fractions), strategies=list(strategies),
+                      seeds=seeds, probe=probe, eval_key=eval_key, overwrite=overwrite)
+        return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+def _parse_fractions(text):
+    try:
+        return [float(f) for f in str(text).split(",") if f.strip()]
+    except ValueError:
+        raise ValueError(f"fractions must be comma-separated numbers in (0, 1], got {text!r}")
+
+
+OPERATORS = [ComputeEmbeddings, ComputePrototypeScores, SelectSamples, ExportKeptSamples,
+             EvaluatePruning]

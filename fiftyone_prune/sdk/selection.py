@@ -126,29 +126,60 @@ def plan_selection(samples, run_key: str = "prototypes", keep=0.8, strategy: str
     the first half of :func:`select_samples`; same arguments)."""
     cfg = _check(samples, run_key, keep, strategy, balance, label_field, balance_ratio,
                  dedup_eps, name)
-    name = name or run_key
     label_field = label_field or cfg.label_field
-    distance_field, cluster_field = cfg.distance_field, cfg.cluster_field
-    fields = ["id", distance_field, cluster_field]
+    table = read_score_table(samples, cfg, balance, label_field)
+    return plan_from_table(samples, cfg, table, keep, strategy, balance, label_field,
+                           balance_ratio, seed, dedup_eps, ccs_beta, ccs_bins,
+                           density_temperature, name or run_key, run_key)
+
+
+@dataclass
+class ScoreTable:
+    """The scored samples of a view as arrays, in view order."""
+
+    ids: list
+    distances: np.ndarray
+    clusters: list
+    groups: list | None  # balance groups (class or cluster), None when unbalanced
+    unscored_ids: list
+
+    def subset(self, index) -> "ScoreTable":
+        index = np.asarray(index)
+        return ScoreTable([self.ids[i] for i in index], self.distances[index],
+                          [self.clusters[i] for i in index],
+                          None if self.groups is None else [self.groups[i] for i in index],
+                          [])
+
+
+def read_score_table(samples, cfg, balance, label_field) -> ScoreTable:
+    fields = ["id", cfg.distance_field, cfg.cluster_field]
     if balance == "class":
         fields.append(f"{label_field}.label")
     values = samples.values(fields)
     ids = values[0]
     dist = np.array([np.nan if v is None else v for v in values[1]], dtype=np.float64)
     scored = ~np.isnan(dist)
-    unscored_ids = [i for i, ok in zip(ids, scored) if not ok]
     if not scored.any():
-        raise ValueError(f"No sample of this view has a score in run {run_key!r}")
+        raise ValueError(f"No sample of this view has a score in run {cfg.distance_field[:-9]!r}")
     idx = np.flatnonzero(scored)
-    ids_s = [ids[i] for i in idx]
-    dist_s = dist[idx]
-    clusters_s = [values[2][i] for i in idx]
+    clusters = [values[2][i] for i in idx]
     if balance == "class":
-        groups_s = [_group_key(values[3][i]) for i in idx]
+        groups = [_group_key(values[3][i]) for i in idx]
     elif balance == "cluster":
-        groups_s = [_group_key(c) for c in clusters_s]
+        groups = [_group_key(c) for c in clusters]
     else:
-        groups_s = None
+        groups = None
+    return ScoreTable([ids[i] for i in idx], dist[idx], clusters, groups,
+                      [i for i, ok in zip(ids, scored) if not ok])
+
+
+def plan_from_table(samples, cfg, table: ScoreTable, keep, strategy, balance, label_field,
+                    balance_ratio, seed, dedup_eps, ccs_beta, ccs_bins, density_temperature,
+                    name, run_key) -> SelectionPlan:
+    """The selection of :func:`plan_selection` on already-read scores (also used by the
+    evaluation, which selects many times from one read)."""
+    ids_s, dist_s, clusters_s, groups_s = table.ids, table.distances, table.clusters, table.groups
+    unscored_ids = table.unscored_ids
     n = len(ids_s)
     try:
         budget = core.kept_count(n, int(keep) if isinstance(keep, (int, np.integer)) else float(keep))
@@ -166,7 +197,8 @@ def plan_selection(samples, run_key: str = "prototypes", keep=0.8, strategy: str
 
     chosen, reason = strategy, "requested"
     if strategy == "auto":
-        chosen, reason = _auto_strategy(budget_eff, groups_s, clusters_s)
+        chosen, reason = _auto_strategy(samples, run_key, budget_eff / max(1, n), budget_eff,
+                                        groups_s, clusters_s)
     sub_scores = dist_s[candidates]
     sub_groups = None if groups_s is None else [groups_s[i] for i in candidates]
     actual_beta = None
@@ -207,7 +239,12 @@ def _natural(key):
     return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
 
 
-def _auto_strategy(budget, groups, clusters):
+def _auto_strategy(samples, run_key, keep_fraction, budget, groups, clusters):
+    from fiftyone_prune.sdk.evaluation import recommend_strategy
+
+    measured = recommend_strategy(samples, run_key, keep_fraction)
+    if measured is not None:
+        return measured
     num_groups = len(set(groups if groups is not None else clusters))
     per_group = budget / max(1, num_groups)
     if per_group >= AUTO_HARD_MIN_PER_GROUP:

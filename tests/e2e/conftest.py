@@ -1,0 +1,120 @@
+"""Fixtures for the browser tests: a real FiftyOne App server on a free port (same
+database and plugins dir as the test session, see tests/conftest.py), a persistent
+dataset of real digit images, and headless Chromium driven by Playwright.
+
+Setup: ``scripts/install_browser.sh`` (Debian's Chromium + the playwright package; never
+``playwright install``). Without them every test here is skipped with the reason.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tempfile
+import uuid
+
+import pytest
+
+from tests.e2e import helpers
+
+NUM_SAMPLES = 20
+
+_MISSING = helpers.missing_browser_reason()
+
+
+def pytest_collection_modifyitems(config, items):
+    here = os.path.dirname(os.path.abspath(__file__))
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.browser)
+            if _MISSING:
+                item.add_marker(pytest.mark.skip(reason=_MISSING))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+@pytest.fixture(scope="session")
+def e2e_dataset(digits_images):
+    """20 real MNIST digits with ``ground_truth`` labels, persistent so that the App
+    server process sees it; deleted at the end."""
+    import fiftyone as fo
+
+    name = f"e2e-{uuid.uuid4().hex[:10]}"
+    dataset = fo.Dataset(name, persistent=True)
+    dataset.add_samples(
+        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l))
+         for p, l in digits_images[:NUM_SAMPLES]]
+    )
+    yield dataset
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+
+
+@pytest.fixture(scope="session")
+def app_server(e2e_dataset, tmp_path_factory):
+    """The real App server, started once the dataset exists (this process then holds
+    the database service open for the server too)."""
+    log = str(tmp_path_factory.mktemp("app_server") / "server.log")
+    server = helpers.AppServer(log).start()
+    try:
+        server.wait_ready(e2e_dataset.name)
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def browser_context(app_server):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="e2e-chromium-") as udd:
+        # a fresh profile; Playwright takes --user-data-dir as this argument
+        context = p.chromium.launch_persistent_context(
+            udd, executable_path=helpers.CHROMIUM, args=helpers.CHROMIUM_ARGS,
+            headless=True, viewport={"width": 1400, "height": 900},
+        )
+        # what FiftyOne's own Playwright suite sets: no analytics, no "Explore
+        # Enterprise" popover (its backdrop swallows clicks), no query-performance toast
+        context.add_init_script("window.IS_PLAYWRIGHT = true;")
+        # offline: anything but the App server fails at once instead of waiting on DNS
+        local = re.compile(rf"^{re.escape(app_server.url)}(/|$)")
+        context.route(lambda url: not local.match(url), lambda route: route.abort())
+        context.set_default_timeout(30_000)
+        yield context
+        context.close()
+
+
+@pytest.fixture()
+def page(browser_context, request):
+    """A new tab; console errors are collected in ``page.console_errors``. On failure a
+    screenshot ``FAILED-<test>.png`` is written next to the others."""
+    page = browser_context.new_page()
+    page.console_errors = []
+    page.on("console", lambda m: page.console_errors.append(m.text)
+            if m.type == "error" and "ERR_FAILED" not in m.text else None)
+    yield page
+    rep = getattr(request.node, "rep_call", None)
+    if rep is not None and rep.failed:
+        try:
+            page.screenshot(path=os.path.join(helpers.screenshots_dir(),
+                                              f"FAILED-{request.node.name}.png"))
+        except Exception:
+            pass
+    page.close()
+
+
+@pytest.fixture()
+def shoot():
+    """``shoot(page, "name")`` saves ``<E2E_SCREENSHOTS>/name.png``."""
+
+    def _shoot(page, name):
+        path = os.path.join(helpers.screenshots_dir(), f"{name}.png")
+        page.screenshot(path=path)
+        return path
+
+    return _shoot

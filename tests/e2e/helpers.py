@@ -1,0 +1,252 @@
+"""What the browser tests share: finding Chromium and Playwright, starting the App
+server, and locating things in the FiftyOne App's DOM.
+
+The App build in the fiftyone wheel has no ``data-testid`` attributes; it does carry the
+``data-cy`` attributes FiftyOne's own Cypress tests use (``entry-counts``, ``looker``,
+``operators-browser``, ``sidebar-field-<path>``), and the operator forms are MUI, so the
+rest is found by role, text and placeholder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+
+CHROMIUM = "/usr/bin/chromium"
+
+#: headless Chromium as root, offline, with no background traffic
+CHROMIUM_ARGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+OPERATOR_LABELS = {
+    "compute_embeddings": "Prune: compute embeddings",
+    "compute_prototype_scores": "Prune: compute prototype scores",
+    "select_samples": "Prune: select samples to keep",
+    "export_kept_samples": "Prune: export kept samples",
+}
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def missing_browser_reason() -> str | None:
+    """Why the browser tests can't run here, or None."""
+    if not os.path.exists(CHROMIUM):
+        return f"{CHROMIUM} is missing: run scripts/install_browser.sh"
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        return "the playwright Python package is missing: run scripts/install_browser.sh"
+    return None
+
+
+def screenshots_dir() -> str:
+    path = os.environ.get("E2E_SCREENSHOTS") or os.path.join(
+        REPO_ROOT, "test_output", "screenshots")
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
+    """Polls ``predicate`` until it returns a truthy value; fails after ``timeout`` s."""
+    deadline = time.monotonic() + timeout
+    last_error = None
+    while True:
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as e:  # keep polling; report the last error on timeout
+            last_error = e
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}"
+                               + (f" (last error: {last_error!r})" if last_error else ""))
+        time.sleep(interval)
+
+
+class AppServer:
+    """``python -m fiftyone.server.main`` in a subprocess with this process' environment
+    (so it shares the session's FIFTYONE_DATABASE_NAME and FIFTYONE_PLUGINS_DIR)."""
+
+    def __init__(self, log_path: str, port: int | None = None):
+        self.port = port or free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.proc = None
+
+    def start(self):
+        env = dict(os.environ, FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true")
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "fiftyone.server.main", "--port", str(self.port)],
+            env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
+        )
+        return self
+
+    def graphql(self, query: str, timeout: float = 5.0) -> dict:
+        req = urllib.request.Request(
+            f"{self.url}/graphql", data=json.dumps({"query": query}).encode(),
+            headers={"Content-Type": "application/json"}, method="POST")
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return json.loads(r.read())
+
+    def wait_ready(self, dataset_name: str, timeout: float = 90.0):
+        """Ready when /graphql answers a query that reads the database and sees the
+        dataset (a bare /graphql answer can come before mongod is reachable)."""
+
+        def ready():
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"App server exited with {self.proc.returncode}:\n"
+                                   + self.log_tail())
+            try:
+                data = self.graphql(f'{{ dataset(name: "{dataset_name}") {{ name }} }}')
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError):
+                return False
+            return (data.get("data") or {}).get("dataset", {}) and \
+                data["data"]["dataset"]["name"] == dataset_name
+
+        try:
+            wait_until(ready, timeout, interval=0.25, what=f"{self.url}/graphql")
+        except TimeoutError as e:
+            raise TimeoutError(f"{e}\n--- server log ---\n{self.log_tail()}") from None
+        return self
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                return f.read().decode(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def stop(self):
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(timeout=10)
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+# ---------------------------------------------------------------------------- App DOM
+
+def open_dataset(page, server_url: str, dataset_name: str, num_samples: int,
+                 timeout: float = 60_000):
+    """Loads the dataset page and waits until the grid shows its sample count and tiles."""
+    from playwright.sync_api import expect
+
+    page.goto(f"{server_url}/datasets/{dataset_name}")
+    expect(sample_count(page)).to_have_text(
+        re.compile(rf"^\s*{num_samples}\s+samples?\b"), timeout=timeout)
+    expect(page.locator("[data-cy=looker]").first).to_be_visible(timeout=timeout)
+
+
+def sample_count(page):
+    """The grid's 'N samples' text (top right of the Samples panel)."""
+    return page.locator("[data-cy=entry-counts]")
+
+
+def open_operator_browser(page, timeout: float = 30.0):
+    """Presses the backtick until the operator browser's search box appears (the
+    shortcut is only live once the App has mounted)."""
+    search = page.get_by_placeholder("Search operations by name...")
+    deadline = time.monotonic() + timeout
+    while True:
+        page.keyboard.press("`")
+        try:
+            search.wait_for(state="visible", timeout=1500)
+            return search
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+
+
+def operator_browser(page):
+    return page.locator("[data-cy=operators-browser]")
+
+
+def open_operator(page, label: str, search: str = "Prune"):
+    """Opens the operator browser, searches, and clicks the operator ``label``; returns
+    the form's Execute button once the form has resolved (Execute enabled)."""
+    from playwright.sync_api import expect
+
+    box = open_operator_browser(page)
+    box.fill(search)
+    operator_browser(page).get_by_text(label, exact=True).click()
+    execute = execute_button(page)
+    expect(execute).to_be_visible(timeout=30_000)
+    return execute
+
+
+def execute_button(page):
+    return page.get_by_role("button", name="Execute", exact=True)
+
+
+def form_input(page, label: str):
+    """The text/number input under a form property labelled ``label`` (the App renders
+    the label as a <p> not tied to the input, so take the first input after it)."""
+    return page.locator(
+        f"xpath=//div[@role='dialog']//p[normalize-space()='{label}']/following::input[1]")
+
+
+def fill_and_resolve(page, locator, value: str, timeout: float = 30_000):
+    """Types ``value`` and waits until the server has re-resolved the form with it."""
+
+    def is_resolve_with_value(response):
+        if "/operators/resolve-type" not in response.url:
+            return False
+        body = response.request.post_data or ""
+        return json.dumps(value) in body
+
+    with page.expect_response(is_resolve_with_value, timeout=timeout):
+        locator.fill(value)
+
+
+def close_output(page, title: str):
+    """Waits for the operator's output dialog titled ``title`` and closes it."""
+    from playwright.sync_api import expect
+
+    dialog = page.get_by_role("dialog").filter(has_text=title)
+    expect(dialog).to_be_visible(timeout=30_000)
+    text = dialog.inner_text()
+    dialog.get_by_role("button", name="Close", exact=True).click()
+    expect(page.get_by_role("dialog")).to_have_count(0, timeout=10_000)
+    return text
+
+
+def show_sidebar_field(page, path: str, group: str | None = None, timeout=30_000):
+    """Asserts that sidebar entry ``path`` is on screen, expanding its (collapsed)
+    group first when given."""
+    from playwright.sync_api import expect
+
+    entry = page.locator(f"[data-cy='sidebar-field-{path}']")
+    expect(entry).to_have_count(1, timeout=timeout)
+    if group is not None:
+        header = page.locator(f"[data-cy='sidebar-group-{group}']")
+        if header.locator("svg[data-testid=AddIcon]").count():  # collapsed
+            header.click()
+    expect(entry).to_be_in_viewport(timeout=timeout)
+    expect(entry).to_have_text(path)
+    return entry
