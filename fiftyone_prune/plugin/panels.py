@@ -1,3 +1,249 @@
-"""App panels (none yet)."""
+"""The pruning panel: look at a scoring run, try a selection, apply it, export it.
 
-PANELS = []
+Everything it computes comes from the SDK (``selection_histogram``, runs, evaluation);
+the panel only lays it out and wires buttons to views and operators.
+"""
+
+from __future__ import annotations
+
+import fiftyone.operators as foo
+import fiftyone.operators.types as types
+from fiftyone import ViewField as F
+
+PLUGIN = "@fiftyone-prune/prune"
+STRATEGIES = ["auto", "hard", "easy", "ccs", "density", "random"]
+
+
+class PruningPanel(foo.Panel):
+    @property
+    def config(self):
+        return foo.PanelConfig(
+            name="pruning_panel",
+            label="Data pruning",
+            icon="content_cut",
+            help_markdown=(
+                "Prototype-distance histograms, what a selection keeps per class or "
+                "cluster, the easiest/hardest samples, and the pruning curve against random."
+            ),
+        )
+
+    # --- events -----------------------------------------------------------------------
+    def on_load(self, ctx):
+        self._refresh(ctx)
+
+    def on_change_dataset(self, ctx):
+        self._refresh(ctx)
+
+    def on_change_run(self, ctx):
+        ctx.panel.state.run_key = ctx.params.get("value")
+        ctx.panel.state.group = None
+        self._refresh(ctx)
+
+    def on_change_keep(self, ctx):
+        self._set_and_refresh(ctx, "keep")
+
+    def on_change_strategy(self, ctx):
+        self._set_and_refresh(ctx, "strategy")
+
+    def on_change_balance(self, ctx):
+        ctx.panel.state.group = None
+        self._set_and_refresh(ctx, "balance")
+
+    def on_change_group(self, ctx):
+        self._set_and_refresh(ctx, "group")
+
+    def _set_and_refresh(self, ctx, key):
+        ctx.panel.state.set(key, ctx.params.get("value"))
+        self._refresh(ctx)
+
+    def show_easiest(self, ctx):
+        self._show_sorted(ctx, reverse=False)
+
+    def show_hardest(self, ctx):
+        self._show_sorted(ctx, reverse=True)
+
+    def apply_selection(self, ctx):
+        s = ctx.panel.state
+        ctx.prompt(f"{PLUGIN}/select_samples", params={
+            "run_key": s.run_key, "keep": s.keep or 0.8, "strategy": s.strategy or "auto",
+            "balance": s.balance or "cluster"})
+
+    def open_export(self, ctx):
+        ctx.prompt(f"{PLUGIN}/export_kept_samples")
+
+    def open_scores(self, ctx):
+        ctx.prompt(f"{PLUGIN}/compute_prototype_scores")
+
+    def open_embeddings(self, ctx):
+        ctx.prompt(f"{PLUGIN}/compute_embeddings")
+
+    # --- helpers ------------------------------------------------------------------------
+    def _runs(self, ctx):
+        from fiftyone_prune.sdk import runs
+
+        return runs.list_runs(ctx.dataset, "prototypes")
+
+    def _refresh(self, ctx):
+        from fiftyone_prune.sdk.evaluation import load_evaluation
+        from fiftyone_prune.sdk import runs
+        from fiftyone_prune.sdk.selection import selection_histogram
+
+        keys = self._runs(ctx)
+        s = ctx.panel.state
+        if not keys:
+            ctx.panel.state.run_key = None
+            return
+        if s.run_key not in keys:
+            ctx.panel.state.run_key = keys[0]
+        keep = s.keep if s.keep else 0.8
+        strategy = s.strategy or "auto"
+        balance = s.balance or "cluster"
+        group = s.group if s.group not in (None, "", "all") else None
+        try:
+            hist = selection_histogram(ctx.dataset, ctx.panel.state.run_key,
+                                       keep=_parse_keep(keep), strategy=strategy,
+                                       balance=None if balance == "none" else balance,
+                                       group=group)
+            ctx.panel.state.error = None
+        except ValueError as e:
+            ctx.panel.state.error = str(e)
+            return
+        plan = hist["plan"]
+        ctx.panel.state.summary = (
+            f"**{plan['strategy']}** ({plan['strategy_reason']}): keeps **{plan['num_kept']}**, "
+            f"prunes {plan['num_pruned']}"
+            + (f", {plan['num_unscored']} unscored" if plan["num_unscored"] else ""))
+        ctx.panel.state.groups = list(plan["groups"])
+        ctx.panel.data.histogram = [
+            {"type": "bar", "x": hist["centers"], "y": hist["kept"], "name": "kept",
+             "marker": {"color": "#FF6D04"}},
+            {"type": "bar", "x": hist["centers"], "y": hist["pruned"], "name": "pruned",
+             "marker": {"color": "#888888"}},
+        ]
+        shapes = []
+        if hist["cut"] is not None:
+            shapes.append({"type": "line", "x0": hist["cut"], "x1": hist["cut"], "y0": 0,
+                           "y1": 1, "yref": "paper", "line": {"color": "red", "dash": "dash"}})
+        ctx.panel.state.histogram_layout = {
+            "barmode": "stack", "shapes": shapes, "height": 300,
+            "title": {"text": f"{hist['distance_field']}"
+                              + (f" (group {group})" if group else "")},
+            "xaxis": {"title": {"text": "cosine distance to prototype (hard →)"}},
+            "yaxis": {"title": {"text": "samples"}},
+        }
+        groups = list(plan["groups"].items())
+        ctx.panel.data.groups = [
+            {"type": "bar", "x": [g for g, _ in groups], "y": [c["kept"] for _, c in groups],
+             "name": "kept", "marker": {"color": "#FF6D04"}},
+            {"type": "bar", "x": [g for g, _ in groups],
+             "y": [c["total"] - c["kept"] for _, c in groups], "name": "pruned",
+             "marker": {"color": "#888888"}},
+        ]
+        evals = [k for k in runs.list_runs(ctx.dataset, "evaluation")
+                 if runs.get_run_info(ctx.dataset, k).config.run_key == ctx.panel.state.run_key]
+        if evals:
+            ev = load_evaluation(ctx.dataset, evals[-1])
+            traces = []
+            for strat in dict.fromkeys(r["strategy"] for r in ev.table):
+                rows = [r for r in ev.table if r["strategy"] == strat]
+                traces.append({"type": "scatter", "mode": "lines+markers", "name": strat,
+                               "x": [r["fraction"] for r in rows], "y": [r["mean"] for r in rows],
+                               "error_y": {"type": "data", "array": [r["std"] for r in rows]}})
+            fractions = [r["fraction"] for r in ev.table]
+            traces.append({"type": "scatter", "mode": "lines", "name": "all data",
+                           "x": [min(fractions), 1.0],
+                           "y": [ev.full_accuracy["mean"]] * 2,
+                           "line": {"color": "black", "dash": "dot"}})
+            ctx.panel.data.curve = traces
+            ctx.panel.state.verdicts = "\n".join(f"- {v}" for v in ev.verdicts)
+        else:
+            ctx.panel.state.verdicts = None
+
+    def _show_sorted(self, ctx, reverse):
+        from fiftyone_prune.sdk import runs
+
+        cfg = runs.get_run_info(ctx.dataset, ctx.panel.state.run_key).config
+        view = ctx.dataset.exists(cfg.distance_field)
+        group = ctx.panel.state.group
+        if group not in (None, "", "all"):
+            if (ctx.panel.state.balance or "cluster") == "class" and cfg.label_field:
+                view = view.match(F(f"{cfg.label_field}.label") == group)
+            else:
+                value = group if cfg.method_name == "supervised" else int(group)
+                view = view.match(F(cfg.cluster_field) == value)
+        ctx.ops.set_view(view.sort_by(cfg.distance_field, reverse=reverse))
+
+    # --- layout -------------------------------------------------------------------------
+    def render(self, ctx):
+        panel = types.Object()
+        s = ctx.panel.state
+        keys = self._runs(ctx)
+        if not keys:
+            panel.md(
+                "### No prototype scores yet\n"
+                "1. **Prune: compute embeddings** (SwAV ResNet-50, or reuse a vector field)\n"
+                "2. **Prune: compute prototype scores**\n\n"
+                "Then this panel shows the distance histograms, what a selection keeps per "
+                "class or cluster, and the pruning curve.", name="empty")
+            panel.btn("embed", label="Compute embeddings", on_click=self.open_embeddings,
+                      variant="contained")
+            panel.btn("score", label="Compute prototype scores", on_click=self.open_scores)
+            return types.Property(panel, view=types.GridView(orientation="vertical", gap=2,
+                                                              padding=2))
+        row = panel.h_stack("controls", align_x="left", gap=2)
+        run_choices = types.DropdownView()
+        for k in keys:
+            run_choices.add_choice(k, label=k)
+        row.enum("run_key", run_choices.values(), default=s.run_key or keys[0],
+                 label="Scoring run", view=run_choices, on_change=self.on_change_run)
+        row.str("keep", default=str(s.keep or 0.8), label="Keep (fraction or count)",
+                on_change=self.on_change_keep)
+        strat = types.DropdownView()
+        for name in STRATEGIES:
+            strat.add_choice(name, label=name)
+        row.enum("strategy", strat.values(), default=s.strategy or "auto", label="Strategy",
+                 view=strat, on_change=self.on_change_strategy)
+        bal = types.DropdownView()
+        for name in ("cluster", "class", "none"):
+            bal.add_choice(name, label=name)
+        row.enum("balance", bal.values(), default=s.balance or "cluster", label="Balance",
+                 view=bal, on_change=self.on_change_balance)
+        grp = types.DropdownView()
+        grp.add_choice("all", label="all groups")
+        for g in s.groups or []:
+            grp.add_choice(str(g), label=str(g))
+        row.enum("group", grp.values(), default=s.group or "all", label="Class / cluster",
+                 view=grp, on_change=self.on_change_group)
+        if s.error:
+            panel.view("error", types.Error(label=s.error))
+        else:
+            panel.md(s.summary or "", name="summary")
+            panel.plot("histogram", layout=s.histogram_layout or {},
+                       config={"displayModeBar": False})
+            panel.plot("groups", layout={"barmode": "stack", "height": 260,
+                                         "title": {"text": "kept per class / cluster"}},
+                       config={"displayModeBar": False})
+        buttons = panel.h_stack("buttons", align_x="left", gap=2)
+        buttons.btn("easiest", label="Show easiest", on_click=self.show_easiest)
+        buttons.btn("hardest", label="Show hardest", on_click=self.show_hardest)
+        buttons.btn("apply", label="Apply selection", on_click=self.apply_selection,
+                    variant="contained")
+        buttons.btn("export", label="Export kept", on_click=self.open_export)
+        if s.verdicts:
+            panel.plot("curve", layout={"height": 300, "title": {"text": "pruning curve (held-out accuracy)"},
+                                        "xaxis": {"title": {"text": "fraction kept"}}},
+                       config={"displayModeBar": False})
+            panel.md(s.verdicts, name="verdicts")
+        return types.Property(panel, view=types.GridView(orientation="vertical", gap=2,
+                                                          padding=2))
+
+
+def _parse_keep(value):
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"Keep must be a fraction in (0, 1] or a count, got {value!r}")
+    return int(v) if v > 1 and v.is_integer() else v
+
+
+PANELS = [PruningPanel]

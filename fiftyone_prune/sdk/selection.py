@@ -367,3 +367,43 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
     )
     apply_plan(samples, plan)
     return samples.match_tags(selection_names(name)["kept_tag"])
+
+
+def selection_histogram(samples, run_key: str = "prototypes", keep=0.8, strategy="auto",
+                        balance="cluster", group=None, num_bins: int = 40, **kwargs) -> dict:
+    """Histogram data of a run's distances split into kept / pruned by a selection plan
+    (no change to the dataset): what the App panel draws. ``group`` restricts the
+    histogram to one class/cluster. Binned here so only ``num_bins`` numbers per series
+    travel to the browser, whatever the dataset size."""
+    plan = plan_selection(samples, run_key, keep, strategy, balance, **kwargs)
+    cfg = runs.get_run_info(samples, run_key).config
+    ids, dist, clusters = samples.exists(cfg.distance_field).values(
+        ["id", cfg.distance_field, cfg.cluster_field])
+    kept = set(plan.kept_ids)
+    dist = np.asarray(dist, dtype=np.float64)
+    in_group = np.ones(len(ids), dtype=bool)
+    if group is not None:
+        if balance == "class":
+            labels = samples.exists(cfg.distance_field).values(f"{plan.params['label_field']}.label")
+            in_group = np.array([_group_key(v) == str(group) for v in labels])
+        else:
+            in_group = np.array([_group_key(c) == str(group) for c in clusters])
+    is_kept = np.array([i in kept for i in ids])
+    lo, hi = (float(dist.min()), float(dist.max())) if len(dist) else (0.0, 1.0)
+    edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, num_bins + 1)
+    kept_hist = np.histogram(dist[in_group & is_kept], edges)[0]
+    pruned_hist = np.histogram(dist[in_group & ~is_kept], edges)[0]
+    # where the selection is a plain threshold on the distance (hard/easy without binding
+    # balance floors), report it so the histogram can draw the cut
+    cut = None
+    if is_kept.any() and (~is_kept).any():
+        if dist[is_kept].min() >= dist[~is_kept].max():
+            cut = float(dist[is_kept].min())
+        elif dist[is_kept].max() <= dist[~is_kept].min():
+            cut = float(dist[is_kept].max())
+    return {
+        "edges": edges.tolist(), "centers": ((edges[:-1] + edges[1:]) / 2).tolist(),
+        "kept": kept_hist.tolist(), "pruned": pruned_hist.tolist(), "cut": cut,
+        "plan": plan.summary(), "distance_field": cfg.distance_field,
+        "cluster_field": cfg.cluster_field,
+    }

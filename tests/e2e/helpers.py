@@ -211,6 +211,13 @@ def form_input(page, label: str):
         f"xpath=//div[@role='dialog']//p[normalize-space()='{label}']/following::input[1]")
 
 
+def form_select(page, label: str):
+    """The dropdown (MUI select, role combobox) under the property labelled ``label``."""
+    return page.locator(
+        f"xpath=//div[@role='dialog']//p[normalize-space()='{label}']"
+        "/following::*[@role='combobox'][1]")
+
+
 def fill_and_resolve(page, locator, value: str, timeout: float = 30_000):
     """Types ``value`` and waits until the server has re-resolved the form with it."""
 
