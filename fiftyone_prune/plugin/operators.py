@@ -335,14 +335,6 @@ class SelectSamples(foo.Operator):
         if ctx.params.get("balance") == "class":
             _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
                       default=label_fields[0])
-        inputs.float("balance_ratio", default=0.5, label="Balance ratio", required=True)
-        inputs.float("dedup_eps", label="SemDeDup eps (optional)",
-                     description="Remove near-duplicates first: cosine similarity > 1 - eps "
-                                 "inside a cluster (e.g. 0.05)")
-        inputs.int("seed", default=51, label="Seed")
-        inputs.str("name", label="Selection name (optional)",
-                   description="Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
-                               "default: the run key")
         view = common.target_view(ctx)
         kwargs = _selection_kwargs(dict(ctx.params, run_key=ctx.params.get("run_key", score_runs[0])))
         try:
@@ -367,6 +359,14 @@ class SelectSamples(foo.Operator):
                 common.mark_invalid(keep, str(e))
             else:
                 common.error_notice(inputs, "input_error", str(e))
+        inputs.float("balance_ratio", default=0.5, label="Balance ratio", required=True)
+        inputs.float("dedup_eps", label="SemDeDup eps (optional)",
+                     description="Remove near-duplicates first: cosine similarity > 1 - eps "
+                                 "inside a cluster (e.g. 0.05)")
+        inputs.int("seed", default=51, label="Seed")
+        inputs.str("name", label="Selection name (optional)",
+                   description="Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
+                               "default: the run key")
         return common.form(inputs, "Select samples")
 
     def execute(self, ctx):
