@@ -171,7 +171,8 @@ class ComputePrototypeScores(foo.Operator):
         if method == "kmeans":
             k_prop = inputs.str(
                 "num_clusters", label="Number of prototypes k (optional)",
-                description="Empty: number of classes, else round(sqrt(n/2)). Several "
+                description="Empty: the number of classes of the label field when one is "
+                            "chosen, else round(sqrt(n/2)). Several "
                             "comma-separated values (e.g. 10,100) are combined by mean rank.",
             )
         key_prop = inputs.str("run_key", default="prototypes", required=True, label="Run key",
@@ -376,7 +377,10 @@ class SelectSamples(foo.Operator):
         plan = plan_selection(view, **_selection_kwargs(ctx.params))
         apply_plan(view, plan)
         if not ctx.delegated:
-            ctx.ops.set_view(name=selection_names(plan.name)["view"])
+            # the App only knows saved views it loaded before this run: pass the view
+            # itself, not the new saved view's name
+            ctx.trigger("reload_dataset")
+            ctx.ops.set_view(view=view._dataset.load_saved_view(selection_names(plan.name)["view"]))
         return plan.summary()
 
     def resolve_output(self, ctx):

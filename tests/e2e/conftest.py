@@ -44,11 +44,18 @@ def e2e_dataset(digits_images):
     server process sees it; deleted at the end."""
     import fiftyone as fo
 
+    # the same number of images of every digit (the fixture's list is sorted by class)
+    by_label = {}
+    for path, label in digits_images:
+        by_label.setdefault(label, []).append(path)
+    per_class = NUM_SAMPLES // len(by_label)
+    items = [(p, l) for l in sorted(by_label) for p in by_label[l][:per_class]]
+    assert len(items) == NUM_SAMPLES, (len(items), {l: len(v) for l, v in by_label.items()})
+
     name = f"e2e-{uuid.uuid4().hex[:10]}"
     dataset = fo.Dataset(name, persistent=True)
     dataset.add_samples(
-        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l))
-         for p, l in digits_images[:NUM_SAMPLES]]
+        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l)) for p, l in items]
     )
     yield dataset
     if fo.dataset_exists(name):
@@ -56,10 +63,12 @@ def e2e_dataset(digits_images):
 
 
 @pytest.fixture(scope="session")
-def app_server(e2e_dataset, tmp_path_factory):
+def app_server(e2e_dataset):
     """The real App server, started once the dataset exists (this process then holds
-    the database service open for the server too)."""
-    log = str(tmp_path_factory.mktemp("app_server") / "server.log")
+    the database service open for the server too). Its log: app_server.log next to
+    the screenshots (``-X faulthandler``: a hung server dumps its threads on SIGABRT)."""
+    # next to the screenshots, so that CI can keep both when a test fails
+    log = os.path.join(helpers.screenshots_dir(), "app_server.log")
     server = helpers.AppServer(log).start()
     try:
         server.wait_ready(e2e_dataset.name)
@@ -81,9 +90,11 @@ def browser_context(app_server):
         # what FiftyOne's own Playwright suite sets: no analytics, no "Explore
         # Enterprise" popover (its backdrop swallows clicks), no query-performance toast
         context.add_init_script("window.IS_PLAYWRIGHT = true;")
-        # offline: anything but the App server fails at once instead of waiting on DNS
-        local = re.compile(rf"^{re.escape(app_server.url)}(/|$)")
-        context.route(lambda url: not local.match(url), lambda route: route.abort())
+        # offline: any http(s) request but the App server's fails at once instead of
+        # waiting on DNS (Google fonts). A regex, not a Python callable: the driver
+        # matches it, so requests to the App never wait on this (blocked) test thread.
+        external = re.compile(rf"^https?://(?!127\.0\.0\.1:{app_server.port}/)")
+        context.route(external, lambda route: route.abort())
         context.set_default_timeout(30_000)
         yield context
         context.close()

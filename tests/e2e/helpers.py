@@ -67,8 +67,15 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition"):
-    """Polls ``predicate`` until it returns a truthy value; fails after ``timeout`` s."""
+def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "condition",
+               page=None):
+    """Polls ``predicate`` until it returns a truthy value; fails after ``timeout`` s.
+
+    Pass the ``page`` while a browser is open: Playwright's sync API only serves the
+    browser's events (route handlers, dialogs) while the test calls into it, so a plain
+    ``time.sleep`` between polls could stall the App's requests."""
+    pause = (lambda: page.wait_for_timeout(interval * 1000)) if page is not None \
+        else (lambda: time.sleep(interval))
     deadline = time.monotonic() + timeout
     last_error = None
     while True:
@@ -81,7 +88,7 @@ def wait_until(predicate, timeout: float, interval: float = 0.5, what: str = "co
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}"
                                + (f" (last error: {last_error!r})" if last_error else ""))
-        time.sleep(interval)
+        pause()
 
 
 class AppServer:
@@ -98,7 +105,7 @@ class AppServer:
         env = dict(os.environ, FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "fiftyone.server.main", "--port", str(self.port)],
+            [sys.executable, "-X", "faulthandler", "-m", "fiftyone.server.main", "--port", str(self.port)],
             env=env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT,
         )
         return self

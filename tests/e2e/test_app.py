@@ -101,7 +101,7 @@ def test_prune_pipeline_from_the_app(page, app_server, e2e_dataset, shoot):
         e2e_dataset.reload()
         return e2e_dataset.has_field(EMB_FIELD) and e2e_dataset.count(EMB_FIELD) == NUM_SAMPLES
 
-    helpers.wait_until(embedded, timeout=180, what=f"{EMB_FIELD} on all samples")
+    helpers.wait_until(embedded, timeout=180, what=f"{EMB_FIELD} on all samples", page=page)
     output = helpers.close_output(page, "Embeddings computed")
     assert re.search(rf"Embedded:\s*{NUM_SAMPLES}\b", output), output
     # vector fields go to the (collapsed) OTHER group of the sidebar

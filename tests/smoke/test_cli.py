@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import fiftyone as fo
+import pytest
 
 from tests.conftest import unique_name
 
@@ -26,6 +27,7 @@ def last_json(stdout):
     return json.loads(stdout[start: stdout.rindex("}") + 1])
 
 
+@pytest.mark.slow
 def test_embed_creates_a_dataset_from_a_folder_and_resumes(digits_images, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -76,6 +78,7 @@ def test_score_and_runs_commands(digits_dataset):
     assert "cli_run_distance" not in digits_dataset.get_field_schema()
 
 
+@pytest.mark.slow
 def test_run_command_prunes_a_folder_and_exports(digits_images, tmp_path):
     folder = tmp_path / "imgs"
     folder.mkdir()
