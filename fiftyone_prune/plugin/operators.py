@@ -245,6 +245,11 @@ def parse_keep(value):
     """The form's number: a fraction in (0, 1], or a whole number > 1 meaning a count."""
     if value is None:
         return 0.8
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return value  # the SDK check explains it
     if isinstance(value, (int, float)) and value > 1 and float(value).is_integer():
         return int(value)
     return value

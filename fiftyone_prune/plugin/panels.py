@@ -65,7 +65,8 @@ class PruningPanel(foo.Panel):
     def apply_selection(self, ctx):
         s = ctx.panel.state
         ctx.prompt(f"{PLUGIN}/select_samples", params={
-            "run_key": s.run_key, "keep": s.keep or 0.8, "strategy": s.strategy or "auto",
+            "run_key": s.run_key, "keep": _parse_keep(s.keep or 0.8),
+            "strategy": s.strategy or "auto",
             "balance": s.balance or "cluster"})
 
     def open_export(self, ctx):
@@ -126,6 +127,7 @@ class PruningPanel(foo.Panel):
                            "y1": 1, "yref": "paper", "line": {"color": "red", "dash": "dash"}})
         ctx.panel.state.histogram_layout = {
             "barmode": "stack", "shapes": shapes, "height": 300,
+            "margin": {"t": 40},
             "title": {"text": f"{hist['distance_field']}"
                               + (f" (group {group})" if group else "")},
             "xaxis": {"title": {"text": "cosine distance to prototype (hard →)"}},
@@ -220,7 +222,7 @@ class PruningPanel(foo.Panel):
             panel.md(s.summary or "", name="summary")
             panel.plot("histogram", layout=s.histogram_layout or {},
                        config={"displayModeBar": False})
-            panel.plot("groups", layout={"barmode": "stack", "height": 260,
+            panel.plot("groups", layout={"barmode": "stack", "height": 260, "margin": {"t": 40},
                                          "title": {"text": "kept per class / cluster"}},
                        config={"displayModeBar": False})
         buttons = panel.h_stack("buttons", align_x="left", gap=2)
@@ -230,7 +232,7 @@ class PruningPanel(foo.Panel):
                     variant="contained")
         buttons.btn("export", label="Export kept", on_click=self.open_export)
         if s.verdicts:
-            panel.plot("curve", layout={"height": 300, "title": {"text": "pruning curve (held-out accuracy)"},
+            panel.plot("curve", layout={"height": 300, "margin": {"t": 40}, "title": {"text": "pruning curve (held-out accuracy)"},
                                         "xaxis": {"title": {"text": "fraction kept"}}},
                        config={"displayModeBar": False})
             panel.md(s.verdicts, name="verdicts")

@@ -264,3 +264,35 @@ def show_sidebar_field(page, path: str, group: str | None = None, timeout=30_000
     expect(entry).to_be_in_viewport(timeout=timeout)
     expect(entry).to_have_text(path)
     return entry
+
+
+# ---------------------------------------------------------------------------- panels
+
+def open_panel(page, label: str, timeout: float = 30_000):
+    """Opens the panel ``label`` from the "+" (new panel) button next to the grid's
+    "Samples" tab; returns the panel's tab once it is on screen. The option is found by
+    its text: the menu lists every panel by label (data-cy ``new-panel-option-<name>``)."""
+    from playwright.sync_api import expect
+
+    button = page.locator("[data-cy=new-panel-btn]").first
+    expect(button).to_be_visible(timeout=timeout)
+    button.click()
+    # the option holding an element whose text is exactly the label (matching the
+    # option's whole text against the bare label found nothing in FiftyOne 1.22)
+    option = page.locator("[data-cy^=new-panel-option-]").filter(
+        has=page.get_by_text(label, exact=True))
+    expect(option).to_have_count(1, timeout=timeout)
+    option.click()
+    tab = panel_tab(page, label)
+    expect(tab).to_be_visible(timeout=timeout)
+    return tab
+
+
+def panel_tab(page, label: str):
+    """The tab (data-cy ``panel-tab-<name>``) of an open panel, by its label."""
+    return page.locator("[data-cy^=panel-tab-]").filter(has_text=label)
+
+
+def view_bar(page):
+    """The view bar above the grid; its stages show their names (``SortBy``, ...)."""
+    return page.locator("[data-cy=view-bar]")
