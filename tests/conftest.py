@@ -59,3 +59,10 @@ def pytest_sessionfinish(session, exitstatus):
         foo.get_db_client().drop_database(os.environ["FIFTYONE_DATABASE_NAME"])
     except Exception:
         pass
+
+
+def pytest_collection_modifyitems(config, items):
+    """Browser tests run last: Playwright's sync API keeps an asyncio loop running in the
+    main thread until the session ends, and FiftyOne's ``execute_operator`` then returns
+    a Task instead of running the operator."""
+    items.sort(key=lambda item: item.get_closest_marker("browser") is not None)
