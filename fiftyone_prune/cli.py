@@ -17,7 +17,6 @@ def _load_or_create_dataset(name, images_dir=None, persistent=True):
         if fo.dataset_exists(name):
             dataset = fo.load_dataset(name)
             known = set(dataset.values("filepath"))
-            import fiftyone.core.utils as fou  # noqa: F401
             from fiftyone.utils.data import parse_images_dir
 
             new = [p for p in parse_images_dir(images_dir, recursive=True)

@@ -375,19 +375,23 @@ def selection_histogram(samples, run_key: str = "prototypes", keep=0.8, strategy
     (no change to the dataset): what the App panel draws. ``group`` restricts the
     histogram to one class/cluster. Binned here so only ``num_bins`` numbers per series
     travel to the browser, whatever the dataset size."""
-    plan = plan_selection(samples, run_key, keep, strategy, balance, **kwargs)
-    cfg = runs.get_run_info(samples, run_key).config
-    ids, dist, clusters = samples.exists(cfg.distance_field).values(
-        ["id", cfg.distance_field, cfg.cluster_field])
+    label_field = kwargs.pop("label_field", None)
+    cfg = _check(samples, run_key, keep, strategy, balance, label_field,
+                 kwargs.get("balance_ratio", 0.5), kwargs.get("dedup_eps"), kwargs.get("name"))
+    label_field = label_field or cfg.label_field
+    # one read of the scores serves both the plan and the histogram
+    table = read_score_table(samples, cfg, balance, label_field)
+    plan = plan_from_table(samples, cfg, table, keep, strategy, balance, label_field,
+                           kwargs.get("balance_ratio", 0.5), kwargs.get("seed", 51),
+                           kwargs.get("dedup_eps"), kwargs.get("ccs_beta"),
+                           kwargs.get("ccs_bins", 50), kwargs.get("density_temperature", 0.5),
+                           kwargs.get("name") or run_key, run_key)
+    ids, dist = table.ids, table.distances
     kept = set(plan.kept_ids)
-    dist = np.asarray(dist, dtype=np.float64)
     in_group = np.ones(len(ids), dtype=bool)
     if group is not None:
-        if balance == "class":
-            labels = samples.exists(cfg.distance_field).values(f"{plan.params['label_field']}.label")
-            in_group = np.array([_group_key(v) == str(group) for v in labels])
-        else:
-            in_group = np.array([_group_key(c) == str(group) for c in clusters])
+        keys = table.groups if balance == "class" else [_group_key(c) for c in table.clusters]
+        in_group = np.array([k == str(group) for k in keys])
     is_kept = np.array([i in kept for i in ids])
     lo, hi = (float(dist.min()), float(dist.max())) if len(dist) else (0.0, 1.0)
     edges = np.linspace(lo, hi if hi > lo else lo + 1e-6, num_bins + 1)
