@@ -25,6 +25,11 @@ from pymongo import UpdateOne
 
 import fiftyone as fo
 
+try:  # ISA-L inflates the same zlib streams ~1.8x faster (level 6) to ~2x (level 0)
+    from isal.isal_zlib import decompress as _inflate
+except ImportError:  # pragma: no cover - isal is a dependency; keep working without it
+    _inflate = zlib.decompress
+
 #: zlib level for writes: 0 ("stored" blocks, still valid zlib that FiftyOne reads) makes
 #: every later read ~6x faster to inflate (12.6 vs 72 us per 2048-d vector here) for 8 %
 #: more bytes: float32 embeddings barely compress (7,597 vs 8,203 bytes at level 1 vs 0).
@@ -54,7 +59,7 @@ class _Decoder:
         self._headers: dict[bytes, tuple[int, np.dtype, tuple]] = {}
 
     def decode(self, raw: bytes) -> np.ndarray:
-        data = zlib.decompress(raw)
+        data = _inflate(raw)
         # v1 headers are padded to a multiple of 64 bytes; their length is in bytes 8-9
         if data[:6] == b"\x93NUMPY" and data[6] == 1:
             header_len = 10 + int.from_bytes(data[8:10], "little")
@@ -84,22 +89,13 @@ def decode_value(value, decoder: _Decoder):
     return None
 
 
-def iter_vector_batches(
-    samples, field: str, batch_size: int = 2048, num_threads: int | None = None
-) -> Iterator[tuple[list[str], list[np.ndarray | None]]]:
-    """Yields ``(ids, vectors)`` for every sample of ``samples`` in view order, one batch
-    of documents at a time; a vector is None where the sample has no value. Memory is
-    bounded by four batches in flight (~130 MB of 2048-d vectors at the default size),
-    whatever the size of the collection.
-
-    A thread drains the MongoDB cursor while the caller's thread decodes the previous
-    batch (zlib releases the GIL), so reading and decoding overlap.
-    """
+def _iter_raw_batches(samples, field: str, batch_size: int) -> Iterator[tuple[list, list]]:
+    """``(ids, stored values)`` per batch of documents, in view order. A thread drains the
+    MongoDB cursor into a 2-batch queue while the caller decodes, so the database read
+    and the decoding overlap; an error in the thread is re-raised here."""
     import queue
     import threading
 
-    if num_threads is None:
-        num_threads = max(1, min(8, os.cpu_count() or 1))
     cursor = samples._aggregate(post_pipeline=[{"$project": {"_id": 1, field: 1}}])
     batches: queue.Queue = queue.Queue(maxsize=2)
     stop = threading.Event()
@@ -123,6 +119,36 @@ def iter_vector_batches(
 
     producer = threading.Thread(target=produce, daemon=True)
     producer.start()
+    try:
+        while True:
+            item = batches.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        while producer.is_alive():  # unblock a producer waiting on a full queue
+            try:
+                batches.get_nowait()
+            except queue.Empty:
+                producer.join(0.05)
+
+
+def _default_threads(num_threads):
+    return num_threads if num_threads is not None else max(1, min(8, os.cpu_count() or 1))
+
+
+def iter_vector_batches(
+    samples, field: str, batch_size: int = 2048, num_threads: int | None = None
+) -> Iterator[tuple[list[str], list[np.ndarray | None]]]:
+    """Yields ``(ids, vectors)`` for every sample of ``samples`` in view order, one batch
+    of documents at a time; a vector is None where the sample has no value. Memory is
+    bounded by four batches in flight (~130 MB of 2048-d vectors at the default size),
+    whatever the size of the collection. Decoding runs in a thread pool (inflate releases
+    the GIL) while the next batch is read."""
+    num_threads = _default_threads(num_threads)
     decoder = _Decoder()
     pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
 
@@ -137,23 +163,100 @@ def iter_vector_batches(
         return [v for part in parts for v in part]
 
     try:
-        while True:
-            item = batches.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            ids, raws = item
+        for ids, raws in _iter_raw_batches(samples, field, batch_size):
             yield ids, decode_all(raws)
     finally:
-        stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                batches.get_nowait()
-            except queue.Empty:
-                producer.join(0.05)
         if pool is not None:
             pool.shutdown()
+
+
+class VectorDimensionError(ValueError):
+    """A stored vector whose size differs from the first one read."""
+
+    def __init__(self, sample_id: str, size: int, expected: int):
+        super().__init__(f"sample {sample_id} has {size} values, earlier samples {expected}")
+        self.sample_id, self.size, self.expected = sample_id, size, expected
+
+
+def read_vector_matrix(
+    samples, field: str, batch_size: int = 2048, num_threads: int | None = None
+) -> tuple[list[str], np.ndarray | None, list[str], np.ndarray]:
+    """Reads ``field`` of every sample of ``samples`` into one float32 matrix.
+
+    Returns ``(ids, matrix, missing, nonfinite)``: ``matrix[i]`` is the vector of sample
+    ``ids[i]`` (view order), ``missing`` the ids without a value, ``nonfinite`` the rows
+    holding NaN or inf; ``matrix`` is None when no sample has a value. Raises
+    :class:`VectorDimensionError` on vectors of different sizes.
+
+    Each batch is inflated straight into its rows of the preallocated matrix by a thread
+    pool (no per-vector arrays kept, no second copy), and the finiteness check runs on the
+    rows while they are still in cache. The matrix is sized by ``len(samples)`` (cheap,
+    unlike counting the field, which scans every document) and trimmed with a view.
+    """
+    num_threads = _default_threads(num_threads)
+    pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
+    decoder = _Decoder()
+    capacity = len(samples)
+    matrix = None
+    ids: list[str] = []
+    missing: list[str] = []
+    nonfinite: list[np.ndarray] = []
+    row = 0
+
+    def fill(block: np.ndarray, values: list, first: int):
+        for j, value in enumerate(values):
+            vector = decode_value(value, decoder).ravel()
+            if vector.size != block.shape[1]:
+                return first + j, vector.size
+            block[j] = vector
+        return None, np.flatnonzero(~np.isfinite(block).all(axis=1)) + first
+
+    try:
+        for batch_ids, raws in _iter_raw_batches(samples, field, batch_size):
+            present = [i for i, r in enumerate(raws) if decode_value_present(r)]
+            if len(present) < len(raws):
+                keep = set(present)
+                missing.extend(sid for i, sid in enumerate(batch_ids) if i not in keep)
+                batch_ids = [batch_ids[i] for i in present]
+                raws = [raws[i] for i in present]
+            if not raws:
+                continue
+            if matrix is None:
+                first = decode_value(raws[0], decoder).ravel()
+                if first.size == 0:
+                    raise ValueError(
+                        f"Sample {batch_ids[0]} has an empty vector in {field!r}; recompute it"
+                    )
+                matrix = np.empty((max(capacity, len(raws)), first.size), dtype=np.float32)
+            if row + len(raws) > len(matrix):  # samples added while reading: grow
+                extra = max(row + len(raws) - len(matrix), len(matrix) // 4)
+                matrix = np.concatenate([matrix, np.empty((extra, matrix.shape[1]), np.float32)])
+            step = len(raws) if pool is None else -(-len(raws) // num_threads)
+            starts = range(0, len(raws), step)
+            jobs = [
+                (matrix[row + s : row + s + step], raws[s : s + step], row + s) for s in starts
+            ]
+            results = pool.map(lambda a: fill(*a), jobs) if pool else [fill(*jobs[0])]
+            for bad_row, info in results:
+                if bad_row is not None:
+                    raise VectorDimensionError(
+                        batch_ids[bad_row - row], info, matrix.shape[1]
+                    )
+                nonfinite.append(info)
+            ids.extend(batch_ids)
+            row += len(raws)
+    finally:
+        if pool is not None:
+            pool.shutdown()
+    if matrix is not None:
+        matrix = matrix[:row]
+    rows = np.concatenate(nonfinite) if nonfinite else np.empty(0, dtype=np.int64)
+    return ids, matrix, missing, rows
+
+
+def decode_value_present(value) -> bool:
+    """Whether a stored value is a vector (bytes or a list), as ``decode_value`` reads it."""
+    return isinstance(value, (bytes, Binary, list))
 
 
 def write_vectors(dataset: fo.Dataset, field: str, ids, vectors: np.ndarray) -> None:

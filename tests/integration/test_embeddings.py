@@ -130,3 +130,45 @@ def test_fast_vector_io_is_compatible_with_fiftyone(digits_dataset):
     assert np.array_equal(np.stack(got), vectors.astype(np.float64))
     assert storage.encode_vector(vectors[0])[:2] and fou.deserialize_numpy_array(
         storage.encode_vector(vectors[0])).tolist() == vectors[0].tolist()
+
+
+@pytest.mark.parametrize("num_threads", [1, 3])
+def test_matrix_reader_equals_fiftyone_values(digits_dataset, num_threads):
+    """The threaded in-place reader against FiftyOne's own decoding, on vectors written by
+    FiftyOne (zlib level 6), as lists, and missing, across batch boundaries."""
+    rng = np.random.default_rng(1)
+    ids = digits_dataset.values("id")
+    vectors = rng.normal(size=(len(ids), 5)).astype(np.float64)
+    values = list(vectors)
+    values[3] = values[50] = None
+    digits_dataset.set_values("v", values)
+    from bson import ObjectId
+
+    for i in range(0, len(ids), 7):  # some values stored as plain lists of floats
+        if values[i] is not None:
+            digits_dataset._sample_collection.update_one(
+                {"_id": ObjectId(ids[i])}, {"$set": {"v": vectors[i].tolist()}})
+    view = digits_dataset.skip(2)  # a view: rows follow view order
+    got_ids, matrix, missing, nonfinite = storage.read_vector_matrix(
+        view, "v", batch_size=17, num_threads=num_threads)
+    present = [(i, v) for i, v in zip(view.values("id"), view.values("v")) if v is not None]
+    assert got_ids == [i for i, _ in present]
+    assert missing == [ids[3], ids[50]]
+    assert matrix.dtype == np.float32 and len(nonfinite) == 0
+    np.testing.assert_array_equal(matrix, np.array([v for _, v in present], dtype=np.float32))
+
+
+def test_matrix_reader_reports_nonfinite_rows_and_mixed_sizes(digits_dataset):
+    ids = digits_dataset.values("id")
+    vectors = np.ones((len(ids), 4), dtype=np.float32)
+    vectors[[5, 40]] = [np.nan, 0, 0, 0]
+    digits_dataset.add_sample_field("v", fo.VectorField)
+    storage.write_vectors(digits_dataset, "v", ids, vectors)
+    _, _, _, nonfinite = storage.read_vector_matrix(digits_dataset, "v", batch_size=16)
+    assert nonfinite.tolist() == [5, 40]
+    sample = digits_dataset[ids[33]]  # a wrong size in a later batch
+    sample["v"] = np.ones(3)
+    sample.save()
+    with pytest.raises(storage.VectorDimensionError, match=ids[33]) as info:
+        storage.read_vector_matrix(digits_dataset, "v", batch_size=16)
+    assert (info.value.size, info.value.expected) == (3, 4)
