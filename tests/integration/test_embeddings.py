@@ -132,10 +132,14 @@ def test_fast_vector_io_is_compatible_with_fiftyone(digits_dataset):
         storage.encode_vector(vectors[0])).tolist() == vectors[0].tolist()
 
 
-@pytest.mark.parametrize("num_threads", [1, 3])
-def test_matrix_reader_equals_fiftyone_values(digits_dataset, num_threads):
+@pytest.mark.parametrize("num_threads,count_field", [(1, False), (3, False), (2, True)])
+def test_matrix_reader_equals_fiftyone_values(digits_dataset, num_threads, count_field,
+                                              monkeypatch):
     """The threaded in-place reader against FiftyOne's own decoding, on vectors written by
-    FiftyOne (zlib level 6), as lists, and missing, across batch boundaries."""
+    FiftyOne (zlib level 6), as lists, and missing, across batch boundaries; with the
+    matrix sized by the view's length or (big views) by counting the field."""
+    if count_field:
+        monkeypatch.setattr(storage, "_EXACT_COUNT_ABOVE_BYTES", 0)
     rng = np.random.default_rng(1)
     ids = digits_dataset.values("id")
     vectors = rng.normal(size=(len(ids), 5)).astype(np.float64)
