@@ -107,6 +107,7 @@ def main():
     ap.add_argument("--writer", choices=["fiftyone", "fiftyone_prune"], default="fiftyone",
                     help="how the vectors were stored (see make_dataset)")
     ap.add_argument("--keep", action="store_true", help="keep the dataset for reruns")
+    ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-values", action="store_true",
                     help="skip FiftyOne's values() read (needs ~15 GB RSS at 1M x 2048)")
     args = ap.parse_args()
@@ -117,6 +118,17 @@ def main():
     from fiftyone_prune.core import prototypes as core
     from fiftyone_prune.sdk.scores import _read_embeddings
 
+    if args.build_only:
+        make_dataset(args.num_samples, args.dim, 50, 0, args.writer)
+        return
+    # built in a child process: the build's transient buffers stay in this process's
+    # allocator otherwise (at 1M x 2048 that pushed the measured run into the OOM killer)
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, __file__, "--build-only", "--num-samples",
+                    str(args.num_samples), "--dim", str(args.dim), "--writer", args.writer],
+                   check=True)
     ds = make_dataset(args.num_samples, args.dim, 50, 0, args.writer)
     n, d = args.num_samples, args.dim
     print(f"N={n} D={d} k={args.k} niter={args.niter} writer={args.writer} "

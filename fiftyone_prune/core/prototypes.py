@@ -25,15 +25,22 @@ DEFAULT_NITER = 25
 DEFAULT_MAX_POINTS_PER_CENTROID = 256
 
 
-def l2_normalize(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+def l2_normalize(x: np.ndarray, out: np.ndarray | None = None,
+                 chunk_rows: int = 16384) -> np.ndarray:
     """Row-normalises ``x`` (float32); ``out=x`` normalises in place, no copy.
-    All-zero rows stay zero."""
+    All-zero rows stay zero.
+
+    Works ``chunk_rows`` rows at a time: ``np.linalg.norm`` squares its whole input into
+    a temporary, which for a 1M x 2048 matrix is a second 8 GB copy (that is what sent
+    the 1M benchmark into the OOM killer)."""
     x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    norms[norms == 0] = 1.0
     if out is None:
-        return x / norms
-    np.divide(x, norms, out=out)
+        out = np.empty_like(x)
+    for s in range(0, len(x), chunk_rows):
+        block = x[s: s + chunk_rows]
+        norms = np.linalg.norm(block, axis=1, keepdims=True)
+        norms[norms == 0] = 1.0
+        np.divide(block, norms, out=out[s: s + chunk_rows])
     return out
 
 
@@ -101,44 +108,33 @@ def nearest_prototype(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray,
     return idx[:, 0].astype(np.int64), (1.0 - sims[:, 0]).astype(np.float32)
 
 
-def class_prototypes(x: np.ndarray, labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def class_prototypes(x: np.ndarray, labels: np.ndarray,
+                     chunk_rows: int = 16384) -> tuple[np.ndarray, np.ndarray]:
     """``(classes, prototypes)``: per class, the mean of its normalised rows, scaled to
-    unit norm so that a dot product is a cosine."""
+    unit norm so that a dot product is a cosine. Sums accumulate in float64, a chunk of
+    rows at a time (a one-hot product per chunk: no copy of the matrix)."""
+    from scipy import sparse
+
     classes, inverse = np.unique(labels, return_inverse=True)
     sums = np.zeros((len(classes), x.shape[1]), dtype=np.float64)
-    np.add.at(sums, inverse, x)
+    for s in range(0, len(x), chunk_rows):
+        rows = inverse[s: s + chunk_rows]
+        onehot = sparse.csr_matrix(
+            (np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(len(classes), len(rows))
+        )
+        sums += onehot @ x[s: s + chunk_rows].astype(np.float64)
     return classes, l2_normalize(sums.astype(np.float32))
 
 
-class PrototypeAccumulator:
-    """Class prototypes from batches: running per-class sums, so the whole matrix
-    never has to be in memory."""
-
-    def __init__(self, dim: int):
-        self.dim = dim
-        self.sums: dict = {}
-        self.counts: dict = {}
-
-    def add(self, x: np.ndarray, labels) -> None:
-        for label in np.unique(labels):
-            rows = x[np.asarray(labels) == label]
-            if label not in self.sums:
-                self.sums[label] = np.zeros(self.dim, dtype=np.float64)
-                self.counts[label] = 0
-            self.sums[label] += rows.sum(axis=0)
-            self.counts[label] += len(rows)
-
-    def prototypes(self) -> tuple[list, np.ndarray]:
-        classes = sorted(self.sums, key=str)
-        matrix = np.stack([self.sums[c] for c in classes]).astype(np.float32)
-        return classes, l2_normalize(matrix)
-
-
 def distance_to_own_prototype(x: np.ndarray, label_index: np.ndarray,
-                              prototypes: np.ndarray) -> np.ndarray:
-    """``1 - cos(x_i, prototype[label_index[i]])`` for normalised rows."""
-    sims = np.einsum("ij,ij->i", x, prototypes[label_index])
-    return (1.0 - sims).astype(np.float32)
+                              prototypes: np.ndarray, chunk_rows: int = 16384) -> np.ndarray:
+    """``1 - cos(x_i, prototype[label_index[i]])`` for normalised rows, in chunks (the
+    gathered prototypes would otherwise be a second matrix as large as ``x``)."""
+    distance = np.empty(len(x), dtype=np.float32)
+    for s in range(0, len(x), chunk_rows):
+        own = prototypes[label_index[s: s + chunk_rows]]
+        distance[s: s + len(own)] = 1.0 - np.einsum("ij,ij->i", x[s: s + chunk_rows], own)
+    return distance
 
 
 def normalized_rank(scores: np.ndarray) -> np.ndarray:
