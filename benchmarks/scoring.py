@@ -112,7 +112,11 @@ def main():
                     help="skip FiftyOne's values() read (needs ~15 GB RSS at 1M x 2048)")
     args = ap.parse_args()
 
-    import faiss
+    # the same faiss setup as the package (its bundled OpenBLAS, told this CPU's kernels),
+    # so that the baseline is not handicapped
+    from fiftyone_prune.core.faiss_loader import load_faiss
+
+    faiss = load_faiss()
     import fiftyone as fo
     import fiftyone_prune as fop
     from fiftyone_prune.core import prototypes as core

@@ -15,6 +15,8 @@ import math
 
 import numpy as np
 
+from fiftyone_prune.core.faiss_loader import load_faiss
+
 #: faiss's own default; SemDeDup uses 100. 25 iterations of Lloyd on a subsample already
 #: converge to within a fraction of a percent of the final objective on image embeddings,
 #: and the paper reports scores robust to k over an order of magnitude, so more
@@ -75,7 +77,7 @@ def spherical_kmeans(
     rows (faiss's default), so the cost depends on k, not on N. Deterministic for a seed
     on the CPU. ``use_gpu=None`` uses a GPU when faiss was built with one.
     """
-    import faiss
+    faiss = load_faiss()
 
     n, d = x.shape
     if not 1 <= num_clusters <= n:
@@ -100,7 +102,7 @@ def spherical_kmeans(
 def nearest_prototype(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(cluster, distance)`` of each normalised row: the nearest unit centroid by
     cosine, and ``1 - cos`` to it. (faiss's inner-product search returns similarities.)"""
-    import faiss
+    faiss = load_faiss()
 
     index = faiss.IndexFlatIP(centroids.shape[1])
     index.add(np.ascontiguousarray(centroids, dtype=np.float32))

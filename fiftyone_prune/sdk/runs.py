@@ -22,7 +22,9 @@ def versions() -> dict:
     out = {"fiftyone": fo.__version__, "fiftyone_prune": fiftyone_prune.__version__,
            "python": platform.python_version()}
     try:
-        import faiss
+        from fiftyone_prune.core.faiss_loader import load_faiss
+
+        faiss = load_faiss()
 
         out["faiss"] = faiss.__version__
     except Exception:
