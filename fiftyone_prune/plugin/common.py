@@ -1,11 +1,17 @@
 """What every operator of the plugin does the same way: target view, delegation,
-progress, field dropdowns, and showing an SDK validation error in the form."""
+progress (a live bar in the App, the operation's record when delegated), field
+dropdowns, and showing an SDK validation error in the form."""
 
 from __future__ import annotations
+
+import queue
+import threading
+import traceback
 
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
+from fiftyone.operators.message import GeneratedMessage, MessageType
 
 #: views larger than this default to delegated execution (a few hundred images take
 #: minutes on a CPU, longer than a user should wait on an open form)
@@ -35,18 +41,135 @@ def execution_options(ctx, always_delegate_above=DELEGATION_THRESHOLD):
     )
 
 
-def progress_callback(ctx, label: str):
-    """A ``progress`` argument for SDK calls that forwards to the operation's progress:
-    the delegated-operation record when delegated, the App's console otherwise."""
+#: a private param set by ``call_operator``: Python callers want the results dict back,
+#: and ``execute_operator`` returns nothing for a generator
+RETURN_RESULT_PARAM = "_return_result"
 
-    def report(pb):
+#: seconds between progress updates: the App's bar is cheap to update, a delegated
+#: operation's progress is a database write
+APP_PROGRESS_DT = 0.25
+DELEGATED_PROGRESS_DT = 2.0
+
+
+class Progress:
+    """What an operator's work reports progress through: named stages (``stage``) and
+    ``progress`` arguments for SDK calls (``bar``)."""
+
+    def __init__(self, emit, dt):
+        self._emit = emit
+        self._dt = dt
+
+    def stage(self, label: str):
+        """A step without a measurable fraction: the App shows a moving bar and ``label``."""
+        self._emit(None, label)
+
+    def bar(self, label: str):
+        """A ``progress`` argument for an SDK call; ``label`` may use ``{done}`` and
+        ``{total}``."""
+
+        def report(pb):
+            total = pb.total if pb.has_total else None
+            self._emit(pb.progress, label.format(done=pb.iteration,
+                                                 total="?" if total is None else total))
+
+        return fo.report_progress(report, dt=self._dt)
+
+
+def execute_with_progress(operator, ctx, work, after=None):
+    """What every long operator's ``execute`` returns.
+
+    ``work(progress)`` does the SDK call and returns the results dict; ``after(ctx,
+    result)`` returns the App actions (reload, set view) to send after an immediate run.
+
+    Delegated runs and Python calls run ``work`` here and return the dict: FiftyOne
+    exhausts a generator in those paths and would keep ``None`` as the result (the Runs
+    page shows the stored result). Immediate runs in the App get a generator
+    (``execute_as_generator=True``): ``work`` runs in a thread while the App's progress
+    dialog is fed from a queue; at the end it shows the operator's output there.
+    """
+    if ctx.delegated or ctx.params.get(RETURN_RESULT_PARAM):
+        def emit(progress, label):
+            ctx.set_progress(progress=progress, label=label)
+
+        return work(Progress(emit, DELEGATED_PROGRESS_DT))
+    return _stream(operator, ctx, work, after)
+
+
+_DONE = object()
+
+
+def _stream(operator, ctx, work, after):
+    updates = queue.SimpleQueue()
+    outcome = {}
+
+    def run():
         try:
-            fraction = pb.progress
-        except Exception:
-            fraction = None
-        ctx.set_progress(progress=fraction, label=label)
+            outcome["result"] = work(Progress(lambda p, l: updates.put((p, l)), APP_PROGRESS_DT))
+        except BaseException as e:  # the run's error, sent by the generator
+            outcome["error"] = e
+        finally:
+            updates.put(_DONE)
 
-    return fo.report_progress(report, dt=2.0)
+    # a daemon: a run whose browser went away goes on, but never holds up server exit
+    worker = threading.Thread(target=run, name=f"{operator.config.name}-work", daemon=True)
+    worker.start()
+    done = False
+    while not done:
+        backlog = [updates.get()]
+        while not updates.empty():
+            backlog.append(updates.get())
+        done = backlog[-1] is _DONE
+        pending = [u for u in backlog if u is not _DONE]
+        if pending:  # the App shows one bar: of a backlog, only the newest matters
+            progress, label = pending[-1]
+            yield ctx.ops.set_progress(label=label, progress=progress)
+    worker.join()
+    if "error" in outcome:
+        # raising here would cut the App's stream short: the browser would lose the
+        # message and leave the progress dialog running
+        yield show_failure(operator, ctx, outcome["error"])
+        yield ErrorMessage(outcome["error"])
+        return
+    result = outcome["result"]
+    for message in after(ctx, result) if after is not None else ():
+        yield message
+    yield show_result(operator, ctx, result)
+
+
+class ErrorMessage(GeneratedMessage):
+    """A failed run, as the App reads it from a generator's stream: a line with ``error``
+    (and ``error_message``, as in a non-generator run's response)."""
+
+    def __init__(self, exception):
+        super().__init__(MessageType.ERROR)
+        self.error = "".join(traceback.format_exception(exception))
+        self.error_message = str(exception)
+
+    def to_json(self):
+        return {"type": str(self.type), "cls": None, "error": self.error,
+                "error_message": self.error_message}
+
+
+def show_result(operator, ctx, result):
+    """The operator's output dialog for ``result``, as a message: it replaces the
+    progress dialog (the form closes by itself when a generator returns nothing)."""
+    ctx.request_params["results"] = result  # what resolve_output reads, as when delegated
+    return _show(ctx, operator.resolve_output(ctx), result)
+
+
+def show_failure(operator, ctx, exception):
+    """The progress dialog's last word on a failed run (the form shows the traceback)."""
+    outputs = types.Object()
+    outputs.view("error", types.Error(label=str(exception)))
+    return _show(ctx, types.Property(
+        outputs, view=types.View(label=f"{operator.config.label} failed")), {})
+
+
+def _show(ctx, outputs, results):
+    # that dialog drops the top-level label (a form shows it as its title): nest it
+    wrapper = types.Object()
+    wrapper.add_property("output", outputs)
+    return ctx.ops.show_output(types.Property(wrapper).to_json(), {"output": results})
 
 
 def mark_invalid(prop, message: str):
@@ -71,6 +194,7 @@ def form(inputs, label: str, description: str | None = None):
 def call_operator(uri, sample_collection, params, delegate=False):
     """The SDK-facing ``__call__`` convention of the official plugins."""
     ctx = {"view": sample_collection.view()}
+    params = dict(params, **{RETURN_RESULT_PARAM: True})
     result = foo.execute_operator(uri, ctx, params=params, request_delegation=delegate)
     result.raise_exceptions()
     return result.result

@@ -1,4 +1,5 @@
-"""App operators: each parses its form and calls one SDK function."""
+"""App operators: each parses its form and calls one SDK function; the long ones show
+its progress while they run (``common.execute_with_progress``)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ from fiftyone_prune.plugin import common
 from fiftyone_prune.sdk import validation
 
 PLUGIN = "@fiftyone-prune/prune"
+
+
+def _reload(ctx, result):
+    return [ctx.ops.reload_dataset()]
 
 
 class ComputeEmbeddings(foo.Operator):
@@ -26,6 +31,7 @@ class ComputeEmbeddings(foo.Operator):
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
+            execute_as_generator=True,
         )
 
     def resolve_execution_options(self, ctx):
@@ -70,20 +76,23 @@ class ComputeEmbeddings(foo.Operator):
 
         p = ctx.params
         model = p.get("zoo_model") if p.get("model") == "zoo" else p.get("model", "swav_resnet50")
-        result = compute_embeddings(
-            common.target_view(ctx),
-            model=model,
-            embeddings_field=p.get("embeddings_field", "swav_embedding"),
-            batch_size=p.get("batch_size", 32),
-            # worker processes can't be forked safely inside the App server
-            num_workers=None if ctx.delegated else 0,
-            skip_existing=p.get("skip_existing", True),
-            checkpoint_path=p.get("checkpoint_path") or None,
-            progress=common.progress_callback(ctx, "Embedding images"),
-        )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        return result.to_dict()
+        view = common.target_view(ctx)
+
+        def work(progress):
+            progress.stage(f"Embedding: loading {model}")
+            return compute_embeddings(
+                view,
+                model=model,
+                embeddings_field=p.get("embeddings_field", "swav_embedding"),
+                batch_size=p.get("batch_size", 32),
+                # worker processes can't be forked safely inside the App server
+                num_workers=None if ctx.delegated else 0,
+                skip_existing=p.get("skip_existing", True),
+                checkpoint_path=p.get("checkpoint_path") or None,
+                progress=progress.bar("Embedding {done}/{total} images"),
+            ).to_dict()
+
+        return common.execute_with_progress(self, ctx, work, after=_reload)
 
     def resolve_output(self, ctx):
         outputs = types.Object()
@@ -131,6 +140,7 @@ class ComputePrototypeScores(foo.Operator):
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
+            execute_as_generator=True,
         )
 
     def resolve_execution_options(self, ctx):
@@ -203,19 +213,24 @@ class ComputePrototypeScores(foo.Operator):
 
         p = ctx.params
         method = p.get("method", "kmeans")
-        result = compute_prototype_scores(
-            common.target_view(ctx),
-            embeddings_field=p["embeddings_field"],
-            run_key=p.get("run_key", "prototypes"),
-            method=method,
-            num_clusters=parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None,
-            label_field=p.get("label_field") or None,
-            overwrite=bool(p.get("overwrite", False)),
-            progress=common.progress_callback(ctx, "Writing scores"),
-        )
-        if not ctx.delegated:
-            ctx.trigger("reload_dataset")
-        return result.to_dict()
+        view = common.target_view(ctx)
+
+        def work(progress):
+            # reading the vectors and k-means report nothing until the writes start
+            progress.stage("Scoring: reading embeddings, "
+                           + ("k-means" if method == "kmeans" else "class prototypes"))
+            return compute_prototype_scores(
+                view,
+                embeddings_field=p["embeddings_field"],
+                run_key=p.get("run_key", "prototypes"),
+                method=method,
+                num_clusters=parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None,
+                label_field=p.get("label_field") or None,
+                overwrite=bool(p.get("overwrite", False)),
+                progress=progress.bar("Scoring: writing {done}/{total} scores"),
+            ).to_dict()
+
+        return common.execute_with_progress(self, ctx, work, after=_reload)
 
     def resolve_output(self, ctx):
         outputs = types.Object()
@@ -307,6 +322,7 @@ class SelectSamples(foo.Operator):
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
+            execute_as_generator=True,
         )
 
     def resolve_input(self, ctx):
@@ -379,14 +395,22 @@ class SelectSamples(foo.Operator):
         from fiftyone_prune.sdk.selection import plan_selection, apply_plan, selection_names
 
         view = common.target_view(ctx)
-        plan = plan_selection(view, **_selection_kwargs(ctx.params))
-        apply_plan(view, plan)
-        if not ctx.delegated:
+
+        def work(progress):
+            progress.stage("Selecting: reading scores")
+            plan = plan_selection(view, **_selection_kwargs(ctx.params))
+            progress.stage(f"Selecting: tagging {len(plan.kept_ids)} kept and "
+                           f"{len(plan.pruned_ids)} pruned samples")
+            apply_plan(view, plan)
+            return plan.summary()
+
+        def after(ctx, summary):
             # the App only knows saved views it loaded before this run: pass the view
             # itself, not the new saved view's name
-            ctx.trigger("reload_dataset")
-            ctx.ops.set_view(view=view._dataset.load_saved_view(selection_names(plan.name)["view"]))
-        return plan.summary()
+            kept = view._dataset.load_saved_view(selection_names(summary["name"])["view"])
+            return [ctx.ops.reload_dataset(), ctx.ops.set_view(view=kept)]
+
+        return common.execute_with_progress(self, ctx, work, after=after)
 
     def resolve_output(self, ctx):
         outputs = types.Object()
@@ -416,6 +440,7 @@ class ExportKeptSamples(foo.Operator):
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
+            execute_as_generator=True,
         )
 
     def resolve_execution_options(self, ctx):
@@ -455,12 +480,19 @@ class ExportKeptSamples(foo.Operator):
         export_dir = ctx.params["export_dir"]
         if isinstance(export_dir, dict):
             export_dir = export_dir.get("absolute_path")
-        return export_kept_samples(
-            common.target_view(ctx), export_dir,
-            dataset_type=ctx.params.get("dataset_type", "fiftyone"),
-            label_field=ctx.params.get("label_field") or None,
-            overwrite=bool(ctx.params.get("overwrite", False)),
-        )
+        view = common.target_view(ctx)
+        dataset_type = ctx.params.get("dataset_type", "fiftyone")
+
+        def work(progress):
+            # the SDK's export takes no progress argument: a moving bar, not a fraction
+            progress.stage(f"Exporting {len(view)} samples ({dataset_type})")
+            return export_kept_samples(
+                view, export_dir, dataset_type=dataset_type,
+                label_field=ctx.params.get("label_field") or None,
+                overwrite=bool(ctx.params.get("overwrite", False)),
+            )
+
+        return common.execute_with_progress(self, ctx, work)
 
     def resolve_output(self, ctx):
         outputs = types.Object()
@@ -490,6 +522,7 @@ class EvaluatePruning(foo.Operator):
             dynamic=True,
             allow_immediate_execution=True,
             allow_delegated_execution=True,
+            execute_as_generator=True,
             default_choice_to_delegated=True,
         )
 
@@ -540,15 +573,21 @@ class EvaluatePruning(foo.Operator):
         from fiftyone_prune.sdk.evaluation import evaluate_pruning
 
         p = ctx.params
-        result = evaluate_pruning(
-            common.target_view(ctx), label_field=p["label_field"], run_key=p["run_key"],
-            fractions=_parse_fractions(p.get("fractions", "0.1,0.2,0.3,0.5,0.7,0.9")),
-            strategies=p.get("strategies") or ["random"], seeds=p.get("seeds", 3),
-            probe=p.get("probe", "linear"), eval_key=p.get("eval_key") or None,
-            overwrite=bool(p.get("overwrite", False)),
-            progress=common.progress_callback(ctx, "Training probes"),
-        )
-        return {"eval_key": result.eval_key, "verdicts": "\n\n".join(result.verdicts)}
+        view = common.target_view(ctx)
+
+        def work(progress):
+            progress.stage("Evaluating: reading embeddings and scores")
+            result = evaluate_pruning(
+                view, label_field=p["label_field"], run_key=p["run_key"],
+                fractions=_parse_fractions(p.get("fractions", "0.1,0.2,0.3,0.5,0.7,0.9")),
+                strategies=p.get("strategies") or ["random"], seeds=p.get("seeds", 3),
+                probe=p.get("probe", "linear"), eval_key=p.get("eval_key") or None,
+                overwrite=bool(p.get("overwrite", False)),
+                progress=progress.bar("Evaluating: training probe {done}/{total}"),
+            )
+            return {"eval_key": result.eval_key, "verdicts": "\n\n".join(result.verdicts)}
+
+        return common.execute_with_progress(self, ctx, work)
 
     def resolve_output(self, ctx):
         outputs = types.Object()

@@ -62,6 +62,21 @@ def e2e_dataset(digits_images):
         fo.delete_dataset(name)
 
 
+@pytest.fixture()
+def e2e_large_dataset(digits_images):
+    """All 120 digits of the session (persistent, for the server process): embedding
+    them takes seconds, so a progress bar has time to show."""
+    import fiftyone as fo
+
+    dataset = fo.Dataset(f"e2e-large-{uuid.uuid4().hex[:10]}", persistent=True)
+    dataset.add_samples(
+        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l)) for p, l in digits_images]
+    )
+    yield dataset
+    if fo.dataset_exists(dataset.name):
+        fo.delete_dataset(dataset.name)
+
+
 @pytest.fixture(scope="session")
 def app_server(e2e_dataset):
     """The real App server, started once the dataset exists (this process then holds
@@ -121,11 +136,12 @@ def page(browser_context, request):
 
 @pytest.fixture()
 def shoot():
-    """``shoot(page, "name")`` saves ``<E2E_SCREENSHOTS>/name.png``."""
+    """``shoot(page, "name")`` saves ``<E2E_SCREENSHOTS>/name.png``; keyword arguments go
+    to ``page.screenshot``."""
 
-    def _shoot(page, name):
+    def _shoot(page, name, **kwargs):
         path = os.path.join(helpers.screenshots_dir(), f"{name}.png")
-        page.screenshot(path=path)
+        page.screenshot(path=path, **kwargs)
         return path
 
     return _shoot

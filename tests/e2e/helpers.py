@@ -225,27 +225,51 @@ def form_select(page, label: str):
         "/following::*[@role='combobox'][1]")
 
 
-def fill_and_resolve(page, locator, value: str, timeout: float = 30_000):
-    """Types ``value`` and waits until the server has re-resolved the form with it."""
+def fill_and_resolve(page, locator, value: str, timeout: float = 30_000, sent=None):
+    """Types ``value`` and waits until the server has re-resolved the form with it
+    (``sent``: how the request shows it, e.g. ``'"batch_size":4'`` for a number field;
+    default: the JSON string)."""
+    sent = json.dumps(value) if sent is None else sent
 
     def is_resolve_with_value(response):
         if "/operators/resolve-type" not in response.url:
             return False
         body = response.request.post_data or ""
-        return json.dumps(value) in body
+        return sent in body
 
     with page.expect_response(is_resolve_with_value, timeout=timeout):
         locator.fill(value)
 
 
-def close_output(page, title: str):
-    """Waits for the operator's output dialog titled ``title`` and closes it."""
+def operation_dialog(page):
+    """The dialog that shows a running operation's progress bar and then its output
+    (FiftyOne's ``set_progress``/``show_output`` dialog, above the operator's form)."""
+    return page.locator("[data-cy=operators-prompt-view-modal]")
+
+
+#: a determinate progress bar in the operation dialog at ``arg`` % or more but not done:
+#: its value and the dialog's text, else null. ``page.wait_for_function`` runs it on
+#: every animation frame, so a bar on screen for a fraction of a second is still seen.
+PROGRESS_PART_WAY_JS = """(atLeast) => {
+    const dialog = document.querySelector('[data-cy=operators-prompt-view-modal]');
+    const bar = dialog && dialog.querySelector('[role=progressbar][aria-valuenow]');
+    if (!bar) return null;
+    const value = Number(bar.getAttribute('aria-valuenow'));
+    return value >= atLeast && value > 0 && value < 100 ?
+        {value: value, text: dialog.innerText} : null;
+}"""
+
+
+def close_output(page, title: str, timeout: float = 30_000):
+    """Waits for the operator's output titled ``title`` (it replaces the progress bar in
+    the operation dialog), closes it, and checks that no dialog is left: the form closes
+    by itself after a successful run."""
     from playwright.sync_api import expect
 
-    dialog = page.get_by_role("dialog").filter(has_text=title)
-    expect(dialog).to_be_visible(timeout=30_000)
+    dialog = operation_dialog(page).filter(has_text=title)
+    expect(dialog).to_be_visible(timeout=timeout)
     text = dialog.inner_text()
-    dialog.get_by_role("button", name="Close", exact=True).click()
+    dialog.get_by_role("button", name="Done", exact=True).click()
     expect(page.get_by_role("dialog")).to_have_count(0, timeout=10_000)
     return text
 

@@ -1,6 +1,6 @@
 """The plugin in the real FiftyOne App, driven through headless Chromium: the operator
-browser lists the operators, their forms validate, and the pipeline (embed, score,
-select) runs from the forms and shows up in the App.
+browser lists the operators, their forms validate, an immediate run shows its progress,
+and the pipeline (embed, score, select) runs from the forms and shows up in the App.
 
 Run: ``scripts/install_browser.sh`` once, then ``.venv/bin/python -m pytest tests/e2e``.
 Screenshots go to ``$E2E_SCREENSHOTS`` (default ``test_output/screenshots``).
@@ -78,6 +78,47 @@ def test_invalid_embeddings_field_disables_execute(page, app_server, e2e_dataset
     expect(page.get_by_role("dialog")).to_have_count(0)
     e2e_dataset.reload()
     assert not e2e_dataset.has_field("emb_valid_name")
+
+
+def test_immediate_run_shows_its_progress(page, app_server, e2e_large_dataset, shoot):
+    """Embeddings run immediately (not scheduled): a progress bar with "Embedding k/N
+    images" moves while the App server works, then the same dialog shows the output."""
+    from playwright.sync_api import expect
+
+    dataset = e2e_large_dataset
+    n = len(dataset)
+    helpers.open_dataset(page, app_server.url, dataset.name, n)
+    execute = helpers.open_operator(page, helpers.OPERATOR_LABELS["compute_embeddings"])
+    page.get_by_role("radio", name="EfficientNet-Lite0 (ImageNet, offline)").check()
+    field = helpers.form_input(page, "Embeddings field")
+    expect(field).to_have_value("efficientnet_lite0_embedding")
+    helpers.fill_and_resolve(page, field, "emb_progress")
+    # one image a batch: the bar (updated every 0.25 s) is part-way for seconds on a
+    # CPU, and still several updates on a GPU
+    helpers.fill_and_resolve(page, helpers.form_input(page, "Batch size"), "1",
+                             sent='"batch_size":1')
+    expect(execute).to_be_enabled()
+    execute.click()
+
+    # a fifth of the way: well inside the run, a screenshot that shows the bar
+    part_way = page.wait_for_function(helpers.PROGRESS_PART_WAY_JS, arg=20, timeout=180_000)
+    # the bar eases to each new value: show where it is going, not mid-way
+    shoot(page, "progress_embeddings", animations="disabled")
+    state = part_way.json_value()
+    match = re.search(r"Embedding (\d+)/(\d+) images", state["text"])
+    assert match and int(match[2]) == n and 0 < int(match[1]) < n, state
+    assert f"{state['value']}%" in state["text"], state
+
+    # the output takes the bar's place
+    done = helpers.operation_dialog(page).filter(has_text="Embeddings computed")
+    expect(done).to_be_visible(timeout=180_000)
+    expect(done.get_by_role("progressbar")).to_have_count(0)
+    shoot(page, "progress_embeddings_output")
+    output = helpers.close_output(page, "Embeddings computed")
+    assert re.search(rf"Embedded:\s*{n}\b", output), output
+    dataset.reload()
+    assert dataset.count("emb_progress") == n
+    assert not _operator_errors(page), page.console_errors
 
 
 def test_prune_pipeline_from_the_app(page, app_server, e2e_dataset, shoot):

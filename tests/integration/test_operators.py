@@ -119,3 +119,178 @@ def test_export_operator_writes_the_kept_view(digits_dataset, tmp_path):
     assert len([f for f in out.rglob("*.png")]) == 10
     with pytest.raises(ExecutionError, match="not empty"):
         export(view, str(out), dataset_type="media")
+
+
+# ------------------------------------------------------------- progress while it runs
+
+def _run_as_the_app(view, operator, params):
+    """An immediate run the way the App's form makes it: the request the App POSTs to
+    /operators/execute/generator, streamed by the server's own code into the JSON lines
+    the browser reads."""
+    import asyncio
+    import json
+
+    from fiftyone.operators.executor import execute_or_delegate_operator
+    from fiftyone.operators.server import create_response_generator
+
+    request = {"dataset_name": view._root_dataset.name, "view": view._serialize(),
+               "operator_uri": URI + operator, "params": params}
+    result = asyncio.run(execute_or_delegate_operator(URI + operator, request))
+    assert result.error is None, result.error
+    assert result.is_generator
+    return [json.loads(line) for line in create_response_generator(result.result)]
+
+
+def _triggered(messages):
+    """(operator, params) of each App action in the stream, in order."""
+    return [(m["body"]["operator_uri"], m["body"]["params"]) for m in messages
+            if m.get("cls") == "InvocationRequest"]
+
+
+def _progress(messages):
+    return [p for name, p in _triggered(messages) if name == "set_progress"]
+
+
+def _shown(messages):
+    """What the last show_output puts in the App's dialog: (title, values)."""
+    name, params = _triggered(messages)[-1]
+    assert name == "show_output"
+    output = params["outputs"]["type"]["properties"]["output"]
+    return output["view"]["label"], params["results"]["output"]
+
+
+def test_immediate_embeddings_stream_progress_then_reload_and_output(digits_dataset,
+                                                                     monkeypatch):
+    from fiftyone_prune.plugin import common
+
+    # every batch reports (not every 0.25 s): the count below holds on any hardware
+    monkeypatch.setattr(common, "APP_PROGRESS_DT", 0)
+    view = digits_dataset.limit(40)
+    messages = _run_as_the_app(view, "compute_embeddings", {
+        "model": "efficientnet_lite0", "embeddings_field": "emb", "batch_size": 8})
+    n = len(view)
+    progress = _progress(messages)
+    assert progress[0] == {"label": "Embedding: loading efficientnet_lite0"}
+    bars = progress[1:]
+    # 5 batches; a backlog is sent as its newest update only
+    assert len(bars) >= 2, progress
+    fractions = [p["progress"] for p in bars]
+    assert fractions == sorted(set(fractions)) and fractions[-1] == 1.0, fractions
+    for p in bars:
+        assert p["label"] == f"Embedding {round(p['progress'] * n)}/{n} images", p
+    assert [name for name, _ in _triggered(messages)][len(progress):] == [
+        "reload_dataset", "show_output"]
+    title, values = _shown(messages)
+    assert title == "Embeddings computed" and values["num_embedded"] == n
+    assert digits_dataset.count("emb") == n
+
+
+def test_immediate_scores_and_selection_stream_stages(digits_dataset):
+    _with_random_embeddings(digits_dataset)
+    messages = _run_as_the_app(digits_dataset.view(), "compute_prototype_scores", {
+        "embeddings_field": "emb", "run_key": "proto", "num_clusters": "4"})
+    labels = [p["label"] for p in _progress(messages)]
+    n = len(digits_dataset)
+    # 120 samples score in milliseconds: the stage may be folded into the last update
+    # (a backlog is sent as its newest), and the writes report once, when complete
+    assert labels[-1] == f"Scoring: writing {n}/{n} scores"
+    assert set(labels[:-1]) <= {"Scoring: reading embeddings, k-means"}, labels
+    title, values = _shown(messages)
+    assert title == "Prototype scores computed" and values["num_scored"] == n
+
+    messages = _run_as_the_app(digits_dataset.view(), "select_samples", {
+        "run_key": "proto", "keep": 30, "strategy": "hard", "balance": "none",
+        "balance_ratio": 0.5})
+    labels = [p["label"] for p in _progress(messages)]
+    tagging = f"Selecting: tagging 30 kept and {n - 30} pruned samples"
+    # the first stage may be folded into the second, as above
+    assert labels in (["Selecting: reading scores", tagging], [tagging]), labels
+    names = [name for name, _ in _triggered(messages)]
+    assert names[-3:] == ["reload_dataset", "set_view", "show_output"]
+    # the App switches to the kept samples
+    view = _triggered(messages)[-2][1]["view"]
+    assert "proto:kept" in str(view)
+    title, values = _shown(messages)
+    assert title == "Selection applied" and values["num_kept"] == 30
+    assert digits_dataset.count_sample_tags()["proto:kept"] == 30
+
+
+def test_immediate_evaluation_and_export_stream_progress(digits_dataset, tmp_path):
+    _scored(digits_dataset)
+    messages = _run_as_the_app(digits_dataset.view(), "evaluate_pruning", {
+        "run_key": "proto", "label_field": "ground_truth", "fractions": "0.5",
+        "strategies": ["random", "hard"], "seeds": 1, "probe": "linear"})
+    progress = _progress(messages)
+    assert progress[-1]["label"].startswith("Evaluating: training probe ")
+    assert progress[-1]["progress"] == 1.0
+    for p in progress[:-1]:
+        assert p["label"] == "Evaluating: reading embeddings and scores" or \
+            p["label"].startswith("Evaluating: training probe "), progress
+    title, values = _shown(messages)
+    assert title == "Pruning evaluated" and values["eval_key"] == "proto_evaluation"
+    # the verdicts are drawn from the results, as resolve_output reads them
+    assert values["verdicts"] and values["verdicts"] in str(messages[-1]["body"]["params"]["outputs"])
+
+    foo.get_operator(URI + "select_samples")(digits_dataset, run_key="proto", keep=10,
+                                             strategy="hard")
+    kept = digits_dataset.load_saved_view("proto-kept")
+    out = tmp_path / "out"
+    messages = _run_as_the_app(kept, "export_kept_samples", {
+        "export_dir": str(out), "dataset_type": "image_classification_tree",
+        "label_field": "ground_truth"})
+    assert [p["label"] for p in _progress(messages)] == [
+        "Exporting 10 samples (image_classification_tree)"]
+    title, values = _shown(messages)
+    assert title == "Export complete" and values["num_samples"] == 10
+    assert len(list(out.rglob("*.png"))) == 10
+
+
+def test_an_error_in_the_worker_thread_is_the_runs_error(digits_dataset):
+    _with_random_embeddings(digits_dataset)
+    # a class with one sample passes the form's checks and fails inside the SDK
+    sample = digits_dataset.first()
+    sample.ground_truth.label = "lonely"
+    sample.save()
+    messages = _run_as_the_app(digits_dataset.view(), "compute_prototype_scores", {
+        "embeddings_field": "emb", "run_key": "sup", "method": "supervised",
+        "label_field": "ground_truth"})
+    assert _progress(messages)[0]["label"] == "Scoring: reading embeddings, class prototypes"
+    # the progress dialog says what failed ...
+    title, _ = _shown(messages[:-1])
+    assert title == "Prune: compute prototype scores failed"
+    # ... and the last line is the run's error, which the App reports as a failure
+    error = messages[-1]
+    assert "single sample" in error["error_message"] and "lonely" in error["error_message"]
+    assert "Traceback" in error["error"] and "ValueError" in error["error"]
+    assert "sup_distance" not in digits_dataset.get_field_schema()
+    # the same error from Python
+    with pytest.raises(ExecutionError, match="single sample"):
+        foo.get_operator(URI + "compute_prototype_scores")(
+            digits_dataset, embeddings_field="emb", run_key="sup", method="supervised",
+            label_field="ground_truth")
+
+
+def test_delegated_run_stores_its_result_and_progress(digits_dataset):
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    _with_random_embeddings(digits_dataset)
+    queued = foo.get_operator(URI + "compute_prototype_scores")(
+        digits_dataset, embeddings_field="emb", run_key="later", num_clusters=3,
+        delegate=True)
+    service = DelegatedOperationService()
+    try:
+        doc = service.get(queued["id"])
+        assert "later_distance" not in digits_dataset.get_field_schema()
+        service.execute_operation(doc)
+        doc = service.get(queued["id"])
+        assert doc.run_state == "completed", doc.result and doc.result.error
+        # what the Runs page shows: the results dict, and the last progress
+        assert doc.result.result["num_scored"] == len(digits_dataset)
+        assert doc.result.result["distance_field"] == "later_distance"
+        n = len(digits_dataset)
+        assert doc.status.label == f"Scoring: writing {n}/{n} scores"
+        assert doc.status.progress == 1.0
+        digits_dataset.reload()
+        assert digits_dataset.count("later_distance") == n
+    finally:
+        service.delete_operation(queued["id"])
