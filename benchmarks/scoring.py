@@ -107,6 +107,8 @@ def main():
     ap.add_argument("--writer", choices=["fiftyone", "fiftyone_prune"], default="fiftyone",
                     help="how the vectors were stored (see make_dataset)")
     ap.add_argument("--keep", action="store_true", help="keep the dataset for reruns")
+    ap.add_argument("--rescore", action="store_true",
+                    help="also time a second run over the same key with overwrite=True")
     ap.add_argument("--build-only", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--no-values", action="store_true",
                     help="skip FiftyOne's values() read (needs ~15 GB RSS at 1M x 2048)")
@@ -155,12 +157,19 @@ def main():
     del x, index, km
     gc.collect()
 
+    if "bench" in fop.list_runs(ds):  # a kept dataset: time a first run, not a re-run
+        fop.delete_run(ds, "bench")
     with PeakRSS() as m:
         fop.compute_prototype_scores(ds, "emb", run_key="bench", num_clusters=args.k,
-                                     niter=args.niter, overwrite=True)
+                                     niter=args.niter)
     ours_row = ("fiftyone-prune end to end", m)
     rows.append(ours_row)
     timings = fop.load_run_results(ds, "bench").timings
+    if args.rescore:
+        with PeakRSS() as m:
+            fop.compute_prototype_scores(ds, "emb", run_key="bench", num_clusters=args.k,
+                                         niter=args.niter, seed=52, overwrite=True)
+        rows.append(("fiftyone-prune re-score (overwrite=True)", m))
 
     brain_row = None
     if not args.no_brain:

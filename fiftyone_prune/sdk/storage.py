@@ -317,6 +317,17 @@ def add_tag(dataset: fo.Dataset, ids, tag: str, chunk_size: int = 50000) -> None
         )
 
 
+def unset_fields(dataset: fo.Dataset, fields: list[str], object_ids: list,
+                 chunk_size: int = 50000) -> None:
+    """Removes ``fields`` from the samples ``object_ids`` (ObjectIds), in chunks."""
+    now = datetime.now(timezone.utc)
+    for s in range(0, len(object_ids), chunk_size):
+        dataset._sample_collection.update_many(
+            {"_id": {"$in": object_ids[s : s + chunk_size]}},
+            {"$unset": {f: "" for f in fields}, "$set": {"last_modified_at": now}},
+        )
+
+
 def remove_tag(dataset: fo.Dataset, tag: str) -> None:
     """Removes ``tag`` from every sample of the dataset that has it."""
     dataset._sample_collection.update_many(

@@ -1,10 +1,13 @@
 """Prototype scores on real embeddings (real digits, real model), checked against an
 independent NumPy computation."""
 
+import json
+
 import numpy as np
 import pytest
 
 import fiftyone as fo
+from fiftyone import ViewField as F
 import fiftyone.core.utils as fou
 
 import fiftyone_prune as fop
@@ -161,3 +164,38 @@ def test_bad_vectors_and_labels_fail_before_any_change(embedded):
                                      label_field="ground_truth")
     assert state(embedded) == before
     embedded.delete_sample_fields(["mixed", "nan"])
+
+
+def test_overwrite_in_place_leaves_no_stale_score(embedded):
+    """Overwriting keeps the fields and rewrites them in place; samples the new run does
+    not score (outside its view, or without an embedding) lose the old values."""
+    fop.compute_prototype_scores(embedded, "emb", run_key="redo", num_clusters=3)
+    view = embedded.skip(10)
+    no_embedding = view.first().id
+    saved = embedded.select(no_embedding).values("emb")
+    embedded.select(no_embedding).set_values("emb", [None])
+    try:
+        result = fop.compute_prototype_scores(view, "emb", run_key="redo", num_clusters=5,
+                                              overwrite=True)
+        assert result.skipped_ids == [no_embedding]
+        assert embedded.limit(10).values("redo_distance") == [None] * 10
+        assert embedded.select(no_embedding).first()["redo_cluster"] is None
+        scored = view.exists("emb")
+        assert set(scored.values("redo_cluster")) == set(range(5))
+        centroids = fop.load_centroids(embedded, "redo")
+        x = normalized(np.stack(scored.values("emb")))
+        sims = x @ centroids.T
+        np.testing.assert_array_equal(scored.values("redo_cluster"), sims.argmax(1))
+        np.testing.assert_allclose(scored.values("redo_distance"), 1 - sims.max(1), atol=1e-5)
+        config = fop.get_run_info(embedded, "redo").config
+        assert config.num_clusters == [5]
+        assert json.loads(config.view)[0]["_cls"] == "fiftyone.core.stages.Skip"
+        # a different cluster type (class names): the old run and its fields are replaced
+        labelled = embedded.match(F("ground_truth.label") != "only-one")  # see above
+        fop.compute_prototype_scores(labelled, "emb", run_key="redo", method="supervised",
+                                     label_field="ground_truth", overwrite=True)
+        assert isinstance(embedded.get_field("redo_cluster"), fo.StringField)
+        assert embedded.count("redo_cluster") == len(labelled.exists("emb"))
+    finally:
+        embedded.select(no_embedding).set_values("emb", saved)
+        fop.delete_run(embedded, "redo")
