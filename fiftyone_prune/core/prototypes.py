@@ -62,6 +62,20 @@ def default_num_clusters(num_samples: int, num_classes: int | None = None) -> in
     return max(1, min(k, 1000, num_samples))
 
 
+def training_subsample(num_samples: int, num_clusters: int, max_points_per_centroid: int,
+                       seed: int) -> np.ndarray | None:
+    """Sorted row indices of the k-means training subsample, or None to train on all rows.
+
+    Same rule as faiss (at most ``max_points_per_centroid * k`` points, drawn uniformly at
+    random), drawn here, seeded, so that only those rows need to be read to train and
+    every row can then be assigned in a streamed pass."""
+    limit = num_clusters * max_points_per_centroid
+    if num_samples <= limit:
+        return None
+    rng = np.random.default_rng(seed)
+    return np.sort(rng.choice(num_samples, size=limit, replace=False))
+
+
 def spherical_kmeans(
     x: np.ndarray,
     num_clusters: int,

@@ -484,12 +484,12 @@ class ExportKeptSamples(foo.Operator):
         dataset_type = ctx.params.get("dataset_type", "fiftyone")
 
         def work(progress):
-            # the SDK's export takes no progress argument: a moving bar, not a fraction
             progress.stage(f"Exporting {len(view)} samples ({dataset_type})")
             return export_kept_samples(
                 view, export_dir, dataset_type=dataset_type,
                 label_field=ctx.params.get("label_field") or None,
                 overwrite=bool(ctx.params.get("overwrite", False)),
+                progress=progress.bar(f"Exporting {{done}}/{{total}} samples ({dataset_type})"),
             )
 
         return common.execute_with_progress(self, ctx, work)

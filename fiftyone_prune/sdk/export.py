@@ -60,7 +60,7 @@ def _find_selection(view):
 
 def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=None,
                         overwrite: bool = False, selection: str | None = None,
-                        export_media=True) -> dict:
+                        export_media=True, progress=None) -> dict:
     """Exports ``view`` (typically what :func:`select_samples` returned) to
     ``export_dir`` and writes a manifest beside the data.
 
@@ -76,6 +76,8 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         selection: the selection name whose parameters go in the manifest (default:
             the selection run whose kept tag all samples of the view carry)
         export_media: passed to FiftyOne (True copies the images)
+        progress: FiftyOne's ``progress`` argument of the export (True/False, or a
+            callback from ``fo.report_progress``)
 
     Returns:
         a dict with the export directory, count and manifest paths
@@ -115,7 +117,8 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     else:
         sel_key, sel_cfg = _find_selection(view)
 
-    kwargs = dict(export_dir=export_dir, dataset_type=cls, overwrite=overwrite)
+    kwargs = dict(export_dir=export_dir, dataset_type=cls, overwrite=overwrite,
+                  progress=progress)
     if label_field is not None:
         kwargs["label_field"] = label_field
     if cls.__name__ != "FiftyOneDataset" and not issubclass(cls, fo.types.MediaDirectory):

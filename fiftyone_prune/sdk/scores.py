@@ -111,6 +111,16 @@ def _check_inputs(samples, embeddings_field, run_key, method, num_clusters, labe
             )
 
 
+def _mixed_message(embeddings_field, e):
+    return (f"Embeddings in {embeddings_field!r} have mixed dimensions: sample {e.sample_id} "
+            f"has {e.size}, earlier samples {e.expected}; recompute them with one model")
+
+
+def _nonfinite_message(embeddings_field, count, example_id):
+    return (f"{count} embedding(s) in {embeddings_field!r} contain NaN or inf (e.g. sample "
+            f"{example_id}); recompute them or exclude those samples from the view")
+
+
 def _read_embeddings(samples, embeddings_field):
     """One streamed pass: ids and a single float32 matrix of the samples that have an
     embedding (normalised in place later), plus the ids without one. Raises on mixed
@@ -118,21 +128,15 @@ def _read_embeddings(samples, embeddings_field):
     try:
         ids, matrix, missing, nonfinite = storage.read_vector_matrix(samples, embeddings_field)
     except storage.VectorDimensionError as e:
-        raise ValueError(
-            f"Embeddings in {embeddings_field!r} have mixed dimensions: sample {e.sample_id} "
-            f"has {e.size}, earlier samples {e.expected}; recompute them with one model"
-        ) from None
+        raise ValueError(_mixed_message(embeddings_field, e)) from None
     if matrix is None:
         raise ValueError(
             f"No sample of this view has a value in {embeddings_field!r}; compute embeddings "
             f"first (fop.compute_embeddings)"
         )
     if len(nonfinite):
-        raise ValueError(
-            f"{len(nonfinite)} embedding(s) in {embeddings_field!r} contain NaN or inf (e.g. "
-            f"sample {ids[nonfinite[0]]}); recompute them or exclude those samples from the "
-            f"view"
-        )
+        raise ValueError(_nonfinite_message(embeddings_field, len(nonfinite),
+                                            ids[nonfinite[0]]))
     return ids, matrix, missing
 
 
@@ -168,7 +172,8 @@ def compute_prototype_scores(
             Default: the number of classes of ``label_field`` when given, else
             ``round(sqrt(n / 2))`` capped at 1,000 (see ``core.prototypes.default_num_clusters``)
         label_field: a ``Classification`` field (required for ``"supervised"``)
-        seed: k-means seed (faiss); results are deterministic for a seed
+        seed: seed of the training subsample and of faiss; results are deterministic for a
+            seed
         niter: k-means iterations
         max_points_per_centroid: faiss's training subsample per centroid
         use_gpu: faiss on GPU (default: when available)
@@ -177,112 +182,53 @@ def compute_prototype_scores(
 
     Samples without an embedding (or, for ``"supervised"``, without a label) are left
     unscored and listed in ``skipped_ids``.
+
+    Memory and passes (``"kmeans"``): when the view has more samples than k x
+    ``max_points_per_centroid`` (faiss's own training-set cap), only a seeded random
+    subsample of that size is read to train k-means; a single streamed pass then reads,
+    assigns and writes every sample batch by batch, so memory does not grow with the
+    view. Smaller views are read once into one matrix. ``"supervised"`` reads one matrix.
+
+    Failure: a bad vector (NaN/inf, another dimension) among the training vectors fails
+    before anything changes; one found later in the streamed pass stops the run and the
+    two fields it had started writing are removed again (with ``overwrite=True`` or
+    several k nothing is written before the pass has checked every vector). An
+    interrupted write likewise removes the partly written fields: rerun to score.
     """
     _check_inputs(samples, embeddings_field, run_key, method, num_clusters, label_field,
                   overwrite, niter, max_points_per_centroid)
     timings = {}
     t0 = time.perf_counter()
-    ids, x, missing = _read_embeddings(samples, embeddings_field)
-    timings["read_s"] = round(time.perf_counter() - t0, 3)
-    core.l2_normalize(x, out=x)
-
-    labels = None
-    if label_field is not None:
-        label_by_id = dict(zip(*samples.values(["id", f"{label_field}.label"])))
-        labels = [label_by_id.get(i) for i in ids]
-
     distance_field, cluster_field = score_fields(run_key)
-    results_extra = {}
-    t1 = time.perf_counter()
-    if method == "supervised":
-        keep = np.array([lab is not None for lab in labels])
-        unlabeled = [i for i, k in zip(ids, keep) if not k]
-        labels_arr = np.array([lab for lab in labels if lab is not None], dtype=object)
-        classes, counts = np.unique(labels_arr.astype(str), return_counts=True)
-        singles = classes[counts < 2]
-        if len(singles):
-            raise ValueError(
-                f"Class(es) {list(singles)[:10]} have a single sample with an embedding: its "
-                f"own prototype would be the sample itself (distance 0, falsely 'easiest'). "
-                f"Exclude or relabel them, or use method='kmeans'"
-            )
-        if len(classes) == 0:
-            raise ValueError(f"No sample with an embedding has a label in {label_field!r}")
-        if not keep.all():
-            x = x[keep]  # only when some labels are missing: a copy of the labelled rows
-            ids = [i for i, k in zip(ids, keep) if k]
-            missing = missing + unlabeled
-        classes_, protos = core.class_prototypes(x, labels_arr.astype(str))
-        label_index = np.searchsorted(classes_, labels_arr.astype(str))
-        distance = core.distance_to_own_prototype(x, label_index, protos)
-        cluster_values = list(labels_arr.astype(str))
-        ks = [len(classes_)]
-        results_extra.update(classes=[str(c) for c in classes_],
-                             class_counts=[int(c) for c in counts],
-                             centroids=fou.serialize_numpy_array(protos, ascii=True))
-    else:
-        num_classes = None
-        if label_field is not None and num_clusters is None:
-            num_classes = len({lab for lab in labels if lab is not None})
-        ks = (list(num_clusters) if isinstance(num_clusters, (list, tuple))
-              else [num_clusters or core.default_num_clusters(len(ids), num_classes)])
-        ks = [int(k) for k in ks]
-        too_big = [k for k in ks if k > len(ids)]
-        if too_big:
-            raise ValueError(
-                f"num_clusters {too_big} exceeds the number of samples with embeddings "
-                f"({len(ids)}); choose at most {len(ids)}"
-            )
-        all_distances, primary = [], None
-        for j, k in enumerate(ks):
-            centroids = core.spherical_kmeans(x, k, niter=niter, seed=seed,
-                                              max_points_per_centroid=max_points_per_centroid,
-                                              use_gpu=use_gpu)
-            cluster, dist = _assign_in_batches(x, centroids)
-            all_distances.append(dist)
-            if j == 0:
-                primary = (cluster, centroids)
-        cluster, centroids = primary
-        distance = all_distances[0] if len(ks) == 1 else core.combine_by_mean_rank(all_distances)
-        cluster_values = cluster
-        sizes = np.bincount(cluster, minlength=ks[0])
-        results_extra.update(centroids=fou.serialize_numpy_array(centroids, ascii=True),
-                             cluster_sizes=[int(s) for s in sizes])
-    timings["prototypes_s"] = round(time.perf_counter() - t1, 3)
-
-    # everything validated and computed: only now is the dataset changed
     dataset = samples._dataset
     cluster_type = fo.StringField if method == "supervised" else fo.IntField
-    if overwrite and run_key in dataset.list_runs():
-        _clear_previous_run(samples, run_key, distance_field, cluster_field, cluster_type, ids)
-    dataset.add_sample_field(distance_field, fo.FloatField,
-                             description=f"prototype distance, run {run_key}")
-    dataset.add_sample_field(cluster_field, cluster_type,
-                             description=f"prototype (cluster/class), run {run_key}")
-    t2 = time.perf_counter()
-    # plain Python floats/ints/strs: what BSON encodes without per-value conversion
-    distance_values = distance.tolist()
-    cluster_list = (cluster_values.tolist() if isinstance(cluster_values, np.ndarray)
-                    else [str(c) for c in cluster_values])
-
-    def write_batch(start):
-        end = min(start + _WRITE_BATCH, len(ids))
-        storage.write_scalars(
-            dataset,
-            {distance_field: distance_values[start:end],
-             cluster_field: cluster_list[start:end]},
-            ids[start:end],
-        )
-        return end - start
-
-    pool = ThreadPoolExecutor(_WRITE_THREADS)
-    try:
-        with fou.ProgressBar(total=len(ids), progress=progress) as pb:
-            for written in pool.map(write_batch, range(0, len(ids), _WRITE_BATCH)):
-                pb.update(written)
-    finally:  # an interrupt stops queued batches; finished ones stay written
-        pool.shutdown(cancel_futures=True)
-    timings["write_s"] = round(time.perf_counter() - t2, 3)
+    target = _Target(dataset, run_key, distance_field, cluster_field, cluster_type, overwrite,
+                     progress)
+    if method == "supervised":
+        ids, missing, distance, cluster_values, ks, results_extra = _supervised(
+            samples, embeddings_field, label_field, timings)
+        target.write_all(samples, ids, distance, cluster_values, timings)
+    else:
+        present = samples.exists(embeddings_field)
+        present_ids = present.values("id")
+        if not present_ids:
+            raise ValueError(
+                f"No sample of this view has a value in {embeddings_field!r}; compute "
+                f"embeddings first (fop.compute_embeddings)"
+            )
+        ks = _resolve_ks(num_clusters, label_field, present, len(present_ids))
+        kmeans = dict(niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
+                      use_gpu=use_gpu)
+        training_rows = core.training_subsample(len(present_ids), max(ks),
+                                                max_points_per_centroid, seed)
+        if training_rows is None:  # small enough to train on everything: one read
+            ids, missing, distance, cluster_values, results_extra = _kmeans_in_memory(
+                samples, embeddings_field, ks, kmeans, timings)
+            target.write_all(samples, ids, distance, cluster_values, timings)
+        else:
+            ids, missing, results_extra = _kmeans_streamed(
+                samples, embeddings_field, ks, kmeans, present_ids, training_rows, target,
+                timings)
     timings["total_s"] = round(time.perf_counter() - t0, 3)
 
     model_info = (samples.get_field(embeddings_field).info or {}).get("fiftyone_prune")
@@ -306,6 +252,215 @@ def compute_prototype_scores(
                        ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
     return ScoreResult(run_key, method, distance_field, cluster_field, ks, len(ids),
                        missing, timings)
+
+
+def _resolve_ks(num_clusters, label_field, present, num_present):
+    num_classes = None
+    if label_field is not None and num_clusters is None:
+        num_classes = len(present.distinct(f"{label_field}.label"))
+    ks = (list(num_clusters) if isinstance(num_clusters, (list, tuple))
+          else [num_clusters or core.default_num_clusters(num_present, num_classes)])
+    ks = [int(k) for k in ks]
+    too_big = [k for k in ks if k > num_present]
+    if too_big:
+        raise ValueError(
+            f"num_clusters {too_big} exceeds the number of samples with embeddings "
+            f"({num_present}); choose at most {num_present}"
+        )
+    return ks
+
+
+def _supervised(samples, embeddings_field, label_field, timings):
+    """One prototype per class: the whole (normalised) matrix in memory, one read."""
+    t = time.perf_counter()
+    ids, x, missing = _read_embeddings(samples, embeddings_field)
+    timings["read_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    core.l2_normalize(x, out=x)
+    label_by_id = dict(zip(*samples.values(["id", f"{label_field}.label"])))
+    labels = [label_by_id.get(i) for i in ids]
+    keep = np.array([lab is not None for lab in labels])
+    unlabeled = [i for i, k in zip(ids, keep) if not k]
+    labels_arr = np.array([lab for lab in labels if lab is not None], dtype=object)
+    classes, counts = np.unique(labels_arr.astype(str), return_counts=True)
+    singles = classes[counts < 2]
+    if len(singles):
+        raise ValueError(
+            f"Class(es) {list(singles)[:10]} have a single sample with an embedding: its "
+            f"own prototype would be the sample itself (distance 0, falsely 'easiest'). "
+            f"Exclude or relabel them, or use method='kmeans'"
+        )
+    if len(classes) == 0:
+        raise ValueError(f"No sample with an embedding has a label in {label_field!r}")
+    if not keep.all():
+        x = x[keep]  # only when some labels are missing: a copy of the labelled rows
+        ids = [i for i, k in zip(ids, keep) if k]
+        missing = missing + unlabeled
+    classes_, protos = core.class_prototypes(x, labels_arr.astype(str))
+    label_index = np.searchsorted(classes_, labels_arr.astype(str))
+    distance = core.distance_to_own_prototype(x, label_index, protos)
+    extra = dict(classes=[str(c) for c in classes_], class_counts=[int(c) for c in counts],
+                 centroids=fou.serialize_numpy_array(protos, ascii=True))
+    timings["prototypes_s"] = round(time.perf_counter() - t, 3)
+    return ids, missing, distance, [str(c) for c in labels_arr], [len(classes_)], extra
+
+
+def _kmeans_in_memory(samples, embeddings_field, ks, kmeans, timings):
+    t = time.perf_counter()
+    ids, x, missing = _read_embeddings(samples, embeddings_field)
+    timings["read_s"] = round(time.perf_counter() - t, 3)
+    t = time.perf_counter()
+    core.l2_normalize(x, out=x)
+    centroids = [core.spherical_kmeans(x, k, **kmeans) for k in ks]
+    assigned = [_assign_in_batches(x, c) for c in centroids]
+    timings["prototypes_s"] = round(time.perf_counter() - t, 3)
+    distance = (assigned[0][1] if len(ks) == 1
+                else core.combine_by_mean_rank([d for _, d in assigned]))
+    return ids, missing, distance, assigned[0][0], _kmeans_extra(centroids[0], assigned[0][0],
+                                                                 ks[0])
+
+
+def _kmeans_extra(centroids, cluster, k):
+    sizes = np.bincount(cluster, minlength=k)
+    return dict(centroids=fou.serialize_numpy_array(centroids, ascii=True),
+                cluster_sizes=[int(s) for s in sizes])
+
+
+def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, training_rows,
+                     target, timings):
+    """k-means on a seeded subsample, then one streamed pass: each batch is read,
+    normalised, assigned and (a new run with one k) written while the next is read.
+    Memory: the training subsample plus a few batches, whatever the size of the view.
+
+    The training vectors are checked before anything changes; a bad vector found later
+    in the pass (NaN, another size) stops the run, and the fields this run created are
+    removed again, so the dataset is as before. With several k (scores are ranks over
+    all samples) or ``overwrite`` (old values must survive a failure), the scores are
+    kept in memory (a float and an int per sample) and written after the pass."""
+    t = time.perf_counter()
+    train_ids = [present_ids[i] for i in training_rows]
+    _, x, _ = _read_embeddings(samples._dataset.select(train_ids), embeddings_field)
+    core.l2_normalize(x, out=x)
+    centroids = [core.spherical_kmeans(x, k, **kmeans) for k in ks]
+    del x
+    timings["train_s"] = round(time.perf_counter() - t, 3)
+
+    t = time.perf_counter()
+    write_now = len(ks) == 1 and not target.replaces_run
+    ids, missing, clusters, distances = [], [], [], [[] for _ in ks]
+    if write_now:
+        target.begin(len(present_ids))
+    try:
+        try:
+            for batch_ids, block, batch_missing, nonfinite in storage.iter_vector_blocks(
+                    samples, embeddings_field):
+                missing.extend(batch_missing)
+                if len(nonfinite):
+                    raise ValueError(_nonfinite_message(embeddings_field, len(nonfinite),
+                                                        batch_ids[nonfinite[0]]))
+                if not batch_ids:
+                    continue
+                core.l2_normalize(block, out=block)
+                assigned = [core.nearest_prototype(block, c) for c in centroids]
+                ids.extend(batch_ids)
+                if write_now:
+                    target.submit(batch_ids, assigned[0][1], assigned[0][0])
+                for j, (cluster, distance) in enumerate(assigned):
+                    distances[j].append(distance)
+                    if j == 0:
+                        clusters.append(cluster)
+        except storage.VectorDimensionError as e:
+            raise ValueError(_mixed_message(embeddings_field, e)) from None
+        if write_now:
+            target.finish()
+    except BaseException:
+        if write_now:
+            target.roll_back()
+        raise
+    cluster = np.concatenate(clusters)
+    # read, assign and (a new run with one k) write, overlapped
+    timings["stream_s"] = round(time.perf_counter() - t, 3)
+    if not write_now:
+        merged = [np.concatenate(d) for d in distances]
+        distance = merged[0] if len(ks) == 1 else core.combine_by_mean_rank(merged)
+        target.write_all(samples, ids, distance, cluster, timings)
+    return ids, missing, _kmeans_extra(centroids[0], cluster, ks[0])
+
+
+class _Target:
+    """The two score fields of a run: created (or, on overwrite, taken over) before the
+    first write, written by ``_WRITE_THREADS`` concurrent bulk writes, removed again if
+    a streamed run fails part-way."""
+
+    def __init__(self, dataset, run_key, distance_field, cluster_field, cluster_type,
+                 overwrite, progress):
+        self.dataset, self.run_key = dataset, run_key
+        self.fields = (distance_field, cluster_field)
+        self.cluster_type = cluster_type
+        self.replaces_run = overwrite and run_key in dataset.list_runs()
+        self.progress = progress
+        self.pool = self.bar = None
+        self.pending = []
+
+    def begin(self, total, scored_ids=None):
+        if self.replaces_run:
+            _clear_previous_run(self.dataset, self.run_key, *self.fields, self.cluster_type,
+                                scored_ids)
+        self.dataset.add_sample_field(self.fields[0], fo.FloatField,
+                                      description=f"prototype distance, run {self.run_key}")
+        self.dataset.add_sample_field(self.fields[1], self.cluster_type,
+                                      description=f"prototype (cluster/class), run {self.run_key}")
+        self.pool = ThreadPoolExecutor(_WRITE_THREADS)
+        self.bar = fou.ProgressBar(total=total, progress=self.progress)
+        self.bar.start()
+        self.t = time.perf_counter()
+
+    def submit(self, ids, distance, cluster):
+        # plain Python floats/ints/strs: what BSON encodes without per-value conversion
+        distance = distance.tolist() if isinstance(distance, np.ndarray) else list(distance)
+        cluster = cluster.tolist() if isinstance(cluster, np.ndarray) else list(cluster)
+        for s in range(0, len(ids), _WRITE_BATCH):
+            e = min(s + _WRITE_BATCH, len(ids))
+            future = self.pool.submit(
+                storage.write_scalars, self.dataset,
+                {self.fields[0]: distance[s:e], self.fields[1]: cluster[s:e]}, ids[s:e])
+            self.pending.append((future, e - s))
+            while len(self.pending) > 2 * _WRITE_THREADS:  # bounded memory, live progress
+                self._collect_oldest()
+
+    def _collect_oldest(self):
+        future, rows = self.pending.pop(0)
+        future.result()
+        self.bar.update(rows)
+
+    def finish(self):
+        while self.pending:
+            self._collect_oldest()
+        self.pool.shutdown()
+        self.bar.close()
+        self.write_s = round(time.perf_counter() - self.t, 3)
+
+    def roll_back(self):
+        """Stops the writes and removes the two fields, so that no partial scores are
+        left without their run (on overwrite the old run is already gone by then: the
+        user asked to replace it)."""
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.bar.close()
+        existing = [f for f in self.fields if self.dataset.get_field(f) is not None]
+        if existing:
+            self.dataset.delete_sample_fields(existing)
+            logger.warning("Scoring stopped; removed the partly written fields %s", existing)
+
+    def write_all(self, samples, ids, distance, cluster_values, timings):
+        self.begin(len(ids), scored_ids=ids)
+        try:
+            self.submit(ids, distance, cluster_values)
+            self.finish()
+        except BaseException:
+            self.roll_back()
+            raise
+        timings["write_s"] = self.write_s
 
 
 def _clear_previous_run(samples, run_key, distance_field, cluster_field, cluster_type,

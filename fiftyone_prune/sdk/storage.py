@@ -183,31 +183,33 @@ class VectorDimensionError(ValueError):
         self.sample_id, self.size, self.expected = sample_id, size, expected
 
 
-def read_vector_matrix(
-    samples, field: str, batch_size: int = 2048, num_threads: int | None = None
-) -> tuple[list[str], np.ndarray | None, list[str], np.ndarray]:
-    """Reads ``field`` of every sample of ``samples`` into one float32 matrix.
+def iter_vector_blocks(
+    samples, field: str, destination=None, batch_size: int = 2048,
+    num_threads: int | None = None,
+) -> Iterator[tuple[list[str], np.ndarray, list[str], np.ndarray]]:
+    """Yields ``(ids, block, missing, nonfinite)`` per batch of documents, in view order:
+    ``block[i]`` (float32) is the vector of sample ``ids[i]``, ``missing`` the batch's ids
+    without a value, ``nonfinite`` the rows of ``block`` holding NaN or inf. Raises
+    :class:`VectorDimensionError` on a vector whose size differs from the first one.
 
-    Returns ``(ids, matrix, missing, nonfinite)``: ``matrix[i]`` is the vector of sample
-    ``ids[i]`` (view order), ``missing`` the ids without a value, ``nonfinite`` the rows
-    holding NaN or inf; ``matrix`` is None when no sample has a value. Raises
-    :class:`VectorDimensionError` on vectors of different sizes.
-
-    Each batch is inflated straight into its rows of the preallocated matrix by a thread
-    pool (no per-vector arrays kept, no second copy), and the finiteness check runs on the
-    rows while they are still in cache. The matrix is sized by ``len(samples)`` (cheap,
-    unlike counting the field, which scans every document; counted when that would
-    reserve more than 2 GB) and trimmed with a view.
+    ``destination(num_rows, dim)`` returns the array each batch is inflated into
+    (default: one buffer reused for every batch, so a consumer that keeps a block must
+    copy it). A thread pool inflates straight into it (no per-vector arrays) and checks
+    finiteness while the rows are in cache, while the next batch is read.
     """
     num_threads = _default_threads(num_threads)
     pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
     decoder = _Decoder()
-    capacity = len(samples)
-    matrix = None
-    ids: list[str] = []
-    missing: list[str] = []
-    nonfinite: list[np.ndarray] = []
-    row = 0
+    dim = None
+    buffer = None
+
+    def reuse(num_rows, d):
+        nonlocal buffer
+        if buffer is None or len(buffer) < num_rows:
+            buffer = np.empty((max(num_rows, batch_size), d), dtype=np.float32)
+        return buffer[:num_rows]
+
+    destination = destination or reuse
 
     def fill(block: np.ndarray, values: list, first: int):
         for j, value in enumerate(values):
@@ -220,46 +222,78 @@ def read_vector_matrix(
     try:
         for batch_ids, raws in _iter_raw_batches(samples, field, batch_size):
             present = [i for i, r in enumerate(raws) if decode_value_present(r)]
+            missing = []
             if len(present) < len(raws):
                 keep = set(present)
-                missing.extend(sid for i, sid in enumerate(batch_ids) if i not in keep)
+                missing = [sid for i, sid in enumerate(batch_ids) if i not in keep]
                 batch_ids = [batch_ids[i] for i in present]
                 raws = [raws[i] for i in present]
-            if not raws:
-                continue
-            if matrix is None:
-                first = decode_value(raws[0], decoder).ravel()
-                if first.size == 0:
+            if dim is None and raws:
+                dim = decode_value(raws[0], decoder).size
+                if dim == 0:
                     raise ValueError(
                         f"Sample {batch_ids[0]} has an empty vector in {field!r}; recompute it"
                     )
-                if capacity * first.size * 4 > _EXACT_COUNT_ABOVE_BYTES:
-                    # a big view where maybe few samples have a value: count them rather
-                    # than reserve (even untouched) memory for every sample
-                    capacity = samples.count(field)
-                matrix = np.empty((max(capacity, len(raws)), first.size), dtype=np.float32)
-            if row + len(raws) > len(matrix):  # samples added while reading: grow
-                extra = max(row + len(raws) - len(matrix), len(matrix) // 4)
-                matrix = np.concatenate([matrix, np.empty((extra, matrix.shape[1]), np.float32)])
-            step = len(raws) if pool is None else -(-len(raws) // num_threads)
-            starts = range(0, len(raws), step)
-            jobs = [
-                (matrix[row + s : row + s + step], raws[s : s + step], row + s) for s in starts
-            ]
-            results = pool.map(lambda a: fill(*a), jobs) if pool else [fill(*jobs[0])]
+            block = destination(len(raws), dim) if raws else np.empty((0, dim or 0), np.float32)
+            step = max(1, len(raws) if pool is None else -(-len(raws) // num_threads))
+            jobs = [(block[s : s + step], raws[s : s + step], s) for s in range(0, len(raws), step)]
+            results = pool.map(lambda a: fill(*a), jobs) if pool else [fill(*j) for j in jobs]
+            nonfinite = []
             for bad_row, info in results:
                 if bad_row is not None:
-                    raise VectorDimensionError(
-                        batch_ids[bad_row - row], info, matrix.shape[1]
-                    )
+                    raise VectorDimensionError(batch_ids[bad_row], info, dim)
                 nonfinite.append(info)
-            ids.extend(batch_ids)
-            row += len(raws)
+            nonfinite = np.concatenate(nonfinite) if nonfinite else np.empty(0, np.int64)
+            yield batch_ids, block, missing, nonfinite
     finally:
         if pool is not None:
             pool.shutdown()
+
+
+def read_vector_matrix(
+    samples, field: str, batch_size: int = 2048, num_threads: int | None = None
+) -> tuple[list[str], np.ndarray | None, list[str], np.ndarray]:
+    """Reads ``field`` of every sample of ``samples`` into one float32 matrix.
+
+    Returns ``(ids, matrix, missing, nonfinite)``: ``matrix[i]`` is the vector of sample
+    ``ids[i]`` (view order), ``missing`` the ids without a value, ``nonfinite`` the rows
+    holding NaN or inf; ``matrix`` is None when no sample has a value. Raises
+    :class:`VectorDimensionError` on vectors of different sizes.
+
+    Batches are inflated straight into their rows of one preallocated matrix (no second
+    copy). It is sized by ``len(samples)`` (cheap, unlike counting the field, which scans
+    every document; counted when that would reserve more than 2 GB) and trimmed with a
+    view.
+    """
+    state = {"matrix": None, "row": 0}
+
+    def rows_of_matrix(num_rows, dim):
+        matrix, row = state["matrix"], state["row"]
+        if matrix is None:
+            capacity = len(samples)
+            if capacity * dim * 4 > _EXACT_COUNT_ABOVE_BYTES:
+                # a big view where maybe few samples have a value: count them rather
+                # than reserve (even untouched) memory for every sample
+                capacity = samples.count(field)
+            matrix = np.empty((max(capacity, num_rows), dim), dtype=np.float32)
+        if row + num_rows > len(matrix):  # samples added while reading: grow
+            extra = max(row + num_rows - len(matrix), len(matrix) // 4)
+            matrix = np.concatenate([matrix, np.empty((extra, dim), np.float32)])
+        state["matrix"], state["row"] = matrix, row + num_rows
+        return matrix[row : row + num_rows]
+
+    ids: list[str] = []
+    missing: list[str] = []
+    nonfinite: list[np.ndarray] = []
+    for batch_ids, _, batch_missing, batch_nonfinite in iter_vector_blocks(
+        samples, field, rows_of_matrix, batch_size, num_threads
+    ):
+        nonfinite.append(batch_nonfinite + len(ids))
+        ids.extend(batch_ids)
+        missing.extend(batch_missing)
+    matrix = state["matrix"]
     if matrix is not None:
-        matrix = matrix[:row]
+        matrix = matrix[: state["row"]]
     rows = np.concatenate(nonfinite) if nonfinite else np.empty(0, dtype=np.int64)
     return ids, matrix, missing, rows
 

@@ -238,8 +238,10 @@ def test_immediate_evaluation_and_export_stream_progress(digits_dataset, tmp_pat
     messages = _run_as_the_app(kept, "export_kept_samples", {
         "export_dir": str(out), "dataset_type": "image_classification_tree",
         "label_field": "ground_truth"})
-    assert [p["label"] for p in _progress(messages)] == [
-        "Exporting 10 samples (image_classification_tree)"]
+    progress = _progress(messages)
+    assert progress[0]["label"] == "Exporting 10 samples (image_classification_tree)"
+    assert progress[-1] == {"label": "Exporting 10/10 samples (image_classification_tree)",
+                            "progress": 1.0}, progress
     title, values = _shown(messages)
     assert title == "Export complete" and values["num_samples"] == 10
     assert len(list(out.rglob("*.png"))) == 10

@@ -11,6 +11,7 @@ from fiftyone import ViewField as F
 import fiftyone.core.utils as fou
 
 import fiftyone_prune as fop
+from fiftyone_prune.sdk import storage
 from tests.conftest import unique_name
 
 
@@ -199,3 +200,79 @@ def test_overwrite_in_place_leaves_no_stale_score(embedded):
     finally:
         embedded.select(no_embedding).set_values("emb", saved)
         fop.delete_run(embedded, "redo")
+
+
+def _small_batches(monkeypatch, rows=16):
+    """Several read batches on 120 samples, as on a large dataset (our own reader's
+    batch size; FiftyOne and MongoDB are untouched)."""
+    defaults = list(storage.iter_vector_blocks.__defaults__)
+    defaults[1] = rows  # (destination, batch_size, num_threads)
+    monkeypatch.setattr(storage.iter_vector_blocks, "__defaults__", tuple(defaults))
+
+
+def test_streamed_kmeans_trains_on_a_seeded_subsample_and_assigns_every_sample(
+        embedded, monkeypatch):
+    """More samples than k x max_points_per_centroid: train on a subsample, then one
+    streamed pass that assigns and writes batch by batch; the numbers still hold."""
+    _small_batches(monkeypatch)
+    try:
+        result = fop.compute_prototype_scores(embedded, "emb", run_key="stream",
+                                              num_clusters=4, max_points_per_centroid=10)
+        assert "stream_s" in result.timings and "train_s" in result.timings
+        assert result.num_scored == len(embedded)
+        centroids = fop.load_centroids(embedded, "stream")
+        x = normalized(np.stack(embedded.values("emb")))
+        sims = x @ centroids.T
+        np.testing.assert_array_equal(embedded.values("stream_cluster"), sims.argmax(1))
+        np.testing.assert_allclose(embedded.values("stream_distance"), 1 - sims.max(1),
+                                   atol=1e-5)
+        again = fop.compute_prototype_scores(embedded, "emb", run_key="stream2",
+                                             num_clusters=4, max_points_per_centroid=10)
+        assert embedded.values("stream2_distance") == embedded.values("stream_distance")
+        assert again.num_scored == result.num_scored
+        # several k: ranks need every distance, so the scores are written after the pass
+        fop.compute_prototype_scores(embedded, "emb", run_key="stream3", num_clusters=[3, 5],
+                                     max_points_per_centroid=4)
+        combined = np.array(embedded.values("stream3_distance"))
+        assert combined.min() >= 0 and combined.max() <= 1 and len(set(combined)) > 10
+    finally:
+        for key in ("stream", "stream2", "stream3"):
+            if key in fop.list_runs(embedded):
+                fop.delete_run(embedded, key)
+
+
+def test_a_bad_vector_late_in_a_streamed_run_leaves_the_dataset_as_it_was(
+        embedded, monkeypatch):
+    _small_batches(monkeypatch)
+    from fiftyone_prune.core import prototypes as core
+
+    ids = embedded.values("id")
+    training = set(core.training_subsample(len(ids), 4, 10, 51).tolist())
+    late = max(i for i in range(len(ids)) if i not in training)
+    assert late > 32  # batches before it have been scored and written
+    sample = embedded[ids[late]]
+    saved = sample["emb"]
+    fop.compute_prototype_scores(embedded, "emb", run_key="old", num_clusters=3,
+                                 max_points_per_centroid=10)
+    before = embedded.values("old_distance")
+    bad = saved.copy()
+    bad[0] = np.nan
+    sample["emb"] = bad
+    sample.save()
+    try:
+        with pytest.raises(ValueError, match=f"NaN or inf.*{ids[late]}"):
+            fop.compute_prototype_scores(embedded, "emb", run_key="fresh", num_clusters=4,
+                                         max_points_per_centroid=10)
+        assert embedded.get_field("fresh_distance") is None
+        assert embedded.get_field("fresh_cluster") is None
+        assert "fresh" not in embedded.list_runs()
+        # overwriting: the old run's scores survive a failure found during the pass
+        with pytest.raises(ValueError, match="NaN or inf"):
+            fop.compute_prototype_scores(embedded, "emb", run_key="old", num_clusters=4,
+                                         max_points_per_centroid=10, overwrite=True)
+        assert embedded.values("old_distance") == before
+        assert fop.get_run_info(embedded, "old").config.num_clusters == [3]
+    finally:
+        sample["emb"] = saved
+        sample.save()
+        fop.delete_run(embedded, "old")
