@@ -140,36 +140,6 @@ def _default_threads(num_threads):
     return num_threads if num_threads is not None else max(1, min(8, os.cpu_count() or 1))
 
 
-def iter_vector_batches(
-    samples, field: str, batch_size: int = 2048, num_threads: int | None = None
-) -> Iterator[tuple[list[str], list[np.ndarray | None]]]:
-    """Yields ``(ids, vectors)`` for every sample of ``samples`` in view order, one batch
-    of documents at a time; a vector is None where the sample has no value. Memory is
-    bounded by four batches in flight (~130 MB of 2048-d vectors at the default size),
-    whatever the size of the collection. Decoding runs in a thread pool (inflate releases
-    the GIL) while the next batch is read."""
-    num_threads = _default_threads(num_threads)
-    decoder = _Decoder()
-    pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
-
-    def decode_all(values):
-        if pool is None or len(values) < 256:
-            return [decode_value(v, decoder) for v in values]
-        step = (len(values) + num_threads - 1) // num_threads
-        parts = pool.map(
-            lambda s: [decode_value(v, decoder) for v in values[s : s + step]],
-            range(0, len(values), step),
-        )
-        return [v for part in parts for v in part]
-
-    try:
-        for ids, raws in _iter_raw_batches(samples, field, batch_size):
-            yield ids, decode_all(raws)
-    finally:
-        if pool is not None:
-            pool.shutdown()
-
-
 #: above this many bytes of matrix, size it by counting the field (a scan: ~2.5 s per
 #: million 8 KB documents here, small next to reading them) instead of by ``len``
 _EXACT_COUNT_ABOVE_BYTES = 2**31

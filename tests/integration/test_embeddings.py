@@ -123,11 +123,13 @@ def test_fast_vector_io_is_compatible_with_fiftyone(digits_dataset):
     assert np.array_equal(np.stack(digits_dataset.values("v")), vectors)
     digits_dataset.set_values("w", list(vectors.astype(np.float64)))
     got_ids, got = [], []
-    for batch_ids, batch in storage.iter_vector_batches(digits_dataset, "w", batch_size=50):
+    for batch_ids, block, missing, nonfinite in storage.iter_vector_blocks(
+            digits_dataset, "w", batch_size=50):
         got_ids += batch_ids
-        got += batch
+        got.append(block.copy())  # the default destination is one reused buffer
+        assert missing == [] and len(nonfinite) == 0
     assert got_ids == ids
-    assert np.array_equal(np.stack(got), vectors.astype(np.float64))
+    assert np.array_equal(np.concatenate(got), vectors)
     assert storage.encode_vector(vectors[0])[:2] and fou.deserialize_numpy_array(
         storage.encode_vector(vectors[0])).tolist() == vectors[0].tolist()
 
