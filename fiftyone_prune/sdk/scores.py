@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
+from bson import json_util
 
 import fiftyone as fo
 import fiftyone.core.utils as fou
@@ -24,6 +24,8 @@ _WRITE_BATCH = 4096
 #: (measured on 100,000 samples of 8 KB: 1.25-1.5x faster than one writer; three gained
 #: nothing more on 2 cores)
 _WRITE_THREADS = 2
+#: ids per ``select`` stage when reading the training subsample (~2.4 MB of BSON)
+_SELECT_CHUNK = 100_000
 
 
 @dataclass
@@ -103,12 +105,38 @@ def _check_inputs(samples, embeddings_field, run_key, method, num_clusters, labe
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
     distance_field, cluster_field = score_fields(run_key)
     mine = set(runs.owned_fields(samples, run_key)) if overwrite else set()
+    orphans = orphan_fields(samples._dataset, run_key)
     for f in (distance_field, cluster_field):
-        if samples._dataset.get_field(f) is not None and f not in mine:
-            raise ValueError(
-                f"Field {f!r} already exists and was not created by run {run_key!r}; "
-                f"choose another run key (nothing is overwritten)"
-            )
+        if samples._dataset.get_field(f) is None or f in mine:
+            continue
+        if f in orphans:
+            if not overwrite:
+                raise ValueError(
+                    f"Field {f!r} was left by a run {run_key!r} that was killed before it "
+                    f"finished (no run is registered); pass overwrite=True to replace it"
+                )
+            continue
+        raise ValueError(
+            f"Field {f!r} already exists and was not created by run {run_key!r}; "
+            f"choose another run key (nothing is overwritten)"
+        )
+
+
+def _field_descriptions(run_key):
+    distance_field, cluster_field = score_fields(run_key)
+    return {distance_field: f"prototype distance, run {run_key}",
+            cluster_field: f"prototype (cluster/class), run {run_key}"}
+
+
+def orphan_fields(dataset, run_key) -> list[str]:
+    """Score fields of ``run_key`` that exist without their run: what a run killed
+    mid-write (OOM, a killed worker: no chance to clean up) leaves behind. Recognised
+    by the description this module gives its fields."""
+    if run_key in dataset.list_runs():
+        return []
+    return [f for f, text in _field_descriptions(run_key).items()
+            if dataset.get_field(f) is not None
+            and getattr(dataset.get_field(f), "description", None) == text]
 
 
 def _mixed_message(embeddings_field, e):
@@ -186,8 +214,8 @@ def compute_prototype_scores(
     Memory and passes (``"kmeans"``): when the view has more samples than k x
     ``max_points_per_centroid`` (faiss's own training-set cap), only a seeded random
     subsample of that size is read to train k-means; a single streamed pass then reads,
-    assigns and writes every sample batch by batch, so memory does not grow with the
-    view. Smaller views are read once into one matrix. ``"supervised"`` reads one matrix.
+    assigns and writes every sample batch by batch, so no more vectors than that
+    subsample and a few batches are in memory at once. Smaller views are read once into one matrix. ``"supervised"`` reads one matrix.
 
     Failure: a bad vector (NaN/inf, another dimension) among the training vectors fails
     before anything changes; one found later in the streamed pass stops the run and the
@@ -202,50 +230,56 @@ def compute_prototype_scores(
     distance_field, cluster_field = score_fields(run_key)
     dataset = samples._dataset
     cluster_type = fo.StringField if method == "supervised" else fo.IntField
+    # as JSON text, built before anything is written: stage dicts carry "_cls" keys that
+    # mongoengine tries to dereference when the run is reloaded, and ObjectIds in stages
+    # need bson's encoder
+    view_json = json_util.dumps(samples._serialize()) if hasattr(samples, "_serialize") else None
     target = _Target(dataset, run_key, distance_field, cluster_field, cluster_type, overwrite,
                      progress)
-    if method == "supervised":
-        ids, missing, distance, cluster_values, ks, results_extra = _supervised(
-            samples, embeddings_field, label_field, timings)
-        target.write_all(samples, ids, distance, cluster_values, timings)
-    else:
-        present = samples.exists(embeddings_field)
-        present_ids = present.values("id")
-        if not present_ids:
-            raise ValueError(
-                f"No sample of this view has a value in {embeddings_field!r}; compute "
-                f"embeddings first (fop.compute_embeddings)"
-            )
-        ks = _resolve_ks(num_clusters, label_field, present, len(present_ids))
-        kmeans = dict(niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
-                      use_gpu=use_gpu)
-        training_rows = core.training_subsample(len(present_ids), max(ks),
-                                                max_points_per_centroid, seed)
-        if training_rows is None:  # small enough to train on everything: one read
-            ids, missing, distance, cluster_values, results_extra = _kmeans_in_memory(
-                samples, embeddings_field, ks, kmeans, timings)
+    try:
+        if method == "supervised":
+            ids, missing, distance, cluster_values, ks, results_extra = _supervised(
+                samples, embeddings_field, label_field, timings)
             target.write_all(samples, ids, distance, cluster_values, timings)
         else:
-            ids, missing, results_extra = _kmeans_streamed(
-                samples, embeddings_field, ks, kmeans, present_ids, training_rows, target,
-                timings)
-    timings["total_s"] = round(time.perf_counter() - t0, 3)
+            present = samples.exists(embeddings_field)
+            present_ids = present.values("id")
+            if not present_ids:
+                raise ValueError(
+                    f"No sample of this view has a value in {embeddings_field!r}; compute "
+                    f"embeddings first (fop.compute_embeddings)"
+                )
+            ks = _resolve_ks(num_clusters, label_field, present, len(present_ids))
+            kmeans = dict(niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
+                          use_gpu=use_gpu)
+            training_rows = core.training_subsample(len(present_ids), max(ks),
+                                                    max_points_per_centroid, seed)
+            if training_rows is None:  # small enough to train on everything: one read
+                ids, missing, distance, cluster_values, results_extra = _kmeans_in_memory(
+                    samples, embeddings_field, ks, kmeans, timings)
+                target.write_all(samples, ids, distance, cluster_values, timings)
+            else:
+                ids, missing, results_extra = _kmeans_streamed(
+                    samples, embeddings_field, ks, kmeans, present_ids, training_rows, target,
+                    timings)
+        timings["total_s"] = round(time.perf_counter() - t0, 3)
 
-    model_info = (samples.get_field(embeddings_field).info or {}).get("fiftyone_prune")
-    params = dict(
-        embeddings_field=embeddings_field, embeddings_model=model_info, method_name=method,
-        num_clusters=ks, label_field=label_field, seed=seed, niter=niter,
-        max_points_per_centroid=max_points_per_centroid,
-        score_type="cosine_distance" if len(ks) == 1 else "mean_normalized_rank",
-        distance_field=distance_field, cluster_field=cluster_field,
-        num_scored=len(ids), num_skipped=len(missing),
-        # as JSON text: stage dicts carry "_cls" keys, which mongoengine later tries to
-        # dereference as documents when the run is reloaded (NotRegistered on overwrite)
-        view=json.dumps(samples._serialize()) if hasattr(samples, "_serialize") else None,
-    )
-    runs.register(samples, run_key, "prototypes", params, [distance_field, cluster_field],
-                  dict(skipped_ids=missing, timings=timings, **results_extra),
-                  overwrite=overwrite)
+        model_info = (samples.get_field(embeddings_field).info or {}).get("fiftyone_prune")
+        params = dict(
+            embeddings_field=embeddings_field, embeddings_model=model_info, method_name=method,
+            num_clusters=ks, label_field=label_field, seed=seed, niter=niter,
+            max_points_per_centroid=max_points_per_centroid,
+            score_type="cosine_distance" if len(ks) == 1 else "mean_normalized_rank",
+            distance_field=distance_field, cluster_field=cluster_field,
+            num_scored=len(ids), num_skipped=len(missing),
+            view=view_json,
+        )
+        runs.register(samples, run_key, "prototypes", params, [distance_field, cluster_field],
+                      dict(skipped_ids=missing, timings=timings, **results_extra),
+                      overwrite=overwrite)
+    except BaseException:
+        target.roll_back()  # no scores without their run (a no-op before the first write)
+        raise
     if missing:
         logger.warning("%d sample(s) left unscored (no embedding%s): %s", len(missing),
                        " or no label" if method == "supervised" else "",
@@ -330,7 +364,8 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
                      target, timings):
     """k-means on a seeded subsample, then one streamed pass: each batch is read,
     normalised, assigned and (a new run with one k) written while the next is read.
-    Memory: the training subsample plus a few batches, whatever the size of the view.
+    Memory: the training subsample, a few batches, and an id and a cluster per sample
+    (plus a distance when the write waits for the pass); no other vectors.
 
     The training vectors are checked before anything changes; a bad vector found later
     in the pass (NaN, another size) stops the run, and the fields this run created are
@@ -339,7 +374,13 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
     kept in memory (a float and an int per sample) and written after the pass."""
     t = time.perf_counter()
     train_ids = [present_ids[i] for i in training_rows]
-    _, x, _ = _read_embeddings(samples._dataset.select(train_ids), embeddings_field)
+    # from the view (its stages may define the field); in chunks, as one select stage of
+    # k x max_points_per_centroid ids could pass MongoDB's 16 MB limit
+    parts = [_read_embeddings(samples.select(train_ids[s: s + _SELECT_CHUNK]),
+                              embeddings_field)[1]
+             for s in range(0, len(train_ids), _SELECT_CHUNK)]
+    x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    del parts
     core.l2_normalize(x, out=x)
     centroids = [core.spherical_kmeans(x, k, **kmeans) for k in ks]
     del x
@@ -360,15 +401,18 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
                                                         batch_ids[nonfinite[0]]))
                 if not batch_ids:
                     continue
+                if block.shape[1] != centroids[0].shape[1]:  # a whole batch of another size
+                    raise ValueError(_mixed_message(embeddings_field, storage.VectorDimensionError(
+                        batch_ids[0], block.shape[1], centroids[0].shape[1])))
                 core.l2_normalize(block, out=block)
                 assigned = [core.nearest_prototype(block, c) for c in centroids]
                 ids.extend(batch_ids)
                 if write_now:
                     target.submit(batch_ids, assigned[0][1], assigned[0][0])
-                for j, (cluster, distance) in enumerate(assigned):
-                    distances[j].append(distance)
-                    if j == 0:
-                        clusters.append(cluster)
+                clusters.append(assigned[0][0])
+                if not write_now:  # kept for the ranks / the write after the pass
+                    for j, (_, distance) in enumerate(assigned):
+                        distances[j].append(distance)
         except storage.VectorDimensionError as e:
             raise ValueError(_mixed_message(embeddings_field, e)) from None
         if write_now:
@@ -401,15 +445,21 @@ class _Target:
         self.progress = progress
         self.pool = self.bar = None
         self.pending = []
+        self.started = False  # fields created: from here on a failure removes them
 
     def begin(self, total, scored_ids=None):
+        self.started = True
         if self.replaces_run:
             _clear_previous_run(self.dataset, self.run_key, *self.fields, self.cluster_type,
                                 scored_ids)
+        orphans = orphan_fields(self.dataset, self.run_key)  # allowed by overwrite=True
+        if orphans:
+            self.dataset.delete_sample_fields(orphans)
+        descriptions = _field_descriptions(self.run_key)
         self.dataset.add_sample_field(self.fields[0], fo.FloatField,
-                                      description=f"prototype distance, run {self.run_key}")
+                                      description=descriptions[self.fields[0]])
         self.dataset.add_sample_field(self.fields[1], self.cluster_type,
-                                      description=f"prototype (cluster/class), run {self.run_key}")
+                                      description=descriptions[self.fields[1]])
         self.pool = ThreadPoolExecutor(_WRITE_THREADS)
         self.bar = fou.ProgressBar(total=total, progress=self.progress)
         self.bar.start()
@@ -437,6 +487,7 @@ class _Target:
         while self.pending:
             self._collect_oldest()
         self.pool.shutdown()
+        self.pool = None
         self.bar.close()
         self.write_s = round(time.perf_counter() - self.t, 3)
 
@@ -444,8 +495,11 @@ class _Target:
         """Stops the writes and removes the two fields, so that no partial scores are
         left without their run (on overwrite the old run is already gone by then: the
         user asked to replace it)."""
+        if not self.started:
+            return
         if self.pool is not None:
             self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
             self.bar.close()
         existing = [f for f in self.fields if self.dataset.get_field(f) is not None]
         if existing:

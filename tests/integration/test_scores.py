@@ -276,3 +276,43 @@ def test_a_bad_vector_late_in_a_streamed_run_leaves_the_dataset_as_it_was(
         sample["emb"] = saved
         sample.save()
         fop.delete_run(embedded, "old")
+
+
+def test_fields_left_by_a_killed_run_need_overwrite_and_are_then_replaced(embedded):
+    """A run killed mid-write (no chance to clean up) leaves its two fields without a run."""
+    embedded.add_sample_field("killed_distance", fo.FloatField,
+                              description="prototype distance, run killed")
+    embedded.add_sample_field("killed_cluster", fo.StringField,  # another type, even
+                              description="prototype (cluster/class), run killed")
+    embedded.set_values("killed_distance", [0.5] * len(embedded))
+    try:
+        with pytest.raises(ValueError, match="killed before it finished.*overwrite=True"):
+            fop.compute_prototype_scores(embedded, "emb", run_key="killed", num_clusters=3)
+        fop.compute_prototype_scores(embedded, "emb", run_key="killed", num_clusters=3,
+                                     overwrite=True)
+        assert isinstance(embedded.get_field("killed_cluster"), fo.IntField)
+        assert set(embedded.values("killed_cluster")) == {0, 1, 2}
+        assert 0.5 not in embedded.values("killed_distance")
+    finally:
+        if "killed" in embedded.list_runs():
+            fop.delete_run(embedded, "killed")
+        else:
+            embedded.delete_sample_fields(
+                [f for f in ("killed_distance", "killed_cluster") if embedded.get_field(f)])
+
+
+def test_a_view_with_object_ids_in_its_stages_is_recorded(embedded, monkeypatch):
+    from bson import ObjectId
+
+    _small_batches(monkeypatch)
+    first = embedded.first().id
+    view = embedded.match(F("_id") != ObjectId(first))
+    try:
+        result = fop.compute_prototype_scores(view, "emb", run_key="oid", num_clusters=3,
+                                              max_points_per_centroid=10)  # streamed
+        assert result.num_scored == len(embedded) - 1
+        stages = json.loads(fop.get_run_info(embedded, "oid").config.view)
+        assert stages[0]["_cls"] == "fiftyone.core.stages.Match"
+        assert embedded[first]["oid_distance"] is None
+    finally:
+        fop.delete_run(embedded, "oid")
