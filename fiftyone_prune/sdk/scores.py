@@ -215,7 +215,8 @@ def compute_prototype_scores(
     ``max_points_per_centroid`` (faiss's own training-set cap), only a seeded random
     subsample of that size is read to train k-means; a single streamed pass then reads,
     assigns and writes every sample batch by batch, so no more vectors than that
-    subsample and a few batches are in memory at once. Smaller views are read once into one matrix. ``"supervised"`` reads one matrix.
+    subsample and a few batches are in memory at once. Smaller views are read once into
+    one matrix. ``"supervised"`` reads one matrix.
 
     Failure: a bad vector (NaN/inf, another dimension) among the training vectors fails
     before anything changes; one found later in the streamed pass stops the run and the
