@@ -316,3 +316,23 @@ def test_a_view_with_object_ids_in_its_stages_is_recorded(embedded, monkeypatch)
         assert embedded[first]["oid_distance"] is None
     finally:
         fop.delete_run(embedded, "oid")
+
+
+def test_a_first_streamed_batch_of_another_dimension_is_named(embedded, monkeypatch):
+    """The training vectors are 1280-d; the first streamed batch holds vectors of another
+    model: a named error, and nothing is left behind."""
+    _small_batches(monkeypatch, rows=4)
+    from fiftyone_prune.core import prototypes as core
+
+    ids = embedded.values("id")
+    seed = next(s for s in range(100)
+                if not set(range(4)) & set(core.training_subsample(len(ids), 3, 10, s)))
+    saved = embedded.select(ids[:4], ordered=True).values("emb")
+    embedded.select(ids[:4], ordered=True).set_values("emb", [np.ones(7)] * 4)
+    try:
+        with pytest.raises(ValueError, match=f"mixed dimensions: sample {ids[0]} has 7"):
+            fop.compute_prototype_scores(embedded, "emb", run_key="dims", num_clusters=3,
+                                         max_points_per_centroid=10, seed=seed)
+        assert embedded.get_field("dims_distance") is None
+    finally:
+        embedded.select(ids[:4], ordered=True).set_values("emb", saved)
