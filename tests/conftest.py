@@ -31,14 +31,22 @@ def digits_images(images_root):
     return write_demo_images(str(images_root / "mnist"), "mnist", max_samples=120, seed=0)
 
 
+def labelled_dataset(name, images, persistent=False):
+    """A dataset of ``(filepath, label)`` images with labels in ``ground_truth``."""
+    import fiftyone as fo
+
+    dataset = fo.Dataset(name, persistent=persistent)
+    dataset.add_samples(
+        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l)) for p, l in images]
+    )
+    return dataset
+
+
 @pytest.fixture()
 def digits_dataset(digits_images):
     import fiftyone as fo
 
-    dataset = fo.Dataset(unique_name("digits"))
-    dataset.add_samples(
-        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l)) for p, l in digits_images]
-    )
+    dataset = labelled_dataset(unique_name("digits"), digits_images)
     yield dataset
     if fo.dataset_exists(dataset.name):
         fo.delete_dataset(dataset.name)

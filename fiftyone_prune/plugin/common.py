@@ -13,6 +13,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone.operators.message import GeneratedMessage, MessageType
 
+PLUGIN = "@fiftyone-prune/prune"
+
 #: views larger than this default to delegated execution (a few hundred images take
 #: minutes on a CPU, longer than a user should wait on an open form)
 DELEGATION_THRESHOLD = 500
@@ -24,6 +26,16 @@ def target_view(ctx):
 
 def add_view_target(ctx, inputs):
     inputs.view_target(ctx)
+
+
+def operator_config(name: str, label: str, description: str, icon: str, **extra):
+    """What every operator of the plugin declares: a dynamic form, immediate or delegated
+    execution, and (for ``execute_with_progress``) running as a generator in the App."""
+    return foo.OperatorConfig(
+        name=name, label=label, description=description, icon=icon, dynamic=True,
+        allow_immediate_execution=True, allow_delegated_execution=True,
+        execute_as_generator=True, **extra,
+    )
 
 
 def execution_options(ctx, always_delegate_above=DELEGATION_THRESHOLD):

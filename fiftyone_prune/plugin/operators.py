@@ -10,7 +10,6 @@ import fiftyone.operators.types as types
 from fiftyone_prune.plugin import common
 from fiftyone_prune.sdk import validation
 
-PLUGIN = "@fiftyone-prune/prune"
 
 
 def _reload(ctx, result):
@@ -20,7 +19,7 @@ def _reload(ctx, result):
 class ComputeEmbeddings(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
+        return common.operator_config(
             name="compute_embeddings",
             label="Prune: compute embeddings",
             description=(
@@ -28,10 +27,6 @@ class ComputeEmbeddings(foo.Operator):
                 "another model and store the vectors as a sample field"
             ),
             icon="/assets/embed.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            execute_as_generator=True,
         )
 
     def resolve_execution_options(self, ctx):
@@ -129,7 +124,7 @@ def parse_num_clusters(text):
 class ComputePrototypeScores(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
+        return common.operator_config(
             name="compute_prototype_scores",
             label="Prune: compute prototype scores",
             description=(
@@ -137,10 +132,6 @@ class ComputePrototypeScores(foo.Operator):
                 "(label-free) or to its class prototype"
             ),
             icon="/assets/score.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            execute_as_generator=True,
         )
 
     def resolve_execution_options(self, ctx):
@@ -310,7 +301,7 @@ def _preview_markdown(plan):
 class SelectSamples(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
+        return common.operator_config(
             name="select_samples",
             label="Prune: select samples to keep",
             description=(
@@ -319,10 +310,6 @@ class SelectSamples(foo.Operator):
                 "nothing deleted"
             ),
             icon="/assets/select.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            execute_as_generator=True,
         )
 
     def resolve_input(self, ctx):
@@ -432,15 +419,11 @@ class SelectSamples(foo.Operator):
 class ExportKeptSamples(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
+        return common.operator_config(
             name="export_kept_samples",
             label="Prune: export kept samples",
             description="Export the kept subset in any FiftyOne format, with a manifest",
             icon="/assets/export.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            execute_as_generator=True,
         )
 
     def resolve_execution_options(self, ctx):
@@ -511,7 +494,7 @@ class ExportKeptSamples(foo.Operator):
 class EvaluatePruning(foo.Operator):
     @property
     def config(self):
-        return foo.OperatorConfig(
+        return common.operator_config(
             name="evaluate_pruning",
             label="Prune: evaluate pruning against random",
             description=(
@@ -519,10 +502,6 @@ class EvaluatePruning(foo.Operator):
                 "random selection and with all data"
             ),
             icon="/assets/evaluate.svg",
-            dynamic=True,
-            allow_immediate_execution=True,
-            allow_delegated_execution=True,
-            execute_as_generator=True,
             default_choice_to_delegated=True,
         )
 

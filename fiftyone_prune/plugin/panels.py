@@ -10,7 +10,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
-PLUGIN = "@fiftyone-prune/prune"
+from fiftyone_prune.plugin.common import PLUGIN
+
 STRATEGIES = ["auto", "hard", "easy", "ccs", "density", "random"]
 
 

@@ -15,6 +15,7 @@ import uuid
 
 import pytest
 
+from tests.conftest import labelled_dataset
 from tests.e2e import helpers
 
 NUM_SAMPLES = 20
@@ -53,10 +54,7 @@ def e2e_dataset(digits_images):
     assert len(items) == NUM_SAMPLES, (len(items), {l: len(v) for l, v in by_label.items()})
 
     name = f"e2e-{uuid.uuid4().hex[:10]}"
-    dataset = fo.Dataset(name, persistent=True)
-    dataset.add_samples(
-        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l)) for p, l in items]
-    )
+    dataset = labelled_dataset(name, items, persistent=True)
     yield dataset
     if fo.dataset_exists(name):
         fo.delete_dataset(name)
@@ -68,10 +66,8 @@ def e2e_large_dataset(digits_images):
     them takes seconds, so a progress bar has time to show."""
     import fiftyone as fo
 
-    dataset = fo.Dataset(f"e2e-large-{uuid.uuid4().hex[:10]}", persistent=True)
-    dataset.add_samples(
-        [fo.Sample(filepath=p, ground_truth=fo.Classification(label=l)) for p, l in digits_images]
-    )
+    dataset = labelled_dataset(f"e2e-large-{uuid.uuid4().hex[:10]}", digits_images,
+                               persistent=True)
     yield dataset
     if fo.dataset_exists(dataset.name):
         fo.delete_dataset(dataset.name)

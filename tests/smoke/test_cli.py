@@ -22,6 +22,15 @@ def run_cli(*args, check=True):
     return out
 
 
+def image_folder(tmp_path, images):
+    """A folder of copies of ``(filepath, label)`` images, as a user would point at."""
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for path, _ in images:
+        shutil.copy(path, folder / os.path.basename(path))
+    return folder
+
+
 def last_json(stdout):
     start = stdout.index("{")
     return json.loads(stdout[start: stdout.rindex("}") + 1])
@@ -29,10 +38,7 @@ def last_json(stdout):
 
 @pytest.mark.slow
 def test_embed_creates_a_dataset_from_a_folder_and_resumes(digits_images, tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for path, _ in digits_images[:6]:
-        shutil.copy(path, folder / os.path.basename(path))
+    folder = image_folder(tmp_path, digits_images[:6])
     name = unique_name("cli")
     out = run_cli("embed", name, "--images-dir", str(folder), "--model", "efficientnet_lite0",
                   "--image-size", "32", "--num-workers", "0")
@@ -80,10 +86,7 @@ def test_score_and_runs_commands(digits_dataset):
 
 @pytest.mark.slow
 def test_run_command_prunes_a_folder_and_exports(digits_images, tmp_path):
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for path, _ in digits_images[:30]:
-        shutil.copy(path, folder / os.path.basename(path))
+    folder = image_folder(tmp_path, digits_images[:30])
     name = unique_name("run")
     out = tmp_path / "kept"
     res = run_cli("run", str(folder), "--dataset", name, "--model", "efficientnet_lite0",
