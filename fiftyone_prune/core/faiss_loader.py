@@ -3,8 +3,9 @@
 The faiss-cpu wheels bundle their own OpenBLAS (0.3.15 in faiss-cpu 1.15.1). That
 OpenBLAS picks its kernels by CPU model, and it does not know recent Xeons: on the
 project machine it fell back to "Prescott" (no AVX at all), and faiss's inner-product
-search ran 4.7x slower than with the AVX-512 kernels the CPU has (65,536 x 2048 against
-100 centroids: 2.1 s vs 0.45 s; k-means training is the same search, repeated).
+search ran 3.7x slower than with the AVX-512 kernels the CPU has (65,536 x 2048 against
+100 centroids: 0.56 s vs 0.15 s, ``benchmarks/storage_costs.py``; k-means training is
+the same search, repeated).
 OpenBLAS reads ``OPENBLAS_CORETYPE`` once, when the library loads, so we set it, from
 the CPU's flags, just for the import of faiss, and only when the user has not set it.
 NumPy's own OpenBLAS is already loaded by then and is not affected.
