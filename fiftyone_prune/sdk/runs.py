@@ -3,15 +3,28 @@
 The run config records the kind of run, every parameter, the fields the run created and
 the versions of what computed it; FiftyOne adds its own version and a timestamp. Generic
 runs (no RunConfig subclass) load even where this package is not importable.
+
+Every run also records a ``state`` (``"complete"``, or ``"in_progress"`` while a
+selection switches its tags) and a ``version`` (a fresh uuid per registration): a
+selection records the ``version`` of the scoring run it was made from, so a selection
+whose scores were recomputed since is recognised as stale (:func:`run_status`).
+Registering (and deleting) a run holds its lease (:mod:`fiftyone_prune.sdk.leases`).
 """
 
 from __future__ import annotations
 
+import logging
 import platform
+import uuid
 
 import fiftyone as fo
 
-from fiftyone_prune.sdk import validation
+from fiftyone_prune.sdk import leases, validation
+
+logger = logging.getLogger(__name__)
+
+COMPLETE = "complete"
+IN_PROGRESS = "in_progress"
 
 METHOD_PREFIX = "fiftyone_prune."
 
@@ -64,13 +77,31 @@ def owned_fields(samples, run_key: str) -> list[str]:
 
 
 def register(samples, run_key: str, kind: str, params: dict, fields: list[str],
-             results: dict, overwrite: bool = False) -> None:
+             results: dict, overwrite: bool = False, state: str = COMPLETE) -> None:
+    """Registers the run under its lease (taken here unless the caller holds it), after
+    checking again, under the lease, that the key may be written: a writer that checked
+    before another one registered the same key then gets the clear error, not a silent
+    replacement."""
     dataset = samples._dataset
-    config = dataset.init_run(method=METHOD_PREFIX + kind, kind=kind, fields=list(fields),
-                              versions=versions(), **params)
-    dataset.register_run(run_key, config, overwrite=overwrite, cleanup=False)
-    run_results = dataset.init_run_results(run_key, **results)
-    dataset.save_run_results(run_key, run_results, overwrite=True)
+    with leases.hold(samples, run_key) as lease:
+        check_key_free(samples, run_key, overwrite, kind)
+        lease.check()
+        config = dataset.init_run(method=METHOD_PREFIX + kind, kind=kind, fields=list(fields),
+                                  versions=versions(), state=state, version=uuid.uuid4().hex,
+                                  **params)
+        dataset.register_run(run_key, config, overwrite=overwrite, cleanup=False)
+        run_results = dataset.init_run_results(run_key, **results)
+        dataset.save_run_results(run_key, run_results, overwrite=True)
+
+
+def set_state(samples, run_key: str, state: str, **updates) -> None:
+    """Changes the recorded ``state`` (and other config values) of a run."""
+    dataset = samples._dataset
+    config = dataset.get_run_info(run_key).config
+    config.state = state
+    for name, value in updates.items():
+        setattr(config, name, value)
+    dataset.update_run_config(run_key, config)
 
 
 def list_runs(samples, kind: str | None = None) -> list[str]:
@@ -102,22 +133,77 @@ def run_params(samples, run_key: str) -> dict:
 
 def delete_run(samples, run_key: str) -> list[str]:
     """Deletes the run and exactly the sample fields it created; returns those fields.
-    Tags and saved views a selection run created are removed too."""
+    Tags and saved views a selection run created are removed too. Refused while another
+    process writes the run (its lease)."""
+    _check_ours(samples, run_key)
+    dataset = samples._dataset
+    with leases.hold(samples, run_key):
+        cfg = dataset.get_run_info(run_key).config
+        deleted = []
+        for field in getattr(cfg, "fields", None) or []:
+            if dataset.get_field(field) is not None:
+                dataset.delete_sample_field(field)
+                deleted.append(field)
+        for tag in (getattr(cfg, "tags", None) or []) + (getattr(cfg, "staging_tags", None)
+                                                         or []):
+            dataset.untag_samples(tag)
+        for view_name in getattr(cfg, "saved_views", None) or []:
+            if dataset.has_saved_view(view_name):
+                dataset.delete_saved_view(view_name)
+        dataset.delete_run(run_key)
+    return deleted
+
+
+def run_status(samples, run_key: str) -> str:
+    """``"complete"``, or one line saying why the run must not be used as it is:
+    ``"being written by <host/pid/..> since <time>"``, ``"interrupted ..."`` (a
+    selection killed while switching its tags), ``"stale: ..."`` (a selection whose
+    scoring run was recomputed or deleted since), ``"tag counts do not match ..."``."""
     _check_ours(samples, run_key)
     dataset = samples._dataset
     cfg = dataset.get_run_info(run_key).config
-    deleted = []
-    for field in getattr(cfg, "fields", None) or []:
-        if dataset.get_field(field) is not None:
-            dataset.delete_sample_field(field)
-            deleted.append(field)
-    for tag in getattr(cfg, "tags", None) or []:
-        dataset.untag_samples(tag)
-    for view_name in getattr(cfg, "saved_views", None) or []:
-        if dataset.has_saved_view(view_name):
-            dataset.delete_saved_view(view_name)
-    dataset.delete_run(run_key)
-    return deleted
+    live = leases.current(dataset, run_key)
+    if live is not None and leases.held_here(samples, run_key) is None:
+        return f"being written by {leases.describe(live)}"
+    if getattr(cfg, "state", COMPLETE) != COMPLETE:
+        return (f"interrupted while it was being written (state {cfg.state!r}); "
+                f"rerun it to complete it, or delete it with fop.delete_run")
+    if getattr(cfg, "kind", None) != "selection":
+        return COMPLETE
+    source = getattr(cfg, "run_key", None)
+    if source not in list_runs(samples, "prototypes"):
+        return f"stale: its scoring run {source!r} was deleted"
+    recorded = getattr(cfg, "scoring_version", None)
+    current = getattr(dataset.get_run_info(source).config, "version", None)
+    if recorded != current:
+        return (f"stale: scoring run {source!r} was recomputed after this selection was "
+                f"made; select again to select from the current scores")
+    counts = dataset.count_sample_tags()
+    expected = {tag: getattr(cfg, f"num_{tag.rsplit(':', 1)[1]}", None)
+                for tag in getattr(cfg, "tags", None) or []}
+    wrong = {tag: (counts.get(tag, 0), n) for tag, n in expected.items()
+             if n is not None and counts.get(tag, 0) != n}
+    if wrong:
+        detail = ", ".join(f"{t}: {got} tagged, {n} recorded" for t, (got, n) in wrong.items())
+        return (f"tag counts do not match the run ({detail}): the tags were changed after "
+                f"the selection; select again")
+    return COMPLETE
+
+
+def check_selection_usable(samples, run_key: str, allow_stale: bool = False) -> None:
+    """Raises a ``ValueError`` naming the problem and the fix unless selection run
+    ``run_key`` is complete and current (with ``allow_stale=True`` a stale selection
+    only logs a warning)."""
+    status = run_status(samples, run_key)
+    if status == COMPLETE:
+        return
+    if status.startswith("stale") and allow_stale:
+        logger.warning("Selection run %r is %s", run_key, status)
+        return
+    name = getattr(samples._dataset.get_run_info(run_key).config, "name", run_key)
+    fix = (" (or pass allow_stale=True to use it anyway)" if status.startswith("stale")
+           else "")
+    raise ValueError(f"Selection {name!r} cannot be used: it is {status}{fix}")
 
 
 def _check_ours(samples, run_key):

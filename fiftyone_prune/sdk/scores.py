@@ -14,7 +14,7 @@ import fiftyone as fo
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core import prototypes as core
-from fiftyone_prune.sdk import runs, storage, validation
+from fiftyone_prune.sdk import leases, runs, storage, validation
 
 logger = logging.getLogger(__name__)
 
@@ -168,6 +168,29 @@ def _read_embeddings(samples, embeddings_field):
     return ids, matrix, missing
 
 
+def _zero_rows(x: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(~x.any(axis=1))
+
+
+def _read_scorable(samples, embeddings_field, zero: list):
+    """:func:`_read_embeddings` without the all-zero vectors: they have no direction
+    (every cosine distance would be 1.0), so they are left unscored, listed in ``zero``
+    and among the missing ids."""
+    ids, x, missing = _read_embeddings(samples, embeddings_field)
+    rows = _zero_rows(x)
+    if len(rows):
+        zero.extend(ids[i] for i in rows)
+        if len(rows) == len(ids):
+            raise ValueError(f"Every embedding in {embeddings_field!r} is all zeros; "
+                             f"recompute them")
+        keep = np.ones(len(ids), dtype=bool)
+        keep[rows] = False
+        x = x[keep]
+        ids = [i for i, k in zip(ids, keep) if k]
+        missing = missing + [zero_id for zero_id in zero]
+    return ids, x, missing
+
+
 def compute_prototype_scores(
     samples,
     embeddings_field: str,
@@ -218,15 +241,34 @@ def compute_prototype_scores(
     subsample and a few batches are in memory at once. Smaller views are read once into
     one matrix. ``"supervised"`` reads one matrix.
 
-    Failure: a bad vector (NaN/inf, another dimension) among the training vectors fails
-    before anything changes; one found later in the streamed pass stops the run and the
-    two fields it had started writing are removed again (with ``overwrite=True`` or
-    several k nothing is written before the pass has checked every vector). An
-    interrupted write likewise removes the partly written fields: rerun to score.
+    All-zero vectors have no direction (every cosine distance would be 1.0): they are
+    left unscored, with a warning, and listed in ``skipped_ids``.
+
+    Failure and concurrency: the run key is leased for the whole call
+    (:mod:`~fiftyone_prune.sdk.leases`): a second writer of the same key, in this or
+    another process or machine, gets an error naming the holder. A bad vector (NaN/inf,
+    another dimension) among the training vectors fails before anything changes; one
+    found later in the streamed pass stops the run and the fields it had started
+    writing are removed again. ``overwrite=True`` writes the new values into staging
+    fields and switches them in only when they are complete, so a failure or a kill
+    leaves the old run and every old value intact; rerun to score.
     """
+    validation.check_collection(samples)
+    validation.check_run_key(run_key)
+    # the lease first: the checks below (is the key free? whose are the fields?) and
+    # every write then happen while no other writer can change the answers
+    with leases.hold(samples, run_key) as lease:
+        return _compute(samples, embeddings_field, run_key, method, num_clusters,
+                        label_field, seed, niter, max_points_per_centroid, use_gpu,
+                        overwrite, progress, lease)
+
+
+def _compute(samples, embeddings_field, run_key, method, num_clusters, label_field, seed,
+             niter, max_points_per_centroid, use_gpu, overwrite, progress, lease):
     _check_inputs(samples, embeddings_field, run_key, method, num_clusters, label_field,
                   overwrite, niter, max_points_per_centroid)
     timings = {}
+    zero = []  # ids of all-zero vectors: left unscored
     t0 = time.perf_counter()
     distance_field, cluster_field = score_fields(run_key)
     dataset = samples._dataset
@@ -236,11 +278,11 @@ def compute_prototype_scores(
     # need bson's encoder
     view_json = json_util.dumps(samples._serialize()) if hasattr(samples, "_serialize") else None
     target = _Target(dataset, run_key, distance_field, cluster_field, cluster_type, overwrite,
-                     progress)
+                     progress, lease)
     try:
         if method == "supervised":
             ids, missing, distance, cluster_values, ks, results_extra = _supervised(
-                samples, embeddings_field, label_field, timings)
+                samples, embeddings_field, label_field, timings, zero)
             target.write_all(samples, ids, distance, cluster_values, timings)
         else:
             present = samples.exists(embeddings_field)
@@ -257,12 +299,12 @@ def compute_prototype_scores(
                                                     max_points_per_centroid, seed)
             if training_rows is None:  # small enough to train on everything: one read
                 ids, missing, distance, cluster_values, results_extra = _kmeans_in_memory(
-                    samples, embeddings_field, ks, kmeans, timings)
+                    samples, embeddings_field, ks, kmeans, timings, zero)
                 target.write_all(samples, ids, distance, cluster_values, timings)
             else:
                 ids, missing, results_extra = _kmeans_streamed(
                     samples, embeddings_field, ks, kmeans, present_ids, training_rows, target,
-                    timings)
+                    timings, zero)
         timings["total_s"] = round(time.perf_counter() - t0, 3)
 
         model_info = (samples.get_field(embeddings_field).info or {}).get("fiftyone_prune")
@@ -272,19 +314,32 @@ def compute_prototype_scores(
             max_points_per_centroid=max_points_per_centroid,
             score_type="cosine_distance" if len(ks) == 1 else "mean_normalized_rank",
             distance_field=distance_field, cluster_field=cluster_field,
-            num_scored=len(ids), num_skipped=len(missing),
+            num_scored=len(ids), num_skipped=len(missing), num_zero_vectors=len(zero),
             view=view_json,
         )
+        lease.check()
+        # an overwrite registers the new run "in progress", then switches the new values
+        # in: a kill in between leaves a run that readers refuse until a rerun
         runs.register(samples, run_key, "prototypes", params, [distance_field, cluster_field],
                       dict(skipped_ids=missing, timings=timings, **results_extra),
-                      overwrite=overwrite)
+                      overwrite=overwrite,
+                      state=runs.IN_PROGRESS if target.replaces_run else runs.COMPLETE)
+        if target.replaces_run:
+            target.switch()
+            runs.set_state(samples, run_key, runs.COMPLETE)
     except BaseException:
         target.roll_back()  # no scores without their run (a no-op before the first write)
         raise
-    if missing:
-        logger.warning("%d sample(s) left unscored (no embedding%s): %s", len(missing),
+    if zero:
+        logger.warning("%d sample(s) have an all-zero embedding in %r (no direction: every "
+                       "cosine distance would be 1.0); left unscored: %s", len(zero),
+                       embeddings_field, ", ".join(zero[:10]) + (" ..." if len(zero) > 10 else ""))
+    if len(missing) > len(zero):
+        logger.warning("%d sample(s) left unscored (no embedding%s): %s",
+                       len(missing) - len(zero),
                        " or no label" if method == "supervised" else "",
-                       ", ".join(missing[:10]) + (" ..." if len(missing) > 10 else ""))
+                       ", ".join(m for m in missing[:10] if m not in zero)
+                       + (" ..." if len(missing) > 10 else ""))
     return ScoreResult(run_key, method, distance_field, cluster_field, ks, len(ids),
                        missing, timings)
 
@@ -305,10 +360,10 @@ def _resolve_ks(num_clusters, label_field, present, num_present):
     return ks
 
 
-def _supervised(samples, embeddings_field, label_field, timings):
+def _supervised(samples, embeddings_field, label_field, timings, zero):
     """One prototype per class: the whole (normalised) matrix in memory, one read."""
     t = time.perf_counter()
-    ids, x, missing = _read_embeddings(samples, embeddings_field)
+    ids, x, missing = _read_scorable(samples, embeddings_field, zero)
     timings["read_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     core.l2_normalize(x, out=x)
@@ -340,9 +395,9 @@ def _supervised(samples, embeddings_field, label_field, timings):
     return ids, missing, distance, [str(c) for c in labels_arr], [len(classes_)], extra
 
 
-def _kmeans_in_memory(samples, embeddings_field, ks, kmeans, timings):
+def _kmeans_in_memory(samples, embeddings_field, ks, kmeans, timings, zero):
     t = time.perf_counter()
-    ids, x, missing = _read_embeddings(samples, embeddings_field)
+    ids, x, missing = _read_scorable(samples, embeddings_field, zero)
     timings["read_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     core.l2_normalize(x, out=x)
@@ -362,17 +417,17 @@ def _kmeans_extra(centroids, cluster, k):
 
 
 def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, training_rows,
-                     target, timings):
+                     target, timings, zero):
     """k-means on a seeded subsample, then one streamed pass: each batch is read,
     normalised, assigned and (a new run with one k) written while the next is read.
     Memory: the training subsample, a few batches, and an id and a cluster per sample
     (plus a distance when the write waits for the pass); no other vectors.
 
     The training vectors are checked before anything changes; a bad vector found later
-    in the pass (NaN, another size) stops the run, and the fields this run created are
-    removed again, so the dataset is as before. With several k (scores are ranks over
-    all samples) or ``overwrite`` (old values must survive a failure), the scores are
-    kept in memory (a float and an int per sample) and written after the pass."""
+    in the pass (NaN, another size) stops the run, and the fields this run created
+    (new fields, or an overwrite's staging fields) are removed again, so the dataset is
+    as before. With several k (scores are ranks over all samples) the scores are kept in
+    memory (a float and an int per sample) and written after the pass."""
     t = time.perf_counter()
     train_ids = [present_ids[i] for i in training_rows]
     # from the view (its stages may define the field); in chunks, as one select stage of
@@ -382,13 +437,15 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
              for s in range(0, len(train_ids), _SELECT_CHUNK)]
     x = parts[0] if len(parts) == 1 else np.concatenate(parts)
     del parts
+    if len(_zero_rows(x)):  # all-zero vectors are left unscored: not trained on either
+        x = x[x.any(axis=1)]
     core.l2_normalize(x, out=x)
     centroids = [core.spherical_kmeans(x, k, **kmeans) for k in ks]
     del x
     timings["train_s"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
-    write_now = len(ks) == 1 and not target.replaces_run
+    write_now = len(ks) == 1
     ids, missing, clusters, distances = [], [], [], [[] for _ in ks]
     if write_now:
         target.begin(len(present_ids))
@@ -402,6 +459,16 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
                                                         batch_ids[nonfinite[0]]))
                 if not batch_ids:
                     continue
+                zero_rows = _zero_rows(block)
+                if len(zero_rows):
+                    nonzero = np.ones(len(batch_ids), dtype=bool)
+                    nonzero[zero_rows] = False
+                    zero.extend(batch_ids[i] for i in zero_rows)
+                    missing.extend(batch_ids[i] for i in zero_rows)
+                    batch_ids = [i for i, k in zip(batch_ids, nonzero) if k]
+                    block = block[nonzero]
+                    if not batch_ids:
+                        continue
                 if block.shape[1] != centroids[0].shape[1]:  # a whole batch of another size
                     raise ValueError(_mixed_message(embeddings_field, storage.VectorDimensionError(
                         batch_ids[0], block.shape[1], centroids[0].shape[1])))
@@ -433,34 +500,43 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
 
 
 class _Target:
-    """The two score fields of a run: created (or, on overwrite, taken over) before the
-    first write, written by ``_WRITE_THREADS`` concurrent bulk writes, removed again if
-    a streamed run fails part-way."""
+    """The two score fields of a run, written by ``_WRITE_THREADS`` concurrent bulk
+    writes.
+
+    A new run writes its fields directly (created before the first write, removed again
+    if the run fails part-way; a killed run leaves them without a run, which
+    ``overwrite=True`` replaces). An overwrite (``replaces_run``) writes into two
+    staging fields named after this writer's lease, so the old run and its values stay
+    whole until the new values are complete; :meth:`switch` then moves them into the
+    run's fields in one server-side pass."""
 
     def __init__(self, dataset, run_key, distance_field, cluster_field, cluster_type,
-                 overwrite, progress):
+                 overwrite, progress, lease):
         self.dataset, self.run_key = dataset, run_key
-        self.fields = (distance_field, cluster_field)
+        self.final = (distance_field, cluster_field)
         self.cluster_type = cluster_type
         self.replaces_run = overwrite and run_key in dataset.list_runs()
+        self.fields = (tuple(f"{f}_staging_{lease.token[:8]}" for f in self.final)
+                       if self.replaces_run else self.final)
         self.progress = progress
         self.pool = self.bar = None
         self.pending = []
         self.started = False  # fields created: from here on a failure removes them
 
-    def begin(self, total, scored_ids=None):
+    def begin(self, total):
         self.started = True
-        if self.replaces_run:
-            _clear_previous_run(self.dataset, self.run_key, *self.fields, self.cluster_type,
-                                scored_ids)
-        orphans = orphan_fields(self.dataset, self.run_key)  # allowed by overwrite=True
-        if orphans:
-            self.dataset.delete_sample_fields(orphans)
+        # what a killed writer left (allowed by overwrite=True; this writer holds the lease)
+        leftovers = staging_fields(self.dataset, self.run_key) + orphan_fields(
+            self.dataset, self.run_key)
+        if leftovers:
+            self.dataset.delete_sample_fields(leftovers)
         descriptions = _field_descriptions(self.run_key)
-        self.dataset.add_sample_field(self.fields[0], fo.FloatField,
-                                      description=descriptions[self.fields[0]])
-        self.dataset.add_sample_field(self.fields[1], self.cluster_type,
-                                      description=descriptions[self.fields[1]])
+        for field, final, ftype in zip(self.fields, self.final,
+                                       (fo.FloatField, self.cluster_type)):
+            description = descriptions[final]
+            if field != final:
+                description = _STAGING_DESCRIPTION.format(description)
+            self.dataset.add_sample_field(field, ftype, description=description)
         self.pool = ThreadPoolExecutor(_WRITE_THREADS)
         self.bar = fou.ProgressBar(total=total, progress=self.progress)
         self.bar.start()
@@ -492,10 +568,37 @@ class _Target:
         self.bar.close()
         self.write_s = round(time.perf_counter() - self.t, 3)
 
+    def switch(self):
+        """Replaces the old values by the staged ones (the new run is registered by
+        then, marked in progress). Fields of the same types swap in one server-side
+        pass, per document atomically; a type change (e.g. ``"supervised"`` clusters
+        are strings, k-means ones ints) deletes the old field and renames the staged
+        one."""
+        same = {src: dst for src, dst in zip(self.fields, self.final)
+                if type(self.dataset.get_field(dst)) is type(self.dataset.get_field(src))}
+        if same:
+            storage.swap_fields(self.dataset, same)
+        changed = {src: dst for src, dst in zip(self.fields, self.final) if src not in same}
+        if changed:
+            old = [dst for dst in changed.values() if self.dataset.get_field(dst) is not None]
+            if old:
+                self.dataset.delete_sample_fields(old)
+            self.dataset.rename_sample_fields(changed)
+        staged = [f for f in same if self.dataset.get_field(f) is not None]
+        if staged:  # values already moved: this only drops the declarations
+            self.dataset.delete_sample_fields(staged)
+        descriptions = _field_descriptions(self.run_key)
+        self.dataset.reload()  # a renamed field object still carries its old name
+        for field in self.final:
+            declared = self.dataset.get_field(field)
+            if declared.description != descriptions[field]:
+                declared.description = descriptions[field]
+                declared.save()
+
     def roll_back(self):
-        """Stops the writes and removes the two fields, so that no partial scores are
-        left without their run (on overwrite the old run is already gone by then: the
-        user asked to replace it)."""
+        """Stops the writes and removes the fields this writer created: a new run's two
+        fields (no partial scores without their run), or an overwrite's staging fields
+        (the old run and its values were never touched)."""
         if not self.started:
             return
         if self.pool is not None:
@@ -508,7 +611,7 @@ class _Target:
             logger.warning("Scoring stopped; removed the partly written fields %s", existing)
 
     def write_all(self, samples, ids, distance, cluster_values, timings):
-        self.begin(len(ids), scored_ids=ids)
+        self.begin(len(ids))
         try:
             self.submit(ids, distance, cluster_values)
             self.finish()
@@ -518,30 +621,15 @@ class _Target:
         timings["write_s"] = self.write_s
 
 
-def _clear_previous_run(samples, run_key, distance_field, cluster_field, cluster_type,
-                        scored_ids):
-    """Replaces the run ``run_key`` (``overwrite=True``).
+_STAGING_DESCRIPTION = "staging (being written, not yet valid): {}"
 
-    When its two fields have the types the new run writes, they are kept and the new
-    values overwrite the old ones in place: removing the fields first would be a full
-    ``$unset`` pass over every document (134 s for 1M samples here) and adding them back
-    costs mongod twice as much per document as updating them. Only the samples the new
-    run does not score lose their old values, so no stale score survives. Otherwise
-    (e.g. ``kmeans`` after ``supervised``: int vs str clusters) the run is deleted."""
-    dataset = samples._dataset
-    old_fields = runs.owned_fields(samples, run_key)
-    same = (sorted(old_fields) == sorted([distance_field, cluster_field])
-            and isinstance(dataset.get_field(distance_field), fo.FloatField)
-            and isinstance(dataset.get_field(cluster_field), cluster_type))
-    if not same:
-        runs.delete_run(samples, run_key)
-        return
-    scored = set(scored_ids)
-    stale = [doc["_id"] for doc in dataset._sample_collection.find(
-        {"$or": [{distance_field: {"$exists": True}}, {cluster_field: {"$exists": True}}]},
-        {"_id": 1}) if str(doc["_id"]) not in scored]
-    storage.unset_fields(dataset, [distance_field, cluster_field], stale)
-    dataset.delete_run(run_key)
+
+def staging_fields(dataset, run_key) -> list[str]:
+    """Staging fields of ``run_key`` in the dataset: those of a running overwrite (under
+    its lease) or, for the lease holder, what a killed overwrite left."""
+    texts = {_STAGING_DESCRIPTION.format(t) for t in _field_descriptions(run_key).values()}
+    return [name for name, field in dataset.get_field_schema().items()
+            if getattr(field, "description", None) in texts]
 
 
 def _assign_in_batches(x, centroids, batch_size=65536):

@@ -338,3 +338,41 @@ def remove_tag(dataset: fo.Dataset, tag: str) -> None:
         {"tags": tag},
         {"$pull": {"tags": tag}, "$set": {"last_modified_at": datetime.now(timezone.utc)}},
     )
+
+
+def _missing(field: str) -> dict:
+    return {"$eq": [{"$type": f"${field}"}, "missing"]}
+
+
+def swap_fields(dataset: fo.Dataset, staging_to_final: dict[str, str]) -> None:
+    """Moves the values of each staging field into its final field, in one server-side
+    ``update_many`` with a pipeline: a document with a staging value gets it (replacing
+    the old value), a document without one loses its old final value (so no stale value
+    survives), and the staging values are removed. Each document changes atomically;
+    the fields must be declared with the same types."""
+    staging, final = list(staging_to_final), list(staging_to_final.values())
+    dataset._sample_collection.update_many(
+        {"$or": [{f: {"$exists": True}} for f in staging + final]},
+        [{"$set": dict({dst: {"$cond": [_missing(src), "$$REMOVE", f"${src}"]}
+                        for src, dst in staging_to_final.items()},
+                       last_modified_at="$$NOW")},
+         {"$unset": staging}],
+    )
+
+
+def switch_tags(dataset: fo.Dataset, staging_to_final: dict[str, str]) -> None:
+    """Replaces the final tags by the staging tags in one server-side ``update_many``
+    with a pipeline: every document carrying any of the tags drops its final tags and
+    has its staging tags renamed to the final ones, atomically per document."""
+    staging, final = list(staging_to_final), list(staging_to_final.values())
+    renamed = "$$t"
+    for src, dst in staging_to_final.items():
+        renamed = {"$cond": [{"$eq": ["$$t", src]}, dst, renamed]}
+    dataset._sample_collection.update_many(
+        {"tags": {"$in": staging + final}},
+        [{"$set": {"tags": {"$map": {
+            "input": {"$filter": {"input": "$tags", "as": "t",
+                                  "cond": {"$not": [{"$in": ["$$t", final]}]}}},
+            "as": "t", "in": renamed}},
+            "last_modified_at": "$$NOW"}}],
+    )
