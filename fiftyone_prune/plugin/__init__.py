@@ -1,11 +1,61 @@
 """The FiftyOne plugin entry (``py_entry`` in ``fiftyone.yml``).
 
-FiftyOne loads this file under a synthetic module name, so it imports the installed
-package absolutely and keeps no state of its own.
+FiftyOne loads this file under a synthetic module name, so it imports the package
+absolutely and keeps no state of its own.
+
+A plugin installed with ``fiftyone plugins download`` is a folder holding the whole
+repository, with no ``pip install``: there ``fiftyone_prune`` is importable only once the
+folder is on ``sys.path``. When the package is importable already (``pip install
+fiftyone-prune``, or an editable checkout), that copy wins and ``sys.path`` is left
+alone: one process holds one ``fiftyone_prune``, and a copy pip installed is the one
+whose dependencies pip resolved and the one the user's own SDK calls import. Checking
+first, rather than always putting the folder in front, also keeps the result
+independent of whether the user imported ``fiftyone_prune`` before FiftyOne loaded its
+plugins. The folder goes at the end of ``sys.path`` so that its other top-level
+directories (``tests``, ``benchmarks``) never shadow anything else; it goes on
+``sys.path`` rather than into ``sys.modules`` so that spawned worker processes, which
+inherit ``sys.path``, find the package too.
 """
+
+import importlib.util
+import logging
+import os
+import sys
+
+logger = logging.getLogger(__name__)
+
+#: the downloaded plugin folder: this file is ``<folder>/fiftyone_prune/plugin/__init__.py``
+PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+def _make_package_importable():
+    if importlib.util.find_spec("fiftyone_prune") is None:
+        sys.path.append(PLUGIN_DIR)
+
+
+def _warn_if_another_version_is_used():
+    """An older pip-installed copy may lack operators the folder's manifest lists; FiftyOne
+    would then skip them without a word."""
+    import fiftyone_prune
+
+    manifest = os.path.join(PLUGIN_DIR, "fiftyone.yml")
+    used = os.path.dirname(os.path.abspath(fiftyone_prune.__file__))
+    if used == os.path.join(PLUGIN_DIR, "fiftyone_prune") or not os.path.isfile(manifest):
+        return
+    import yaml
+
+    with open(manifest) as f:
+        folder_version = str(yaml.safe_load(f).get("version"))
+    if folder_version != fiftyone_prune.__version__:
+        logger.warning(
+            "fiftyone-prune %s installed at %s is used; the plugin folder %s holds %s. "
+            "Upgrade or uninstall the installed package so that both agree.",
+            fiftyone_prune.__version__, used, PLUGIN_DIR, folder_version)
 
 
 def register(p):
+    _make_package_importable()
+    _warn_if_another_version_is_used()
     from fiftyone_prune.plugin.operators import OPERATORS
     from fiftyone_prune.plugin.panels import PANELS
 
