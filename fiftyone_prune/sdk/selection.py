@@ -15,7 +15,7 @@ from dataclasses import dataclass, field as dc_field
 import numpy as np
 
 from fiftyone_prune.core import selection as core
-from fiftyone_prune.sdk import runs, storage, validation
+from fiftyone_prune.sdk import leases, runs, storage, validation
 
 STRATEGIES = ("auto", "hard", "easy", "random", "ccs", "density")
 BALANCES = ("cluster", "class", None)
@@ -67,6 +67,11 @@ def _scoring_config(samples, run_key):
             f"No prototype-score run {run_key!r} on this dataset; compute one with "
             f"fop.compute_prototype_scores() (existing: {runs.list_runs(samples, 'prototypes') or 'none'})"
         )
+    status = runs.run_status(samples, run_key)
+    if status != runs.COMPLETE:
+        raise ValueError(f"Prototype-score run {run_key!r} cannot be used: it is {status} "
+                         f"(rerun fop.compute_prototype_scores(..., overwrite=True) if it "
+                         f"was interrupted)")
     return runs.get_run_info(samples, run_key).config
 
 
@@ -225,7 +230,8 @@ def plan_from_table(samples, cfg, table: ScoreTable, keep, strategy, balance, la
     kept_counts = Counter(g for g, k in zip(report_groups, kept_mask) if k)
     groups = {g: {"total": int(totals[g]), "kept": int(kept_counts.get(g, 0))}
               for g in sorted(totals, key=_natural)}
-    params = dict(run_key=run_key, keep=keep, strategy=strategy, chosen_strategy=chosen,
+    params = dict(run_key=run_key, scoring_version=getattr(cfg, "version", None),
+                  keep=keep, strategy=strategy, chosen_strategy=chosen,
                   balance=balance, label_field=label_field if balance == "class" else None,
                   balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps,
                   ccs_beta=actual_beta, ccs_bins=ccs_bins if chosen == "ccs" else None,
@@ -315,33 +321,51 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
 
 def apply_plan(samples, plan: SelectionPlan) -> None:
     """Writes a plan's tags, saved view and run, replacing only the previous ones of the
-    same selection name."""
+    same selection name.
+
+    Atomic as seen by readers, exclusive between writers: under the lease of the run
+    key, the new tags are first written as staging tags (``<tag>:staging``) while the
+    previous selection stays whole; the run is then registered "in progress" and one
+    server-side pass replaces the old tags by the staged ones, per document atomically;
+    the run is marked complete last. A kill leaves the old selection (staging tags are
+    removed by the next run) or a run marked in progress, which export refuses until a
+    rerun completes it."""
     dataset = samples._dataset
     names = selection_names(plan.name)
-    existing = dataset.list_runs()
-    if names["run_key"] in existing and names["run_key"] not in runs.list_runs(samples, "selection"):
-        raise ValueError(
-            f"Run key {names['run_key']!r} is used by another tool; pass another name="
-        )
-    t0 = time.perf_counter()
-    for tag in (names["kept_tag"], names["pruned_tag"], names["unscored_tag"]):
-        storage.remove_tag(dataset, tag)
-    storage.add_tag(dataset, plan.kept_ids, names["kept_tag"])
-    storage.add_tag(dataset, plan.pruned_ids, names["pruned_tag"])
-    storage.add_tag(dataset, plan.unscored_ids, names["unscored_tag"])
-    dataset.save_view(names["view"], dataset.match_tags(names["kept_tag"]),
-                      description=f"fiftyone-prune: samples kept by selection {plan.name!r}",
-                      overwrite=True)
-    params = dict(plan.params, name=plan.name,
-                  tags=[names["kept_tag"], names["pruned_tag"], names["unscored_tag"]],
-                  saved_views=[names["view"]], num_kept=len(plan.kept_ids),
-                  num_pruned=len(plan.pruned_ids), num_unscored=len(plan.unscored_ids),
-                  num_duplicates=len(plan.duplicate_ids),
-                  strategy_reason=plan.strategy_reason)
-    runs.register(samples, names["run_key"], "selection", params, [],
-                  dict(groups=plan.groups, duplicate_ids=plan.duplicate_ids,
-                       seconds=round(time.perf_counter() - t0, 3)),
-                  overwrite=True)
+    with leases.hold(samples, names["run_key"]) as lease:
+        existing = dataset.list_runs()
+        if (names["run_key"] in existing
+                and names["run_key"] not in runs.list_runs(samples, "selection")):
+            raise ValueError(
+                f"Run key {names['run_key']!r} is used by another tool; pass another name="
+            )
+        current = getattr(runs.get_run_info(samples, plan.run_key).config, "version", None)
+        if plan.params.get("scoring_version", current) != current:
+            raise ValueError(
+                f"Scoring run {plan.run_key!r} was recomputed after this selection was "
+                f"planned; plan it again")
+        t0 = time.perf_counter()
+        final = [names["kept_tag"], names["pruned_tag"], names["unscored_tag"]]
+        staging = [f"{tag}:staging" for tag in final]
+        for tag in staging:  # what a killed earlier run left
+            storage.remove_tag(dataset, tag)
+        for tag, ids in zip(staging, (plan.kept_ids, plan.pruned_ids, plan.unscored_ids)):
+            storage.add_tag(dataset, ids, tag)
+        params = dict(plan.params, name=plan.name, tags=final, staging_tags=staging,
+                      saved_views=[names["view"]], num_kept=len(plan.kept_ids),
+                      num_pruned=len(plan.pruned_ids), num_unscored=len(plan.unscored_ids),
+                      num_duplicates=len(plan.duplicate_ids),
+                      strategy_reason=plan.strategy_reason)
+        lease.check()
+        runs.register(samples, names["run_key"], "selection", params, [],
+                      dict(groups=plan.groups, duplicate_ids=plan.duplicate_ids,
+                           seconds=round(time.perf_counter() - t0, 3)),
+                      overwrite=True, state=runs.IN_PROGRESS)
+        storage.switch_tags(dataset, dict(zip(staging, final)))
+        dataset.save_view(names["view"], dataset.match_tags(names["kept_tag"]),
+                          description=f"fiftyone-prune: samples kept by selection {plan.name!r}",
+                          overwrite=True)
+        runs.set_state(samples, names["run_key"], runs.COMPLETE)
 
 
 def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=None):
@@ -362,7 +386,8 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
     plan = SelectionPlan(
         name, run_key, "semdedup", "requested", len(kept), kept, pruned, unscored, pruned,
         {g: {"total": totals[g], "kept": kept_counts.get(g, 0)} for g in sorted(totals, key=_natural)},
-        dict(run_key=run_key, keep=None, strategy="semdedup", chosen_strategy="semdedup",
+        dict(run_key=run_key, scoring_version=getattr(cfg, "version", None), keep=None,
+             strategy="semdedup", chosen_strategy="semdedup",
              dedup_eps=eps, budget=len(kept)),
     )
     apply_plan(samples, plan)
