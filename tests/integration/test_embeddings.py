@@ -178,3 +178,107 @@ def test_matrix_reader_reports_nonfinite_rows_and_mixed_sizes(digits_dataset):
     with pytest.raises(storage.VectorDimensionError, match=ids[33]) as info:
         storage.read_vector_matrix(digits_dataset, "v", batch_size=16)
     assert (info.value.size, info.value.expected) == (3, 4)
+
+
+def test_resume_with_other_settings_is_refused_naming_both(digits_dataset, efficientnet_small,
+                                                          tmp_path):
+    from tests.unit.test_models import official_format_checkpoint
+
+    first = digits_dataset.limit(5)
+    fop.compute_embeddings(first, model=efficientnet_small, embeddings_field="emb", num_workers=0)
+    before = np.stack(first.values("emb"))
+    info = dict(digits_dataset.get_field("emb").info)
+    other_size = models.efficientnet_lite0(image_size=48)
+    with pytest.raises(ValueError, match=r"image_size 32 \(stored\) vs 48 \(now\)"):
+        fop.compute_embeddings(digits_dataset, model=other_size, embeddings_field="emb")
+    ckpt = tmp_path / models.SWAV_FILENAME
+    official_format_checkpoint(ckpt, seed=1)
+    with pytest.raises(ValueError, match="model 'efficientnet_lite0' \\(stored\\) vs "
+                                         "'swav_resnet50' \\(now\\)"):
+        fop.compute_embeddings(digits_dataset, model="swav_resnet50", image_size=32,
+                               checkpoint_path=str(ckpt), embeddings_field="emb")
+    # other weights of the same model and size: caught by the weights' fingerprint
+    altered = models.efficientnet_lite0(image_size=32)
+    with torch.no_grad():
+        next(altered.module.parameters()).add_(1.0)
+    with pytest.raises(ValueError, match="weights_sha1"):
+        fop.compute_embeddings(digits_dataset, model=altered, embeddings_field="emb")
+    # nothing was written by the refused calls; the same settings resume
+    assert digits_dataset.count("emb") == 5
+    assert digits_dataset.get_field("emb").info == info
+    np.testing.assert_array_equal(np.stack(first.values("emb")), before)
+    again = models.efficientnet_lite0(image_size=32)  # a fresh load of the same weights
+    result = fop.compute_embeddings(digits_dataset.limit(8), model=again,
+                                    embeddings_field="emb", num_workers=0)
+    assert result.num_skipped_existing == 5 and result.num_embedded == 3
+
+
+def test_vectors_of_unknown_origin_are_not_mixed(digits_dataset, efficientnet_small):
+    digits_dataset.limit(3).set_values("emb", [np.ones(1280, dtype=np.float32)] * 3)
+    with pytest.raises(ValueError, match="no record of the model"):
+        fop.compute_embeddings(digits_dataset, model=efficientnet_small, embeddings_field="emb")
+    assert digits_dataset.count("emb") == 3
+
+
+def test_unavailable_device_is_refused_before_any_write(digits_dataset, efficientnet_small):
+    for device, message in (("cuda", "no usable CUDA GPU"), ("gpu", "not a torch device"),
+                            ("cuda:7", "CUDA")):
+        if torch.cuda.is_available() and device == "cuda":
+            continue
+        with pytest.raises(ValueError, match=message) as err:
+            fop.compute_embeddings(digits_dataset, model=efficientnet_small,
+                                   embeddings_field="emb", device=device)
+        assert "\n" not in str(err.value)
+    assert digits_dataset.get_field("emb") is None  # no empty field left behind
+
+
+def _with_boxes(dataset):
+    boxes = [[0.0, 0.0, 0.5, 0.5], [0.25, 0.25, 0.75, 0.75]]
+    for sample in dataset.limit(4):
+        sample["objects"] = fo.Detections(detections=[
+            fo.Detection(label=str(i), bounding_box=b) for i, b in enumerate(boxes)])
+        sample.save()
+    return dataset.limit(4)
+
+
+def test_patches_views_are_refused_with_the_fix(digits_dataset, efficientnet_small):
+    view = _with_boxes(digits_dataset)
+    with pytest.raises(ValueError, match="patches_field='<label field>'"):
+        fop.compute_embeddings(view.to_patches("objects"), model=efficientnet_small,
+                               embeddings_field="emb")
+    with pytest.raises(ValueError, match="must be a Detection or Detections field"):
+        fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="emb",
+                               patches_field="ground_truth")
+    assert digits_dataset.get_field("emb") is None
+
+
+def test_patches_field_embeds_each_crop_onto_its_label(digits_dataset, efficientnet_small):
+    view = _with_boxes(digits_dataset)
+    result = fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="emb",
+                                    patches_field="objects", batch_size=3, chunk_size=3,
+                                    num_workers=0)
+    assert result.num_embedded == 8 and result.num_failed == 0
+    transform = efficientnet_small.transform()
+    for sample in view:
+        with Image.open(sample.filepath) as img:
+            w, h = img.size
+            crops = [img.crop((0, 0, round(w / 2), round(h / 2))),
+                     img.crop((round(w / 4), round(h / 4), w, h))]
+            with torch.inference_mode():
+                expected = efficientnet_small.module(torch.stack([transform(c) for c in crops]))
+        got = np.stack([d["emb"] for d in sample.objects.detections])
+        np.testing.assert_allclose(got, expected.numpy(), rtol=1e-4, atol=1e-4)
+        assert not np.allclose(got[0], got[1])  # each box its own vector
+    # the vectors are in the source dataset, and a patches view shows them
+    patches = view.to_patches("objects")
+    assert len(patches.exists("objects.emb")) == 8
+    info = digits_dataset.get_field("objects.detections.emb").info["fiftyone_prune"]
+    assert info["model"] == "efficientnet_lite0"
+    # resume: a new box is the only work left
+    sample = view.first()
+    sample.objects.detections.append(fo.Detection(label="x", bounding_box=[0.1, 0.1, 0.3, 0.3]))
+    sample.save()
+    again = fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="emb",
+                                   patches_field="objects", num_workers=0)
+    assert again.num_skipped_existing == 8 and again.num_embedded == 1
+    assert digits_dataset.count("objects.detections.emb") == 9

@@ -74,9 +74,41 @@ def test_swav_loader_refuses_a_checkpoint_missing_backbone_weights(tmp_path):
     path = tmp_path / "partial.pth.tar"
     backbone = models.resnet50_backbone()
     state = {f"module.{k}": v for k, v in backbone.state_dict().items() if not k.startswith("layer4.")}
+    state["module.prototypes.weight"] = torch.randn(30, 128)
     torch.save(state, path)
     with pytest.raises(ValueError, match="backbone weights are missing"):
         models.swav_resnet50(checkpoint_path=str(path))
+
+
+def test_swav_hub_format_without_module_prefix_is_recognised(swav_file, tmp_path):
+    path, expected = swav_file
+    hub = {k[len("module."):]: v for k, v in torch.load(path, weights_only=True).items()}
+    torch.save(hub, tmp_path / "hub.pth")
+    loaded = models.swav_resnet50(checkpoint_path=str(tmp_path / "hub.pth")).module.state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in expected.items())
+
+
+def test_plain_torchvision_resnet50_is_refused_by_name(tmp_path):
+    import torchvision
+
+    path = tmp_path / "resnet50.pth"
+    torch.save(torchvision.models.resnet50(weights=None).state_dict(), path)
+    with pytest.raises(ValueError, match="supervised torchvision ResNet-50.*not SwAV"):
+        models.swav_resnet50(checkpoint_path=str(path))
+    torch.save({}, path)
+    with pytest.raises(ValueError, match="empty state dict, not SwAV"):
+        models.swav_resnet50(checkpoint_path=str(path))
+
+
+@pytest.mark.parametrize("content", [b"", b"<html>404 Not Found</html>", b"PK\x03\x04trunc"])
+def test_empty_or_garbage_checkpoint_is_one_clear_line(tmp_path, content):
+    path = tmp_path / models.SWAV_FILENAME
+    path.write_bytes(content)
+    with pytest.raises(ValueError) as err:
+        models.swav_resnet50(checkpoint_path=str(path))
+    message = str(err.value)
+    assert "can't be read as a PyTorch checkpoint" in message and "\n" not in message
+    assert f"({len(content)} bytes)" in message and models.SWAV_URL in message
 
 
 def test_swav_missing_local_file_is_a_clear_error(tmp_path):
