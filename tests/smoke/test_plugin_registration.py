@@ -41,3 +41,19 @@ def test_registered_operators_match_the_package_list():
     names = {cls().config.name for cls in operators.OPERATORS + panels.PANELS}
     m = manifest()
     assert names == set(m.get("operators", []) + m.get("panels", []))
+
+
+def test_fiftyone_reads_the_manifest_without_complaint(caplog):
+    """What ``fiftyone plugins list/info/requirements`` read: a compatibility range FiftyOne
+    parses and the running FiftyOne meets, and the Python entry found."""
+    import logging
+
+    import fiftyone.plugins as fop
+    from fiftyone.plugins.definitions import PluginDefinition
+
+    pd = PluginDefinition.from_disk(os.path.join(REPO_ROOT, "fiftyone.yml"))
+    assert pd.has_py and pd.fiftyone_requirement.startswith("fiftyone>=")
+    with caplog.at_level(logging.INFO, logger="fiftyone"):
+        fop.ensure_plugin_compatibility(pd.name, error_level=0, log_success=True)
+    assert "is compatible" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
