@@ -39,8 +39,9 @@ def _warn_if_another_version_is_used():
     import fiftyone_prune
 
     manifest = os.path.join(PLUGIN_DIR, "fiftyone.yml")
-    used = os.path.dirname(os.path.abspath(fiftyone_prune.__file__))
-    if used == os.path.join(PLUGIN_DIR, "fiftyone_prune") or not os.path.isfile(manifest):
+    used = os.path.dirname(os.path.realpath(fiftyone_prune.__file__))
+    bundled = os.path.realpath(os.path.join(PLUGIN_DIR, "fiftyone_prune"))
+    if used == bundled or not os.path.isfile(manifest):
         return
     import yaml
 
