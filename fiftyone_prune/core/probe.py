@@ -37,6 +37,8 @@ __all__ = [
     "CNNProbe",
     "LinearProbe",
     "probe_accuracy",
+    "probe_correctness",
+    "DETERMINISTIC_PROBES",
     "stratified_split",
     "train_linear_probe",
     "train_small_cnn",
@@ -617,6 +619,35 @@ def train_small_cnn(
 # ---------------------------------------------------------------------------
 
 _TRAINERS = {"linear": train_linear_probe, "cnn": train_small_cnn}
+
+
+#: Probes whose result does not depend on ``seed``: the default linear probe is
+#: full-batch L-BFGS from zero weights (no randomness at all), so fitting it again with
+#: another seed on the same samples repeats the same numbers. The CNN's initial
+#: weights, shuffling and augmentation all depend on the seed.
+DETERMINISTIC_PROBES = frozenset({"linear"})
+
+
+def probe_correctness(kind, train_x, train_y, test_x, test_y, *, seed=0, **kwargs):
+    """Like :func:`probe_accuracy`, but returns whether each test sample was predicted
+    correctly (a boolean array, one entry per test sample), which is what a paired
+    comparison of two probes on the same test samples needs."""
+    try:
+        trainer = _TRAINERS[kind]
+    except KeyError:
+        raise ValueError(
+            f"unknown probe kind {kind!r}; expected one of {sorted(_TRAINERS)}"
+        ) from None
+    probe = trainer(train_x, train_y, seed=seed, **kwargs)
+    test_y = np.asarray(test_y)
+    if kind == "linear":
+        pred_idx = np.argmax(probe.decision_function(test_x), axis=1)
+    else:
+        pred_idx = np.argmax(probe._logits(test_x), axis=1)
+    if test_y.ndim != 1 or len(test_y) != len(pred_idx):
+        raise ValueError(f"test labels must be 1-D with {len(pred_idx)} entries, "
+                         f"got shape {test_y.shape}")
+    return pred_idx == _lookup(probe.classes, test_y)
 
 
 def probe_accuracy(kind, train_x, train_y, test_x, test_y, *, seed=0, **kwargs):

@@ -8,6 +8,7 @@ so Python, the CLI and the App can load it again.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from dataclasses import dataclass
 
@@ -17,35 +18,60 @@ import fiftyone as fo
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core import probe as core_probe
+from fiftyone_prune.core import significance
 from fiftyone_prune.sdk import runs, validation
 
 PROBES = ("linear", "cnn")
-EVAL_STRATEGIES = ("random", "easy", "hard", "ccs", "density", "auto")
+EVAL_STRATEGIES = ("random", "easy", "hard", "ccs", "density")
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
 DEFAULT_STRATEGIES = ("random", "easy", "hard", "ccs")
+#: ``recommend_strategy`` answers from an evaluated kept fraction at most this far from
+#: the requested one: the curves of docs/evaluation/ change by up to ~10 points of
+#: accuracy between fractions 0.1 apart at high pruning, so a farther point says little.
+MATCH_FRACTION_DISTANCE = 0.1
+#: Seeds the paired bootstrap over the held-out part (recorded with the run).
+BOOTSTRAP_SEED = 0
 
 
 @dataclass
 class EvaluationResult:
     eval_key: str
-    table: list  # rows: strategy, fraction, kept, mean, std, accuracies
-    full_accuracy: dict  # mean, std, accuracies, kept
+    table: list  # rows: strategy, fraction, kept, fits, mean, std, low, high, diff...
+    full_accuracy: dict  # mean, std, low, high, accuracies, kept
     verdicts: list
     plot_path: str | None = None
+    num_test: int = 0
+    num_fits: int = 0
 
     def to_dict(self) -> dict:
         return {"eval_key": self.eval_key, "table": self.table,
                 "full_accuracy": self.full_accuracy, "verdicts": self.verdicts,
-                "plot_path": self.plot_path}
+                "plot_path": self.plot_path, "num_test": self.num_test,
+                "num_fits": self.num_fits}
 
     def format_table(self) -> str:
-        lines = [f"{'strategy':10s} {'kept':>6s} {'count':>6s} {'accuracy':>9s} {'spread':>7s}"]
-        for r in self.table:
-            lines.append(f"{r['strategy']:10s} {r['fraction']:6.2f} {r['kept']:6d} "
-                         f"{r['mean']:9.4f} {r['std']:7.4f}")
-        f = self.full_accuracy
-        lines.append(f"{'full data':10s} {1.0:6.2f} {f['kept']:6d} {f['mean']:9.4f} {f['std']:7.4f}")
+        """The curve as text: accuracy with its 95 % interval and the difference to
+        random (points) with its 95 % interval."""
+        d = _decimals(self.num_test)
+        w = d + 3
+        lines = [f"{'strategy':10s} {'kept':>5s} {'count':>6s} {'fits':>4s} "
+                 f"{'accuracy':>{max(w, 8)}s} {'95% CI':>{2 * w + 3}s}  vs random (points, 95% CI)"]
+        for r in self.table + [dict(self.full_accuracy, strategy="full data", fraction=1.0)]:
+            ci = f"[{r['low']:.{d}f}, {r['high']:.{d}f}]"
+            vs = ("" if "diff" not in r or r["strategy"] == "random" else
+                  f"{100 * r['diff']:+5.1f} [{100 * r['diff_low']:+.1f}, {100 * r['diff_high']:+.1f}]")
+            lines.append(f"{r['strategy']:10s} {r['fraction']:5.2f} {r['kept']:6d} "
+                         f"{r.get('fits', len(r['accuracies'])):4d} "
+                         f"{r['mean']:{max(w, 8)}.{d}f} {ci:>{2 * w + 3}s}  {vs}")
+        lines.append(f"held out: {self.num_test} samples (one sample = "
+                     f"{100 / max(1, self.num_test):.2f} points)")
         return "\n".join(lines)
+
+
+def _decimals(num_test):
+    """Accuracy digits worth printing: a third decimal only when one held-out sample is
+    worth less than a tenth of a point."""
+    return 3 if num_test >= 1000 else 2
 
 
 def _check(samples, label_field, run_key, fractions, strategies, seeds, probe, test_tag,
@@ -68,6 +94,10 @@ def _check(samples, label_field, run_key, fractions, strategies, seeds, probe, t
     if not fr or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1
                      for x in fr):
         raise ValueError(f"fractions must be kept fractions in (0, 1], got {fractions!r}")
+    if "auto" in strategies:
+        raise ValueError("'auto' is not evaluated as a strategy of its own: without an "
+                         "evaluation it selects randomly, with one it follows it; evaluate "
+                         "the strategies it chooses from (random, easy, hard, ccs, density)")
     bad = [s for s in strategies if s not in EVAL_STRATEGIES]
     if bad:
         raise ValueError(f"Unknown strategies {bad}; choose from {EVAL_STRATEGIES}")
@@ -135,9 +165,11 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
         embeddings_field: the linear probe's features (default: the run's field)
         fractions: kept fractions to evaluate (the full training set is always added
             as the reference)
-        strategies: selection strategies; ``random`` is always included
-        seeds: repetitions per point (selection seed and probe seed); mean and spread
-            (standard deviation) are reported
+        strategies: selection strategies; ``random`` is always included (``auto`` is
+            not one: without an evaluation it is random, with one it follows it)
+        seeds: selection (and CNN probe) seeds per point. A selection that is the same
+            for every seed (easy, hard, density, the full set) is fitted once with the
+            deterministic linear probe: only distinct training sets are fitted
         probe: ``"linear"`` (logistic regression on the embeddings, seconds) or
             ``"cnn"`` (a small ConvNet from scratch on the images resized to
             ``image_size``, closer to the paper's setting; ~2-50 s per probe here on
@@ -146,7 +178,19 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
         test_tag: samples with this tag are the held-out part; default: a stratified
             split of ``test_fraction`` made with ``split_seed`` (recorded in the run)
         eval_key: the run key (default ``<run_key>_evaluation``)
-        plot_path: also save the curve as a PNG here
+        plot_path: also save the curve as a PNG here (95 % intervals as error bars)
+        progress: True/False for a progress bar, or a callback taking FiftyOne's
+            progress bar (``pb.iteration`` of ``pb.total`` probe fits)
+
+    Every point carries a 95 % interval (``low``/``high``) and its difference to random
+    at the same fraction (``diff``, ``diff_low``, ``diff_high``), combining held-out
+    sampling noise (a paired bootstrap over the held-out samples) and seed variance
+    (see :mod:`fiftyone_prune.core.significance`); a strategy "beats random" only when
+    the interval of its difference is above zero. The per-sample correctness of every
+    fit is stored with the run (``correct``, packed bits in held-out order).
+
+    The evaluation reads nothing from earlier evaluations: the same call on the same
+    data gives the same table.
 
     Returns:
         an :class:`EvaluationResult` (also stored as run ``eval_key``)
@@ -158,6 +202,7 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     fractions = sorted({float(f) for f in fractions})
     cfg = _check(samples, label_field, run_key, fractions, strategies, seeds, probe, test_tag,
                  test_fraction, eval_key, overwrite)
+    scoring_timestamp = _scoring_version(samples, run_key)
     t0 = time.perf_counter()
     ids, labels, tags = samples.values(["id", f"{label_field}.label", "tags"])
     keep_mask = np.array([lab is not None for lab in labels])
@@ -193,39 +238,61 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     pos = {sid: p for p, sid in enumerate(ids)}
     train_rows = np.array([pos[i] for i in table_all.ids])
 
-    def accuracy(rows, seed):
-        kwargs = {"epochs": cnn_epochs} if probe == "cnn" else {}
-        return float(core_probe.probe_accuracy(probe, feats[rows], labels[rows].astype(str),
-                                               feats[test], labels[test].astype(str),
-                                               seed=seed, **kwargs))
+    # Every selection first (cheap), then one probe fit per *distinct* training set:
+    # a deterministic selection (easy, hard, density, the full set) gives the same rows
+    # for every seed, and the linear probe is deterministic too, so refitting it per
+    # seed would only repeat the same numbers.
+    stochastic_probe = probe not in core_probe.DETERMINISTIC_PROBES
+    test_set = set(test_ids)
+    fit_rows = {}  # fit key -> training rows
 
-    num_probes = seeds * (1 + len(fractions) * len(strategies))
-    table, full = [], None
-    with fou.ProgressBar(total=num_probes, progress=progress) as pb:
-        accs = []
-        for seed in range(seeds):
-            accs.append(accuracy(train_rows, seed))
+    def fit_key(rows, seed):
+        key = (hashlib.sha1(np.sort(rows).astype(np.int64).tobytes()).hexdigest(),
+               seed if stochastic_probe else None)
+        fit_rows.setdefault(key, rows)
+        return key
+
+    points = []  # (strategy, fraction, kept, fit keys in seed order, distinct)
+    full_keys = list(dict.fromkeys(fit_key(train_rows, seed) for seed in range(seeds)))
+    for fraction in fractions:
+        for strategy in strategies:
+            keys, kept = [], 0
+            for seed in range(seeds):
+                plan = plan_from_table(samples, cfg, table_all, fraction, strategy, balance,
+                                       label_field_sel, balance_ratio, seed, None, None, 50,
+                                       0.5, run_key, run_key)
+                if test_set.intersection(plan.kept_ids):
+                    raise RuntimeError("a held-out sample was selected for training")
+                kept_rows = np.array([pos[i] for i in plan.kept_ids], dtype=np.int64)
+                kept = len(kept_rows)
+                keys.append(fit_key(kept_rows, seed))
+            points.append((strategy, fraction, kept, list(dict.fromkeys(keys))))
+
+    correct = {}
+    with fou.ProgressBar(total=len(fit_rows), progress=progress) as pb:
+        for (digest, seed), rows in fit_rows.items():
+            kwargs = {"epochs": cnn_epochs} if probe == "cnn" else {}
+            correct[(digest, seed)] = core_probe.probe_correctness(
+                probe, feats[rows], labels[rows].astype(str), feats[test],
+                labels[test].astype(str), seed=0 if seed is None else seed, **kwargs)
             pb.update()
-        full = {"mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                "accuracies": accs, "kept": int(len(train_rows))}
-        for fraction in fractions:
-            for strategy in strategies:
-                accs, kept = [], 0
-                for seed in range(seeds):
-                    plan = plan_from_table(samples, cfg, table_all, fraction, strategy, balance,
-                                           label_field_sel, balance_ratio, seed, None, None, 50,
-                                           0.5, run_key, run_key)
-                    kept_rows = np.array([pos[i] for i in plan.kept_ids])
-                    assert not set(plan.kept_ids) & set(test_ids)  # held-out never kept
-                    kept = len(kept_rows)
-                    accs.append(accuracy(kept_rows, seed))
-                    pb.update()
-                table.append({"strategy": strategy if strategy != "auto" else f"auto:{plan.strategy}",
-                              "fraction": fraction, "kept": kept,
-                              "mean": float(np.mean(accs)), "std": float(np.std(accs)),
-                              "accuracies": accs})
-    verdicts = make_verdicts(table, full, seeds)
-    result = EvaluationResult(eval_key, table, full, verdicts)
+
+    bootstrap = significance.HeldoutBootstrap(len(test), seed=BOOTSTRAP_SEED)
+    full = _point(bootstrap, [correct[k] for k in full_keys])
+    full["kept"] = int(len(train_rows))
+    table = []
+    random_correct = {}
+    for strategy, fraction, kept, keys in points:
+        fits = [correct[k] for k in keys]
+        row = dict(strategy=strategy, fraction=fraction, kept=kept, **_point(bootstrap, fits))
+        if strategy == "random":
+            random_correct[fraction] = fits
+        diff, lo, hi = significance.difference_interval(bootstrap, fits, random_correct[fraction])
+        row.update(diff=diff, diff_low=lo, diff_high=hi)
+        table.append(row)
+    verdicts = make_verdicts(table, full, seeds, len(test))
+    result = EvaluationResult(eval_key, table, full, verdicts, num_test=len(test),
+                              num_fits=len(fit_rows))
     if plot_path:
         result.plot_path = save_plot(result, plot_path, title=f"{samples._dataset.name}: {run_key}, {probe} probe")
     params = dict(run_key=run_key, label_field=label_field, embeddings_field=embeddings_field
@@ -235,7 +302,8 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
                   split_seed=None if test_tag else split_seed,
                   image_size=image_size if probe == "cnn" else None,
                   cnn_epochs=cnn_epochs if probe == "cnn" else None,
-                  num_train=len(train_ids), num_test=len(test_ids))
+                  num_train=len(train_ids), num_test=len(test_ids), num_fits=len(fit_rows),
+                  bootstrap_seed=BOOTSTRAP_SEED, scoring_timestamp=scoring_timestamp)
     runs.register(samples, eval_key, "evaluation", params, [],
                   dict(result.to_dict(), test_ids=test_ids,
                        seconds=round(time.perf_counter() - t0, 2)),
@@ -243,33 +311,79 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     return result
 
 
-def make_verdicts(table, full, seeds) -> list:
-    """One plain-language line per fraction: the best strategy, its margin over random,
-    and whether that margin exceeds the seed-to-seed spread."""
-    out = []
+def _point(bootstrap, fits) -> dict:
+    """One curve point from the per-sample correctness of its distinct fits."""
+    mean, low, high = significance.accuracy_interval(bootstrap, np.array(fits))
+    accuracies = [float(np.mean(c)) for c in fits]
+    return dict(mean=mean, low=low, high=high, std=float(np.std(accuracies)),
+                accuracies=accuracies, fits=len(fits),
+                correct=[significance.pack_correct(c) for c in fits])
+
+
+def beats_random(row, seeds) -> bool:
+    """A strategy wins only when the 95 % interval of its difference to random is above
+    zero; with one seed the selection noise of random is unmeasured, so never."""
+    return row["strategy"] != "random" and seeds >= 2 and row["diff_low"] > 0
+
+
+def _pts(x):
+    return f"{100 * x:+.1f}"
+
+
+def make_verdicts(table, full, seeds, num_test) -> list:
+    """Plain-language lines: first the held-out size (and a warning when it is too small
+    to resolve the differences measured), then one line per fraction: the strategy that
+    beats random (its difference interval above zero), or that none does, which ones
+    lose to it, and the distance to training on all data."""
+    d = _decimals(num_test)
+    one_sample = 1 / max(1, num_test)
+    others = [r for r in table if r["strategy"] != "random"]
+    half_widths = [(r["diff_high"] - r["diff_low"]) / 2 for r in others]
+    out = [f"Held out: {num_test} samples (one sample = {100 * one_sample:.2f} points); "
+           f"intervals are 95 % and include held-out sampling noise (paired bootstrap) "
+           f"and seed variance."]
+    if half_widths:
+        typical = float(np.median(half_widths))
+        leads = [max(r["diff"] for r in others if r["fraction"] == f)
+                 for f in {r["fraction"] for r in others}]
+        unresolved_lead = any(0 < lead <= one_sample for lead in leads)
+        # 2 points: the size of the leads the curves of docs/evaluation/ show at all
+        if typical > 0.02 or unresolved_lead:
+            out.append(
+                f"Warning: {num_test} held-out samples resolve differences of about "
+                f"{100 * typical:.1f} points only (median 95 % half-width); smaller "
+                f"differences here are noise. Hold out more samples (test_fraction=, or "
+                f"a larger test_tag split) to tell them apart.")
+    if seeds < 2:
+        out.append("One seed: the selection noise of random is unmeasured, so no strategy "
+                   "is called a win; run 2 or more seeds.")
     for fraction in sorted({r["fraction"] for r in table}):
         rows = [r for r in table if r["fraction"] == fraction]
         rand = next(r for r in rows if r["strategy"] == "random")
-        best = max(rows, key=lambda r: (r["mean"], r["strategy"] == "random"))
-        gap_full = full["mean"] - best["mean"]
-        spread = max(best["std"], rand["std"])
-        head = f"Keeping {fraction:.0%} ({best['kept']} samples):"
-        if best["strategy"] == "random":
-            text = (f"{head} no strategy beats random ({rand['mean']:.3f}); random "
-                    f"selection is the safe choice here")
+        head = f"Keeping {fraction:.0%} ({rand['kept']} samples):"
+        winners = [r for r in rows if beats_random(r, seeds)]
+        losers = [r["strategy"] for r in rows if r["strategy"] != "random" and r["diff_high"] < 0]
+        if winners:
+            best = max(winners, key=lambda r: r["mean"])
+            text = (f"{head} {best['strategy']} beats random, {best['mean']:.{d}f} vs "
+                    f"{rand['mean']:.{d}f}: {_pts(best['diff'])} points (95 % CI "
+                    f"{_pts(best['diff_low'])} to {_pts(best['diff_high'])})")
         else:
-            margin = best["mean"] - rand["mean"]
-            if seeds < 2:
-                sig = "run more seeds to know whether this exceeds noise"
-            elif margin > spread:
-                sig = f"larger than the seed spread ({spread:.3f})"
-            else:
-                sig = f"within the seed spread ({spread:.3f}): not a reliable gain"
-            text = (f"{head} best is {best['strategy']} ({best['mean']:.3f}), "
-                    f"{100 * margin:+.1f} points over random ({rand['mean']:.3f}), {sig}")
+            text = f"{head} no strategy beats random ({rand['mean']:.{d}f})"
+            ahead = [r for r in rows if r["strategy"] != "random" and r["diff"] > 0]
+            if ahead:
+                best = max(ahead, key=lambda r: r["mean"])
+                text += (f"; {best['strategy']} is {_pts(best['diff'])} points ahead but "
+                         f"within the noise (95 % CI {_pts(best['diff_low'])} to "
+                         f"{_pts(best['diff_high'])})")
+            text += "; random selection is the safe choice here"
+            best = rand
+        if losers:
+            text += f"; {', '.join(losers)} {'loses' if len(losers) == 1 else 'lose'} to random"
+        gap_full = full["mean"] - best["mean"]
         where = "below" if gap_full >= 0 else "above"
         text += (f"; {abs(100 * gap_full):.1f} points {where} training on all data "
-                 f"({full['mean']:.3f}).")
+                 f"({full['mean']:.{d}f}).")
         out.append(text)
     return out
 
@@ -284,13 +398,14 @@ def save_plot(result: EvaluationResult, path: str, title: str = "") -> str:
     for strategy in dict.fromkeys(r["strategy"] for r in result.table):
         rows = [r for r in result.table if r["strategy"] == strategy]
         xs = [r["fraction"] for r in rows]
-        ax.errorbar(xs, [r["mean"] for r in rows], yerr=[r["std"] for r in rows],
-                    marker="o", capsize=3, label=strategy,
-                    linestyle="--" if strategy == "random" else "-")
+        means = np.array([r["mean"] for r in rows])
+        err = [means - [r["low"] for r in rows], [r["high"] for r in rows] - means]
+        ax.errorbar(xs, means, yerr=np.maximum(err, 0), marker="o", capsize=3,
+                    label=strategy, linestyle="--" if strategy == "random" else "-")
     full = result.full_accuracy
     ax.axhline(full["mean"], color="black", linewidth=1, label=f"all data ({full['mean']:.3f})")
     ax.set_xlabel("fraction of training data kept")
-    ax.set_ylabel("held-out accuracy")
+    ax.set_ylabel(f"held-out accuracy (95 % CI, {result.num_test} held out)")
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
@@ -300,29 +415,107 @@ def save_plot(result: EvaluationResult, path: str, title: str = "") -> str:
     return path
 
 
-def recommend_strategy(samples, run_key: str, keep_fraction: float):
-    """``(strategy, reason)`` from the newest evaluation of ``run_key`` at the fraction
-    nearest ``keep_fraction``, or None when there is no evaluation. Picks the best
-    strategy only when it beats random by more than the seed spread, else random."""
-    keys = [k for k in runs.list_runs(samples, "evaluation")
-            if getattr(runs.get_run_info(samples, k).config, "run_key", None) == run_key]
-    if not keys:
-        return None
-    key = max(keys, key=lambda k: runs.get_run_info(samples, k).timestamp)
+def _scoring_version(samples, run_key) -> str:
+    """Identifies one computation of a scoring run: re-scoring (overwrite) registers the
+    run again, with a new ``version`` (and timestamp)."""
+    info = runs.get_run_info(samples, run_key)
+    return getattr(info.config, "version", None) or str(info.timestamp)
+
+
+def recommend_strategy(samples, run_key: str, keep_fraction: float, balance="cluster",
+                       label_field=None):
+    """``(strategy, reason, eval_key)`` from an evaluation that matches the request, or
+    ``(None, why none fits, None)``.
+
+    An evaluation matches when it evaluated the same scoring run *as it is now* (not
+    re-scored since), with the same balance mode (and label field for class balance),
+    at a kept fraction within :data:`MATCH_FRACTION_DISTANCE` of ``keep_fraction``;
+    the newest match is used, at its nearest fraction. It recommends the best strategy
+    whose 95 % interval of the difference to random is above zero, else random.
+    """
+    version = _scoring_version(samples, run_key)
+    matches, refused = [], []
+    for key in runs.list_runs(samples, "evaluation"):
+        info = runs.get_run_info(samples, key)
+        cfg = info.config
+        if getattr(cfg, "run_key", None) != run_key:
+            continue
+        fractions = list(getattr(cfg, "fractions", None) or [])
+        near = [f for f in fractions if abs(f - keep_fraction) <= MATCH_FRACTION_DISTANCE + 1e-9]
+        if getattr(cfg, "scoring_timestamp", None) != version:
+            refused.append(f"{key!r} evaluated an earlier version of {run_key!r} (re-scored "
+                           f"since) or predates confidence intervals")
+        elif getattr(cfg, "balance", None) != balance:
+            refused.append(f"{key!r} evaluated balance={getattr(cfg, 'balance', None)!r}, "
+                           f"not {balance!r}")
+        elif balance == "class" and label_field and cfg.label_field != label_field:
+            refused.append(f"{key!r} balanced by {cfg.label_field!r}, not {label_field!r}")
+        elif not near:
+            refused.append(f"{key!r} evaluated kept fractions "
+                           f"{', '.join(f'{f:.2f}' for f in fractions)}, none within "
+                           f"{MATCH_FRACTION_DISTANCE} of {keep_fraction:.2f}")
+        else:
+            nearest = min(near, key=lambda f: abs(f - keep_fraction))
+            matches.append((info.timestamp, key, nearest, cfg.seeds))
+    if not matches:
+        why = "; ".join(refused) if refused else f"no evaluation of {run_key!r} exists"
+        return None, why, None
+    _, key, nearest, seeds = max(matches)
     table = runs.load_run_results(samples, key).table
-    fractions = sorted({r["fraction"] for r in table})
-    nearest = min(fractions, key=lambda f: abs(f - keep_fraction))
-    rows = [r for r in table if r["fraction"] == nearest and not r["strategy"].startswith("auto")]
+    rows = [r for r in table if r["fraction"] == nearest]
     rand = next(r for r in rows if r["strategy"] == "random")
-    best = max(rows, key=lambda r: r["mean"])
-    if best["strategy"] != "random" and best["mean"] - rand["mean"] > max(best["std"], rand["std"]):
-        return best["strategy"], (f"evaluation {key!r} at {nearest:.0%} kept: {best['strategy']} "
-                                  f"{best['mean']:.3f} vs random {rand['mean']:.3f}")
-    return "random", (f"evaluation {key!r} at {nearest:.0%} kept: no strategy beats random "
-                      f"beyond the seed spread")
+    winners = [r for r in rows if beats_random(r, seeds)]
+    where = f"evaluation {key!r} at {nearest:.0%} kept (requested {keep_fraction:.0%})"
+    if winners:
+        best = max(winners, key=lambda r: r["mean"])
+        return best["strategy"], (
+            f"{where}: {best['strategy']} beats random by {_pts(best['diff'])} points (95 % "
+            f"CI {_pts(best['diff_low'])} to {_pts(best['diff_high'])})"), key
+    return "random", (f"{where}: no strategy beats random beyond the noise (95 % "
+                      f"intervals), so random ({rand['mean']:.3f})"), key
+
+
+#: Measured cost of one linear-probe fit, in seconds per (training sample x embedding
+#: dimension), on the 2-core project machine (benchmarks/evaluation_cost.py: about
+#: 1-2.5 s for 8,000 x 1,280); used only to say how long a quick evaluation would take.
+FIT_SECONDS_PER_SAMPLE_DIM = 2.0e-7
+#: A quick evaluation is offered up to this many labelled samples (about a minute).
+QUICK_EVALUATION_MAX_SAMPLES = 50_000
+
+
+def quick_evaluation_offer(samples, run_key: str, keep_fraction: float,
+                           balance="cluster", label_field=None):
+    """When ``auto`` has no matching evaluation but labels exist and the view is small
+    enough, the evaluation that would settle it: ``{"seconds", "kwargs", "message"}``
+    (kwargs for :func:`evaluate_pruning`), else None. One fraction (the requested one),
+    random/easy/hard/ccs, 3 seeds: 1 full fit + 3 random + 3 CCS + easy + hard."""
+    cfg = runs.get_run_info(samples, run_key).config
+    label_field = label_field or cfg.label_field or next(
+        iter(validation.classification_fields(samples)), None)
+    if label_field is None or samples.get_field(label_field) is None:
+        return None
+    num = samples.exists(f"{label_field}.label").count()
+    if num < 20 or num > QUICK_EVALUATION_MAX_SAMPLES:
+        return None
+    if recommend_strategy(samples, run_key, keep_fraction, balance, label_field)[0] is not None:
+        return None
+    embedded = samples.exists(cfg.embeddings_field)
+    if not len(embedded):
+        return None
+    dim = len(embedded.first()[cfg.embeddings_field])
+    num_train = 0.8 * num
+    seconds = FIT_SECONDS_PER_SAMPLE_DIM * dim * num_train * (1 + 8 * keep_fraction) + 5
+    fraction = round(float(keep_fraction), 2)
+    kwargs = dict(label_field=label_field, run_key=run_key, fractions=(fraction,),
+                  strategies=DEFAULT_STRATEGIES, seeds=3,
+                  balance=balance)
+    message = (f"Labels found ({label_field!r}): a quick evaluation at {fraction:.0%} kept "
+               f"(about {seconds:.0f} s) would tell whether a strategy beats random here")
+    return {"seconds": seconds, "kwargs": kwargs, "message": message}
 
 
 def load_evaluation(samples, eval_key: str) -> EvaluationResult:
     results = runs.load_run_results(samples, eval_key)
     return EvaluationResult(eval_key, results.table, results.full_accuracy, results.verdicts,
-                            getattr(results, "plot_path", None))
+                            getattr(results, "plot_path", None),
+                            getattr(results, "num_test", 0), getattr(results, "num_fits", 0))

@@ -9,6 +9,7 @@ import fiftyone as fo
 
 import fiftyone_prune as fop
 from fiftyone_prune.sdk.demo import write_demo_images
+from fiftyone_prune.sdk.evaluation import recommend_strategy
 from tests.conftest import unique_name
 
 
@@ -30,35 +31,147 @@ def digits(tmp_path_factory):
     fo.delete_dataset(dataset.name)
 
 
+def _counting():
+    """A progress callback that records (fits done, fits in total)."""
+    seen = []
+    return seen, lambda pb: seen.append((pb.iteration, pb.total))
+
+
 def test_curve_is_deterministic_sane_and_stored(digits, tmp_path):
     plot = tmp_path / "curve.png"
     kwargs = dict(label_field="ground_truth", run_key="proto", fractions=(0.1, 0.5),
                   strategies=("easy", "hard"), seeds=2)
-    result = fop.evaluate_pruning(digits, plot_path=str(plot), **kwargs)
+    fits, progress = _counting()
+    result = fop.evaluate_pruning(digits, plot_path=str(plot), progress=progress, **kwargs)
     again = fop.evaluate_pruning(digits, eval_key="again", **kwargs)
-    assert [r["accuracies"] for r in result.table] == [r["accuracies"] for r in again.table]
+    # the same call gives the same table, intervals included: nothing is read from the
+    # evaluation stored just before
+    assert result.table == again.table and result.verdicts == again.verdicts
+    # only distinct training sets are fitted: the full set and easy/hard once (the
+    # linear probe is deterministic), random once per seed
+    assert fits[-1] == (9, 9) and result.num_fits == 9
+    assert [r["fits"] for r in result.table] == [2, 1, 1, 2, 1, 1]
     strategies = {r["strategy"] for r in result.table}
     assert strategies == {"random", "easy", "hard"}
     info = fop.get_run_info(digits, "proto_evaluation").config
     num_train, num_test = info.num_train, info.num_test
-    assert num_train + num_test == 600 and num_test == 120
+    assert num_train + num_test == 600 and num_test == 120 and result.num_test == 120
     for r in result.table:
         assert r["kept"] == round(r["fraction"] * num_train)
+        assert r["low"] < r["mean"] < r["high"]
+        assert r["diff_low"] <= r["diff"] <= r["diff_high"]
+        # the interval covers held-out noise: on 120 samples it is several points wide
+        # even for a strategy fitted once (the old seed spread was 0 there)
+        assert r["high"] - r["low"] > 0.05
     random = {r["fraction"]: r["mean"] for r in result.table if r["strategy"] == "random"}
     full = result.full_accuracy["mean"]
     assert full > 0.85  # a linear probe on digit pixels
     assert random[0.1] < full + 0.05 and random[0.1] <= random[0.5] + 0.05
-    assert len(result.verdicts) == 2 and all("random" in v for v in result.verdicts)
+    assert result.verdicts[0].startswith("Held out: 120 samples (one sample = 0.83 points)")
+    per_fraction = [v for v in result.verdicts if v.startswith("Keeping")]
+    assert len(per_fraction) == 2 and all("random" in v for v in per_fraction)
     assert plot.exists() and plot.stat().st_size > 10_000
+    assert "held out: 120 samples" in result.format_table()
     loaded = fop.load_evaluation(digits, "proto_evaluation")
-    assert loaded.table == result.table
+    assert loaded.table == result.table and loaded.num_test == 120
+    # the per-sample correctness of every fit is stored and gives the accuracies back
+    from fiftyone_prune.core.significance import unpack_correct
+    for r in loaded.table:
+        assert [unpack_correct(c, 120).mean() for c in r["correct"]] == r["accuracies"]
     # the held-out part is never among the candidates
     test_ids = set(fop.load_run_results(digits, "proto_evaluation").test_ids)
     assert len(test_ids) == num_test
-    # select_samples' auto strategy now follows the measurement
+    # select_samples' auto strategy now follows the matching measurement
     plan = fop.plan_selection(digits, "proto", keep=0.5, strategy="auto")
-    assert "evaluation" in plan.strategy_reason
+    assert "evaluation 'again' at 50% kept" in plan.strategy_reason
     fop.delete_run(digits, "again")
+
+
+def test_recommendation_uses_only_a_matching_evaluation(digits):
+    fop.compute_prototype_scores(digits, "pixels", run_key="match", num_clusters=10)
+    try:
+        fop.evaluate_pruning(digits, "ground_truth", "match", fractions=(0.5,),
+                             strategies=("hard",), seeds=2)
+        strategy, reason, key = recommend_strategy(digits, "match", 0.55)
+        assert strategy is not None and key == "match_evaluation"
+        assert "evaluation 'match_evaluation' at 50% kept (requested 55%)" in reason
+        strategy, reason, _ = recommend_strategy(digits, "match", 0.5, balance="class",
+                                                     label_field="ground_truth")
+        assert strategy is None and "balance='cluster', not 'class'" in reason
+        strategy, reason, _ = recommend_strategy(digits, "match", 0.8)
+        assert strategy is None and "none within 0.1 of 0.80" in reason
+        # auto says why it found no evaluation to follow
+        plan = fop.plan_selection(digits, "match", keep=0.8, strategy="auto")
+        assert plan.strategy == "random" and "none within 0.1" in plan.strategy_reason
+        # re-scoring makes the evaluation stale, even with the same parameters
+        fop.compute_prototype_scores(digits, "pixels", run_key="match", num_clusters=10,
+                                     overwrite=True)
+        strategy, reason, _ = recommend_strategy(digits, "match", 0.5)
+        assert strategy is None and "re-scored since" in reason
+    finally:
+        for key in ("match_evaluation", "match"):
+            if key in digits.list_runs():
+                fop.delete_run(digits, key)
+
+
+def test_auto_never_picks_what_loses_to_random(digits):
+    """On these real digits, keeping 10 %, hard and easy lose to random beyond the
+    noise. The old rule chose easy here (48 kept per cluster < 200) and hard when the
+    same data was scored with 2 clusters (240 per cluster >= 200)."""
+    result = fop.evaluate_pruning(digits, "ground_truth", "proto", fractions=(0.1,),
+                                  strategies=("easy", "hard"), seeds=2, eval_key="low")
+    rows = {r["strategy"]: r for r in result.table}
+    assert rows["hard"]["diff_high"] < 0  # measured: hard loses to random here
+    assert "hard" in result.verdicts[-1] and "lose" in result.verdicts[-1]
+    plan = fop.plan_selection(digits, "proto", keep=0.1, strategy="auto")
+    assert plan.strategy == "random" and "evaluation 'low'" in plan.strategy_reason
+    fop.delete_run(digits, "low")
+    # no evaluation of these runs: the regime comes from the data, not the clusters
+    for k in (2, 30):
+        fop.compute_prototype_scores(digits, "pixels", run_key=f"k{k}", num_clusters=k)
+    try:
+        answers = set()
+        for run_key in ("k2", "k30"):
+            for keep in (0.1, 0.8):
+                for balance in ("cluster", "class"):
+                    plan = fop.plan_selection(digits, run_key, keep=keep, strategy="auto",
+                                              balance=balance, label_field="ground_truth")
+                    assert plan.strategy == "random"
+                    assert "evaluation on your labelled data" in plan.strategy_reason
+                    assert "per class" in plan.strategy_reason
+                    answers.add((keep, plan.strategy_reason.split(" (no matching")[0]))
+        assert len(answers) == 2  # one explanation per kept fraction, whatever k/balance
+    finally:
+        fop.delete_run(digits, "k2")
+        fop.delete_run(digits, "k30")
+
+
+def test_small_noisy_held_out_gives_no_win_and_a_warning(digits):
+    """10 held-out digits (one per class): one sample is 10 points. Strategies differ
+    from random by several points here, but nothing can be called a win."""
+    held = []
+    for label in sorted(set(digits.values("ground_truth.label"))):
+        held += digits.match(fo.ViewField("ground_truth.label") == label).take(
+            1, seed=2).values("id")
+    digits.select(held).tag_samples("tiny")
+    try:
+        result = fop.evaluate_pruning(digits, "ground_truth", "proto",
+                                      fractions=(0.3, 0.7, 0.9), strategies=("easy", "hard"),
+                                      seeds=2, test_tag="tiny", eval_key="tiny")
+        others = [r for r in result.table if r["strategy"] != "random"]
+        assert any(r["diff"] != 0 for r in others)
+        assert all(r["diff_low"] <= 0 for r in others)
+        assert not any(" beats random," in v for v in result.verdicts)
+        assert result.verdicts[1].startswith("Warning: 10 held-out samples")
+        assert "one sample = 10.00 points" in result.verdicts[0]
+        # 10 held-out samples: accuracies printed with 2 decimals, not 4
+        assert " 0.9000 " not in result.format_table()
+        for fraction in (0.3, 0.7, 0.9):
+            strategy, _, _ = recommend_strategy(digits, "proto", fraction)
+            assert strategy == "random"
+    finally:
+        digits.untag_samples("tiny")
+        fop.delete_run(digits, "tiny")
 
 
 def test_held_out_tag_is_never_kept(digits):
@@ -76,10 +189,14 @@ def test_held_out_tag_is_never_kept(digits):
 
 
 def test_cnn_probe_on_images(digits):
+    fits, progress = _counting()
     result = fop.evaluate_pruning(digits, "ground_truth", "proto", fractions=(0.5,),
                                   strategies=("hard",), seeds=1, probe="cnn", image_size=8,
-                                  cnn_epochs=4, eval_key="cnn")
+                                  cnn_epochs=4, eval_key="cnn", progress=progress)
     assert result.full_accuracy["mean"] > 0.5
+    assert fits[-1] == (3, 3)  # full, random, hard
+    # one seed: random's selection noise is unmeasured, so no win can be claimed
+    assert any(v.startswith("One seed") for v in result.verdicts)
     fop.delete_run(digits, "cnn")
 
 
@@ -89,6 +206,7 @@ def test_cnn_probe_on_images(digits):
     (dict(fractions=(0.0, 0.5)), r"in \(0, 1\]"),
     (dict(fractions=(1.5,)), r"in \(0, 1\]"),
     (dict(strategies=("best",)), "Unknown strategies"),
+    (dict(strategies=("auto",)), "not evaluated as a strategy"),
     (dict(seeds=0), "positive integer"),
     (dict(probe="svm"), "Unknown probe"),
     (dict(run_key="none_such"), "No prototype-score run"),
