@@ -12,15 +12,18 @@ def _load_or_create_dataset(name, images_dir=None, persistent=True):
     import fiftyone as fo
 
     if images_dir:
+        from fiftyone.utils.data import parse_images_dir
+
         if not os.path.isdir(images_dir):
             raise SystemExit(f"error: --images-dir {images_dir!r} is not a directory")
+        images = parse_images_dir(images_dir, recursive=True)
+        if not images:
+            raise ValueError(f"no images found in {images_dir!r} (searched recursively); "
+                             f"point at a folder that holds image files")
         if fo.dataset_exists(name):
             dataset = fo.load_dataset(name)
             known = set(dataset.values("filepath"))
-            from fiftyone.utils.data import parse_images_dir
-
-            new = [p for p in parse_images_dir(images_dir, recursive=True)
-                   if os.path.abspath(p) not in known]
+            new = [p for p in images if os.path.abspath(p) not in known]
             if new:
                 dataset.add_images(new)
             return dataset
@@ -108,11 +111,17 @@ def cmd_runs(args):
 
 
 def _parse_keep(text):
+    """As in Python: an integer literal is a count ("1" keeps one sample), anything with
+    a decimal point or exponent is a fraction ("1.0" keeps everything, "0.8" 80 %)."""
     try:
-        value = float(text)
+        return int(text)
     except ValueError:
-        raise ValueError(f"--keep must be a fraction in (0, 1] or a count, got {text!r}")
-    return int(value) if value > 1 and value.is_integer() else value
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"--keep must be a fraction in (0, 1] such as 0.8 (1.0 keeps all) "
+                         f"or an integer count such as 5000, got {text!r}") from None
 
 
 def _select_kwargs(args):
@@ -164,6 +173,10 @@ def cmd_export(args):
 
 def _pipeline(dataset, args, model, image_size, embeddings_field):
     import fiftyone_prune as fop
+    from fiftyone_prune.sdk.export import check_export_dir
+
+    if args.export:  # before hours of embedding, not after
+        check_export_dir(dataset, args.export, args.overwrite_export)
 
     emb = fop.compute_embeddings(dataset, model=model, embeddings_field=embeddings_field,
                                  image_size=image_size, checkpoint_path=getattr(args, "checkpoint", None),
@@ -224,6 +237,10 @@ def cmd_evaluate(args):
 
 def cmd_demo(args):
     import fiftyone_prune as fop
+    from fiftyone_prune.sdk.export import check_export_dir
+
+    if args.export:
+        check_export_dir(None, args.export, args.overwrite_export)
 
     dataset = fop.load_demo_dataset(args.dataset, max_samples=args.max_samples,
                                     overwrite=args.overwrite, persistent=True)
@@ -237,7 +254,9 @@ def cmd_demo(args):
 
 
 def _add_select_args(p):
-    p.add_argument("--keep", default="0.8", help="fraction in (0, 1] or a count (default 0.8)")
+    p.add_argument("--keep", default="0.8",
+                   help="a fraction with a decimal point (0.8; 1.0 keeps all) or an integer "
+                        "count (5000; 1 keeps one sample), as in Python (default 0.8)")
     p.add_argument("--strategy", default="auto",
                    choices=["auto", "hard", "easy", "random", "ccs", "density"])
     p.add_argument("--balance", default="cluster", choices=["cluster", "class", "none"])
@@ -256,8 +275,9 @@ def _add_pipeline_args(p, labels=True, default_export=None):
         p.set_defaults(label_field="ground_truth")
     p.add_argument("--export", default=default_export, help="export the kept subset here")
     p.add_argument("--format", default="fiftyone" if labels else "image_classification_tree")
-    p.add_argument("--overwrite-export", action="store_true", default=not labels,
-                   help="replace a non-empty export directory")
+    p.add_argument("--overwrite-export", action="store_true",
+                   help="replace a previous fiftyone-prune export in the export directory "
+                        "(anything else is refused, never deleted)")
 
 
 def build_parser():
@@ -307,7 +327,9 @@ def build_parser():
                    help="fiftyone, image_classification_tree, image_classification_csv, "
                         "coco, yolo, voc, media, or a fiftyone.types class name")
     p.add_argument("--label-field", default=None)
-    p.add_argument("--overwrite", action="store_true", help="replace a non-empty directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous fiftyone-prune export in EXPORT_DIR (anything "
+                        "else is refused, never deleted)")
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="embed, score, select and export in one go")

@@ -153,7 +153,8 @@ def _nearest_existing(path: str) -> str:
 def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
     """Checks that ``export_dir`` can receive an export of ``samples`` without losing
     anything, and returns it as an absolute path. Raises ``ValueError`` naming the
-    problem and the fix; writes nothing."""
+    problem and the fix; writes nothing. ``samples=None`` skips the media-folder check
+    (for front ends that check the folder before the dataset exists)."""
     if not isinstance(export_dir, str) or not export_dir:
         raise ValueError("export_dir must be a directory path")
     target = os.path.abspath(os.path.expanduser(export_dir))
@@ -169,7 +170,7 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
         raise ValueError(f"export_dir {target!r} can't be written: {existing!r} is read-only "
                          f"for this user; choose a writable folder")
     real = os.path.realpath(target)
-    clash = _media_overlap(real, _media_folders(samples))
+    clash = None if samples is None else _media_overlap(real, _media_folders(samples))
     if clash is not None:
         relation = ("is" if clash == real else
                     "contains" if clash.startswith(real.rstrip(os.sep) + os.sep) else "is inside")
@@ -271,9 +272,9 @@ def _owner(folder):
 
 def _clean_leftovers(target) -> list[str]:
     """Removes the temporary folders that earlier exports to ``target`` left behind
-    (killed, or a previous export swapped out). A folder whose owner process is still
-    running on this host is left alone, and so is one of another host. If the target
-    is missing and a swapped-out previous export survived, it is put back."""
+    (killed mid-export or mid-swap). A folder whose owner process is still running on
+    this host is left alone, and so is one of another host. If the target is missing
+    and a swapped-out previous export survived, it is put back first."""
     parent, prefix = os.path.dirname(target), _staging_prefix(target)
     removed = []
     try:
@@ -285,21 +286,22 @@ def _clean_leftovers(target) -> list[str]:
         if not os.path.isdir(folder) or os.path.islink(folder):
             continue
         owner = _owner(folder)
-        if owner is not None:
-            if owner.get("host") != socket.gethostname() or _pid_alive(int(owner.get("pid", 0))):
-                continue
-        elif _read_manifest(folder) is not None:  # a previous export, swapped out
-            if not os.path.lexists(target):
-                os.rename(folder, target)
-                continue
-        elif time.time() - os.path.getmtime(folder) < _ORPHAN_GRACE_S:
-            continue  # perhaps being created by another export right now
+        if owner is None:
+            if time.time() - os.path.getmtime(folder) < _ORPHAN_GRACE_S:
+                continue  # perhaps being created by another export right now
+        elif owner.get("host") != socket.gethostname() or _pid_alive(int(owner.get("pid", 0))):
+            continue
+        previous = os.path.join(folder, "previous")
+        if not os.path.lexists(target) and _read_manifest(previous) is not None:
+            os.rename(previous, target)  # killed between the two renames of a swap
         shutil.rmtree(folder, ignore_errors=True)
         removed.append(folder)
     return removed
 
 
 def _make_staging(target) -> str:
+    """A temporary folder beside ``target`` holding the owner file; the export itself
+    goes in its ``export`` subfolder, so that FiftyOne writes into a new folder."""
     parent = os.path.dirname(target)
     try:
         staging = tempfile.mkdtemp(prefix=_staging_prefix(target), dir=parent)
@@ -329,23 +331,19 @@ def _exchange(a: str, b: str) -> bool:
 
 
 def _swap_in(staging: str, target: str):
-    """Puts the complete export in ``staging`` at ``target``. The target is new, empty,
-    or a previous export of ours (checked before the export started)."""
+    """Puts the complete export ``staging/export`` at ``target``. The target is new,
+    empty, or a previous export of ours (checked before the export started)."""
+    new = os.path.join(staging, "export")
     if os.path.isdir(target) and not os.listdir(target):
         os.rmdir(target)
     if not os.path.lexists(target):
-        os.rename(staging, target)
-        return
-    if _exchange(staging, target):
-        shutil.rmtree(staging)  # now the previous export
-        return
-    # no atomic exchange: the previous export goes aside under a temporary name (which
-    # the next export puts back if a kill lands between the two renames)
-    aside = tempfile.mkdtemp(prefix=_staging_prefix(target), dir=os.path.dirname(target))
-    os.rmdir(aside)
-    os.rename(target, aside)
-    os.rename(staging, target)
-    shutil.rmtree(aside)
+        os.rename(new, target)
+    elif not _exchange(new, target):
+        # no atomic exchange here: the previous export goes into the staging folder
+        # first (the next export puts it back if a kill lands between the renames)
+        os.rename(target, os.path.join(staging, "previous"))
+        os.rename(new, target)
+    shutil.rmtree(staging)  # the owner file, and the previous export if there was one
 
 
 # --- the export ----------------------------------------------------------------------
@@ -429,15 +427,15 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     _clean_leftovers(target)
     staging = _make_staging(target)
     try:
-        kwargs = dict(export_dir=staging, dataset_type=cls, progress=progress)
+        kwargs = dict(export_dir=os.path.join(staging, "export"), dataset_type=cls,
+                      progress=progress)
         if label_field is not None:
             kwargs["label_field"] = label_field
         if cls.__name__ != "FiftyOneDataset" and not issubclass(cls, fo.types.MediaDirectory):
             kwargs["export_media"] = export_media
         view.export(**kwargs)
-        csv_path, json_path = _write_manifest(view, staging, cls, label_field, sel_key,
-                                              sel_cfg, scoring)
-        os.remove(os.path.join(staging, STAGING_OWNER))
+        _write_manifest(view, os.path.join(staging, "export"), cls, label_field, sel_key,
+                        sel_cfg, scoring)
         _swap_in(staging, target)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -473,7 +471,7 @@ def _write_manifest(view, folder, cls, label_field, sel_key, sel_cfg, scoring):
         writer = csv.writer(f)
         writer.writerow(columns + (["label"] if label_path else []))
         writer.writerows(zip(*values))
-    entries = sorted(set(os.listdir(folder)) - {STAGING_OWNER} | {MANIFEST_JSON})
+    entries = sorted(set(os.listdir(folder)) | {MANIFEST_JSON})
     manifest = {
         "dataset": view._dataset.name,
         "num_samples": len(view),

@@ -79,6 +79,10 @@ def test_score_and_runs_commands(digits_dataset):
     again = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
                     "--run-key", "cli_run", check=False)
     assert again.returncode == 2 and "overwrite" in again.stderr
+    one = run_cli("select", digits_dataset.name, "--run-key", "cli_run", "--keep", "1",
+                  "--name", "one", "--strategy", "hard")
+    assert "kept 1, pruned 119" in one.stdout  # "1" is a count, as keep=1 in Python
+    run_cli("runs", digits_dataset.name, "--delete", "one_selection")
     run_cli("runs", digits_dataset.name, "--delete", "cli_run")
     digits_dataset.reload()
     assert "cli_run_distance" not in digits_dataset.get_field_schema()
@@ -105,3 +109,39 @@ def test_run_command_prunes_a_folder_and_exports(digits_images, tmp_path):
     bad = run_cli("select", name, "--keep", "1.5", check=False)
     assert bad.returncode == 2 and "outside (0, 1]" in bad.stderr
     fo.delete_dataset(name)
+
+
+def test_keep_means_the_same_as_in_python():
+    from fiftyone_prune.cli import _parse_keep
+
+    assert [(_parse_keep(t), type(_parse_keep(t))) for t in ("1", "10", "1.0", "0.8", "1e-1")] \
+        == [(1, int), (10, int), (1.0, float), (0.8, float), (0.1, float)]
+    with pytest.raises(ValueError, match="integer count"):
+        _parse_keep("most")
+
+
+def test_folder_without_images_is_refused_and_creates_no_dataset(tmp_path):
+    empty = tmp_path / "empty"
+    (empty / "sub").mkdir(parents=True)
+    (empty / "sub" / "notes.txt").write_text("not an image")
+    name = unique_name("noimg")
+    for args in (("embed", name, "--images-dir", str(empty)),
+                 ("run", str(empty), "--dataset", name)):
+        out = run_cli(*args, check=False)
+        assert out.returncode == 2 and "no images found" in out.stderr, out.stderr
+    assert not fo.dataset_exists(name)
+
+
+def test_demo_refuses_a_non_empty_export_folder(tmp_path):
+    target = tmp_path / "kept"
+    target.mkdir()
+    (target / "mine.txt").write_text("keep me")
+    name = unique_name("demo")
+    out = run_cli("demo", "--dataset", name, "--max-samples", "20", "--export", str(target),
+                  check=False)
+    assert out.returncode == 2 and "not empty" in out.stderr and "--overwrite-export" not in out.stdout
+    out = run_cli("demo", "--dataset", name, "--max-samples", "20", "--export", str(target),
+                  "--overwrite-export", check=False)
+    assert out.returncode == 2 and "Nothing was deleted" in out.stderr
+    assert (target / "mine.txt").read_text() == "keep me" and os.listdir(target) == ["mine.txt"]
+    assert not fo.dataset_exists(name)  # refused before any work
