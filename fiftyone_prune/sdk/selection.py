@@ -20,15 +20,6 @@ from fiftyone_prune.sdk import leases, runs, storage, validation
 STRATEGIES = ("auto", "hard", "easy", "random", "ccs", "density")
 BALANCES = ("cluster", "class", None)
 
-#: ``auto`` keeps the hardest samples when at least this many samples are kept per
-#: group (class, or cluster without labels), else the easiest. Sorscher et al. show the
-#: best end flips with the amount of data: keep easy examples when the pruned set is
-#: small, hard ones when it is large (their Fig. 1 and ImageNet/CIFAR results, where
-#: keep-hard wins with ~1,000-5,000 kept images per class). The exact crossover depends
-#: on the task; 200 kept per group is our conservative middle, and an evaluation run
-#: (``fop.evaluate_pruning``) on the user's data overrides it.
-AUTO_HARD_MIN_PER_GROUP = 200
-
 
 @dataclass
 class SelectionPlan:
@@ -202,8 +193,8 @@ def plan_from_table(samples, cfg, table: ScoreTable, keep, strategy, balance, la
 
     chosen, reason = strategy, "requested"
     if strategy == "auto":
-        chosen, reason = _auto_strategy(samples, run_key, budget_eff / max(1, n), budget_eff,
-                                        groups_s, clusters_s)
+        chosen, reason = _auto_strategy(samples, cfg, run_key, budget_eff, n, balance,
+                                        label_field)
     sub_scores = dist_s[candidates]
     sub_groups = None if groups_s is None else [groups_s[i] for i in candidates]
     actual_beta = None
@@ -245,19 +236,24 @@ def _natural(key):
     return (0, int(key), "") if key.lstrip("-").isdigit() else (1, 0, key)
 
 
-def _auto_strategy(samples, run_key, keep_fraction, budget, groups, clusters):
+def _auto_strategy(samples, cfg, run_key, budget, num_scored, balance, label_field):
+    """What ``auto`` keeps: the advice of an evaluation matching this request (same
+    scoring run and version, balance, a kept fraction within 0.1), else the rule of
+    :func:`fiftyone_prune.core.advice.auto_without_evaluation` (random), whose regime
+    comes from the data (kept per class, or in total), never from the clusters."""
+    from fiftyone_prune.core.advice import auto_without_evaluation
     from fiftyone_prune.sdk.evaluation import recommend_strategy
 
-    measured = recommend_strategy(samples, run_key, keep_fraction)
-    if measured is not None:
-        return measured
-    num_groups = len(set(groups if groups is not None else clusters))
-    per_group = budget / max(1, num_groups)
-    if per_group >= AUTO_HARD_MIN_PER_GROUP:
-        return "hard", (f"{per_group:.0f} kept per group >= {AUTO_HARD_MIN_PER_GROUP}: data "
-                        f"is abundant, so keep the hard examples (Sorscher et al.)")
-    return "easy", (f"{per_group:.0f} kept per group < {AUTO_HARD_MIN_PER_GROUP}: data is "
-                    f"scarce, so keep the easy examples (Sorscher et al.)")
+    chosen, reason, _ = recommend_strategy(samples, run_key, budget / max(1, num_scored),
+                                           balance, label_field)
+    if chosen is not None:
+        return chosen, reason
+    label_field = label_field or cfg.label_field
+    num_classes = None
+    if label_field and samples.get_field(label_field) is not None:
+        num_classes = len(samples.distinct(f"{label_field}.label")) or None
+    chosen, rule = auto_without_evaluation(budget, num_scored, num_classes)
+    return chosen, f"{rule} (no matching evaluation: {reason})"
 
 
 def _centroids(samples, run_key):
@@ -290,8 +286,9 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
             the kept count is exact
         strategy: ``"hard"`` (largest distances: prune the easy, redundant samples; for
             abundant data), ``"easy"`` (smallest distances; for scarce data), ``"auto"``
-            (hard when at least ``AUTO_HARD_MIN_PER_GROUP`` samples are kept per group,
-            else easy), ``"random"`` (the seeded baseline), ``"ccs"`` (coverage-centric:
+            (what a matching evaluation of this data found best, else random: see
+            :mod:`fiftyone_prune.core.advice`), ``"random"`` (the seeded baseline),
+            ``"ccs"`` (coverage-centric:
             drop the hardest ``ccs_beta`` fraction, fill equal-width score bins from the
             smallest up) or ``"density"`` (DBP per-cluster budgets, hardest per cluster)
         balance: ``"cluster"`` (default), ``"class"`` (with ``label_field``) or None; each

@@ -111,7 +111,8 @@ def test_rerun_replaces_only_its_own_tags_and_view(scored):
 
 def test_auto_reports_its_choice_and_follows_the_data_regime(scored):
     plan = fop.plan_selection(scored, "proto", keep=0.5, strategy="auto")
-    assert plan.strategy == "easy" and "scarce" in plan.strategy_reason
+    # no evaluation of this run: random, the choice no measurement shows losing
+    assert plan.strategy == "random" and "evaluation" in plan.strategy_reason
 
 
 def test_semdedup_alone_and_as_a_first_step(scored):
