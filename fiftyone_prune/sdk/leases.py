@@ -44,11 +44,12 @@ _ENV = "FIFTYONE_PRUNE_LEASE_SECONDS"
 _local = threading.local()  # leases held by this thread: a nested hold is a no-op
 
 
-class RunLockedError(RuntimeError):
+# ValueErrors, like bad input: the front ends show them as one line (CLI exit code 2)
+class RunLockedError(ValueError):
     """Another writer holds the run key."""
 
 
-class LeaseLostError(RuntimeError):
+class LeaseLostError(ValueError):
     """This writer's lease expired and another writer took the run key over."""
 
 
@@ -176,7 +177,9 @@ class Lease:
 def hold(samples, run_key: str):
     """Holds the lease of ``run_key`` on the dataset of ``samples`` for the ``with``
     block and yields the :class:`Lease`; raises :class:`RunLockedError` at once when
-    another writer holds it. Nested holds of one key in one thread share the lease."""
+    another writer holds it. Nested holds of one key in one thread share the lease.
+    Once acquired, the dataset is reloaded, so that the caller's checks see what the
+    previous writer committed."""
     dataset = samples._dataset
     held = getattr(_local, "held", None)
     if held is None:
@@ -187,6 +190,10 @@ def hold(samples, run_key: str):
         return
     lease = Lease(dataset, run_key, lease_seconds())
     lease.acquire(dataset)
+    # what other writers committed before we got the lease (runs, fields): a long-lived
+    # process (the App, a delegated worker) may hold this dataset from before. The
+    # dataset document and schema only: in-memory samples keep any unsaved edits
+    dataset._reload(hard=True)
     held[key] = lease
     try:
         yield lease

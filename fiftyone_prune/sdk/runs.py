@@ -203,7 +203,7 @@ def check_selection_usable(samples, run_key: str, allow_stale: bool = False) -> 
     name = getattr(samples._dataset.get_run_info(run_key).config, "name", run_key)
     fix = (" (or pass allow_stale=True to use it anyway)" if status.startswith("stale")
            else "")
-    raise ValueError(f"Selection {name!r} cannot be used: it is {status}{fix}")
+    raise ValueError(f"Selection {name!r} cannot be used: {status}{fix}")
 
 
 def _check_ours(samples, run_key):

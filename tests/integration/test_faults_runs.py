@@ -1,0 +1,374 @@
+"""Runs under faults: real second processes (racing on one run key, or killed with SIGKILL
+at a moment chosen by watching the database), real mongod. After each fault the dataset
+is in the state before the call or after a complete call, never a mix, and a rerun
+completes the work. See docs/reliability.md."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+
+import fiftyone_prune as fop
+from fiftyone_prune.sdk import leases, runs, scores
+from tests.conftest import REPO_ROOT, unique_name
+
+N = 6000
+DIM = 16
+LEASE_S = 2.0  # lease time of the worker processes: how long a killed one blocks
+
+
+@pytest.fixture(scope="module")
+def vectors_dataset():
+    """N clustered vectors with class labels; persistent so that worker processes can
+    load it (deleted at the end)."""
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, DIM))
+    which = rng.integers(0, 4, size=N)
+    x = (centers[which] + 0.4 * rng.normal(size=(N, DIM))).astype(np.float32)
+    dataset = fo.Dataset(unique_name("faults"), persistent=True)
+    dataset.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.png", emb=x[i],
+                                   ground_truth=fo.Classification(label=f"c{which[i]}"))
+                         for i in range(N)])
+    fop.compute_prototype_scores(dataset, "emb", run_key="base", num_clusters=4)
+    yield dataset
+    fo.delete_dataset(dataset.name)
+
+
+SCORE = dict(embeddings_field="emb", num_clusters=4, max_points_per_centroid=100)
+#: the worker processes of this module and their tasks, in order: (call, kwargs, write
+#: batch size, start signal). A task that gets killed is its worker's last. Few workers,
+#: all started together: each import of FiftyOne costs seconds on a busy 2-core machine.
+WORKERS = {
+    "w1": [("score", dict(SCORE, run_key="race", seed=1), 64, "race-score"),
+           ("select", dict(run_key="base", name="both", keep=0.5, strategy="hard"), 200,
+            "race-select"),
+           ("select", dict(run_key="base", name="sel", keep=0.3, strategy="easy"), 20,
+            "kill-select")],
+    "w2": [("score", dict(SCORE, run_key="race", seed=2), 64, "race-score"),
+           ("select", dict(run_key="base", name="both", keep=0.5, strategy="easy"), 200,
+            "race-select"),
+           ("score", dict(SCORE, run_key="ow", num_clusters=6, overwrite=True), 64,
+            "kill-overwrite")],
+    "w3": [("score", dict(SCORE, run_key="fresh"), 64, "kill-fresh")],
+}
+
+
+class Workers:
+    def __init__(self, dataset, folder):
+        self.folder = folder
+        env = dict(os.environ, FIFTYONE_PRUNE_LEASE_SECONDS=str(LEASE_S))
+        self.procs = {
+            name: subprocess.Popen(
+                [sys.executable, "-m", "tests.integration.runs_worker",
+                 json.dumps(dict(dataset=dataset.name, folder=str(folder), tasks=tasks))],
+                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                text=True)
+            for name, tasks in WORKERS.items()}
+
+    def start(self, signal_name):
+        """Starts the task ``signal_name`` of every worker that has one at the same
+        instant (once they are all ready); returns ``{worker: (process, kwargs)}``."""
+        tasks = {n: next(t for t in tasks if t[3] == signal_name)
+                 for n, tasks in WORKERS.items() if any(t[3] == signal_name for t in tasks)}
+        deadline = time.time() + 300
+        while not all((self.folder / f"ready-{self.procs[n].pid}").exists() for n in tasks):
+            ended = [n for n in tasks if self.procs[n].poll() is not None]
+            assert not ended, [self.procs[n].communicate() for n in ended]
+            assert time.time() < deadline, "workers did not start"
+            time.sleep(0.01)
+        (self.folder / signal_name).touch()
+        return {n: (self.procs[n], t[1]) for n, t in tasks.items()}
+
+    def outcomes(self, signal_name, started):
+        """``{worker: error text or None}`` once each started task has ended."""
+        out = {}
+        deadline = time.time() + 120
+        for name, (proc, _) in started.items():
+            path = self.folder / f"{signal_name}-{proc.pid}.json"
+            while not path.exists():
+                assert proc.poll() is None, proc.communicate()
+                assert time.time() < deadline, f"task {signal_name} of {name} did not end"
+                time.sleep(0.01)
+            time.sleep(0.05)  # the file is written in one small write; let it land
+            out[name] = json.loads(path.read_text())["error"]
+        return out
+
+    def stop(self):
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+
+
+@pytest.fixture(scope="module")
+def workers(vectors_dataset, tmp_path_factory):
+    pool = Workers(vectors_dataset, tmp_path_factory.mktemp("workers"))
+    yield pool
+    pool.stop()
+
+
+def kill_when(proc, condition, what):
+    """SIGKILLs ``proc`` as soon as ``condition()`` holds (polled on the database)."""
+    deadline = time.time() + 120
+    while not condition():
+        if proc.poll() is not None:
+            pytest.fail(f"the worker ended before {what}: {proc.communicate()}")
+        assert time.time() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.005)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(30)
+
+
+def tag_sets(dataset, name):
+    return {kind: set(dataset.match_tags(f"{name}:{kind}").values("id"))
+            for kind in ("kept", "pruned", "unscored")}
+
+
+def normalized(x):
+    x = np.asarray(x, dtype=np.float64)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def assert_scores_describe_run(dataset, key):
+    """The fields hold exactly what the registered run's centroids give."""
+    centroids = fop.load_centroids(dataset, key).astype(np.float64)
+    sims = normalized(dataset.values("emb")) @ centroids.T
+    np.testing.assert_array_equal(dataset.values(f"{key}_cluster"), sims.argmax(1))
+    np.testing.assert_allclose(dataset.values(f"{key}_distance"), 1 - sims.max(1), atol=1e-5)
+    assert fop.get_run_info(dataset, key).config.num_scored == len(dataset)
+
+
+def wait_lease_expiry():
+    time.sleep(LEASE_S + 0.5)
+
+
+def test_incomplete_mismatched_and_stale_selections_are_refused(vectors_dataset, tmp_path,
+                                                                workers):
+    # (``workers``: the worker processes of the tests below import while this one runs)
+    from fiftyone_prune.sdk.export import export_kept_samples
+
+    fop.compute_prototype_scores(vectors_dataset, "emb", run_key="st", num_clusters=4)
+    kept_view = fop.select_samples(vectors_dataset, "st", keep=0.5, strategy="hard")
+    key = "st_selection"
+    assert runs.run_status(vectors_dataset, key) == runs.COMPLETE
+    # tags changed by hand after the selection: the counts no longer match the run
+    one = kept_view.first()
+    one.tags.remove("st:kept")
+    one.save()
+    assert "tag counts do not match" in runs.run_status(vectors_dataset, key)
+    with pytest.raises(ValueError, match=r"st:kept: .* tagged, .* recorded\): .*select again"):
+        runs.check_selection_usable(vectors_dataset, key)
+    one.tags.append("st:kept")
+    one.save()
+    # a selection left in progress (what a kill during its tag switch leaves)
+    runs.set_state(vectors_dataset, key, runs.IN_PROGRESS)
+    with pytest.raises(ValueError, match="interrupted.*rerun it"):
+        export_kept_samples(kept_view, str(tmp_path / "out1"), dataset_type="media",
+                            export_media=False, selection="st")
+    fop.select_samples(vectors_dataset, "st", keep=0.5, strategy="hard")  # rerun completes
+    assert runs.run_status(vectors_dataset, key) == runs.COMPLETE
+    # the scores recomputed after the selection: stale, refused unless asked
+    fop.compute_prototype_scores(vectors_dataset, "emb", run_key="st", num_clusters=3,
+                                 overwrite=True)
+    assert runs.run_status(vectors_dataset, key).startswith("stale")
+    with pytest.raises(ValueError, match="stale: .*recomputed.*allow_stale=True"):
+        export_kept_samples(kept_view, str(tmp_path / "out2"), dataset_type="media",
+                            export_media=False, selection="st")
+    # a scoring run left in progress (a kill during its switch) is refused by readers
+    runs.set_state(vectors_dataset, "st", runs.IN_PROGRESS)
+    with pytest.raises(ValueError, match="interrupted"):
+        fop.plan_selection(vectors_dataset, "st")
+    with pytest.raises(ValueError, match="interrupted"):
+        fop.evaluate_pruning(vectors_dataset, "ground_truth", run_key="st", fractions=[0.5],
+                             seeds=1)
+    runs.set_state(vectors_dataset, "st", runs.COMPLETE)
+    fop.delete_run(vectors_dataset, key)
+    fop.delete_run(vectors_dataset, "st")
+
+
+def test_lease_between_threads_expiry_and_takeover(vectors_dataset, monkeypatch):
+    monkeypatch.setenv("FIFTYONE_PRUNE_LEASE_SECONDS", "1")
+    errors = []
+    with leases.hold(vectors_dataset, "base") as lease:
+        def other():
+            try:
+                fop.delete_run(vectors_dataset, "base")
+            except ValueError as e:
+                errors.append(str(e))
+
+        thread = threading.Thread(target=other)
+        thread.start()
+        thread.join()
+        time.sleep(1.5)  # past the lease time: the heartbeat kept it
+        lease.check()
+    assert len(errors) == 1 and f"pid {os.getpid()}" in errors[0] and " since " in errors[0]
+    assert "base" in vectors_dataset.list_runs()
+    # a holder that stopped renewing (as a killed process does) is taken over on expiry
+    dead = leases.Lease(vectors_dataset, "base", 1.0)
+    dead.acquire(vectors_dataset)
+    dead._stop.set()
+    dead._thread.join()
+    with pytest.raises(leases.RunLockedError):
+        leases.Lease(vectors_dataset, "base", 1.0).acquire(vectors_dataset)
+    time.sleep(1.2)
+    with leases.hold(vectors_dataset, "base"):
+        with pytest.raises(leases.LeaseLostError, match="nothing was committed"):
+            dead.check()
+    monkeypatch.setenv("FIFTYONE_PRUNE_LEASE_SECONDS", "0")
+    with pytest.raises(ValueError, match="FIFTYONE_PRUNE_LEASE_SECONDS"):
+        leases.lease_seconds()
+
+
+def test_two_processes_scoring_one_new_key_exactly_one_wins(vectors_dataset, workers):
+    started = workers.start("race-score")
+    errors = workers.outcomes("race-score", started)
+    assert sorted(e is None for e in errors.values()) == [False, True], errors
+    winner = next(n for n, e in errors.items() if e is None)
+    loser_error = next(e for e in errors.values() if e is not None)
+    pid = started[winner][0].pid
+    assert f"is being written by {socket.gethostname()}/pid {pid}" in loser_error
+    assert "overwrite=True after it ends" in loser_error
+    vectors_dataset.reload()  # runs registered by another process
+    assert fop.get_run_info(vectors_dataset, "race").config.seed == started[winner][1]["seed"]
+    assert_scores_describe_run(vectors_dataset, "race")
+    assert leases.current(vectors_dataset, "race") is None  # released
+    fop.delete_run(vectors_dataset, "race")
+
+
+def test_two_processes_selecting_one_name_never_mix(vectors_dataset, workers):
+    started = workers.start("race-select")
+    errors = workers.outcomes("race-select", started)
+    assert sorted(e is None for e in errors.values()) == [False, True], errors
+    winner = next(n for n, e in errors.items() if e is None)
+    assert "is being written by" in next(e for e in errors.values() if e is not None)
+    vectors_dataset.reload()
+    tags = tag_sets(vectors_dataset, "both")
+    assert not tags["kept"] & tags["pruned"]
+    plan = fop.plan_selection(vectors_dataset, **started[winner][1])
+    assert tags["kept"] == set(plan.kept_ids) and tags["pruned"] == set(plan.pruned_ids)
+    assert runs.run_status(vectors_dataset, "both_selection") == runs.COMPLETE
+    assert vectors_dataset.count_sample_tags().get("both:kept:staging") is None
+    fop.delete_run(vectors_dataset, "both_selection")
+
+
+def test_selection_killed_between_tag_batches_leaves_the_old_one_whole(vectors_dataset,
+                                                                       workers):
+    fop.select_samples(vectors_dataset, "base", keep=0.5, strategy="hard", name="sel")
+    old = tag_sets(vectors_dataset, "sel")
+    proc = workers.start("kill-select")["w1"][0]
+
+    def partly_staged():
+        n = vectors_dataset.count_sample_tags().get("sel:kept:staging", 0)
+        return 0 < n < 0.3 * N
+
+    kill_when(proc, partly_staged, "the first staged tag batches")
+    vectors_dataset.reload()
+    # readers see the old selection, whole and still described by its run
+    assert tag_sets(vectors_dataset, "sel") == old
+    config = fop.get_run_info(vectors_dataset, "sel_selection").config
+    assert (config.strategy, config.state, config.num_kept) == ("hard", "complete",
+                                                                len(old["kept"]))
+    # the dead worker's lease blocks a new writer until it expires, naming the worker
+    with pytest.raises(ValueError, match=f"being written by .*pid {proc.pid}"):
+        fop.select_samples(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel")
+    wait_lease_expiry()
+    assert runs.run_status(vectors_dataset, "sel_selection") == runs.COMPLETE
+    fop.select_samples(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel")
+    plan = fop.plan_selection(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel")
+    new = tag_sets(vectors_dataset, "sel")
+    assert new["kept"] == set(plan.kept_ids) and new["pruned"] == set(plan.pruned_ids)
+    assert not any(t.endswith(":staging") for t in vectors_dataset.count_sample_tags())
+    assert runs.run_status(vectors_dataset, "sel_selection") == runs.COMPLETE
+    fop.delete_run(vectors_dataset, "sel_selection")
+
+
+def test_scoring_overwrite_killed_midway_keeps_old_scores_and_its_lease_expires(
+        vectors_dataset, workers):
+    fop.compute_prototype_scores(vectors_dataset, "emb", run_key="ow", num_clusters=4)
+    old_values = vectors_dataset.values(["ow_distance", "ow_cluster"])
+    old_version = fop.get_run_info(vectors_dataset, "ow").config.version
+    proc = workers.start("kill-overwrite")["w2"][0]
+    seen = {}
+
+    def staging_written():
+        vectors_dataset.reload()
+        seen["staged"] = scores.staging_fields(vectors_dataset, "ow")
+        return bool(seen["staged"]) and vectors_dataset.count(seen["staged"][0]) > 0
+
+    kill_when(proc, staging_written, "staged scores")
+    # the killed worker's lease still blocks a second writer and delete_run, naming it
+    with pytest.raises(ValueError, match=f"being written by .*pid {proc.pid}"):
+        fop.compute_prototype_scores(vectors_dataset, "emb", run_key="ow", overwrite=True)
+    with pytest.raises(ValueError, match="being written by"):
+        fop.delete_run(vectors_dataset, "ow")
+    vectors_dataset.reload()
+    assert vectors_dataset.values(["ow_distance", "ow_cluster"]) == old_values
+    config = fop.get_run_info(vectors_dataset, "ow").config
+    assert (config.version, config.num_clusters, config.state) == (old_version, [4],
+                                                                   "complete")
+    with pytest.raises(ValueError, match="being written by"):  # until the lease expires
+        fop.plan_selection(vectors_dataset, "ow", keep=0.5, strategy="hard")
+    wait_lease_expiry()
+    fop.compute_prototype_scores(vectors_dataset, "emb", run_key="ow", num_clusters=6,
+                                 max_points_per_centroid=100, overwrite=True)
+    vectors_dataset.reload()
+    assert not scores.staging_fields(vectors_dataset, "ow")
+    assert all(vectors_dataset.get_field(f) is None for f in seen["staged"])
+    assert fop.get_run_info(vectors_dataset, "ow").config.num_clusters == [6]
+    assert_scores_describe_run(vectors_dataset, "ow")
+    fop.delete_run(vectors_dataset, "ow")
+
+
+def test_new_scoring_run_killed_midway_then_rerun(vectors_dataset, workers):
+    proc = workers.start("kill-fresh")["w3"][0]
+
+    def scores_written():
+        vectors_dataset.reload()
+        return (vectors_dataset.get_field("fresh_distance") is not None
+                and vectors_dataset.count("fresh_distance") > 0)
+
+    kill_when(proc, scores_written, "the first written scores")
+    vectors_dataset.reload()
+    assert "fresh" not in vectors_dataset.list_runs()  # no run describes partial scores
+    with pytest.raises(ValueError, match="No prototype-score run 'fresh'"):
+        fop.plan_selection(vectors_dataset, "fresh")
+    wait_lease_expiry()
+    with pytest.raises(ValueError, match="killed before it finished.*overwrite=True"):
+        fop.compute_prototype_scores(vectors_dataset, "emb", run_key="fresh")
+    fop.compute_prototype_scores(vectors_dataset, "emb", run_key="fresh", num_clusters=4,
+                                 max_points_per_centroid=100, overwrite=True)
+    assert_scores_describe_run(vectors_dataset, "fresh")
+    fop.delete_run(vectors_dataset, "fresh")
+
+
+@pytest.mark.parametrize("streamed", [False, True])
+def test_all_zero_vectors_are_left_unscored_with_a_warning(streamed, caplog):
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(300, 8)).astype(np.float32)
+    x[[3, 100, 250]] = 0
+    dataset = fo.Dataset(unique_name("zeros"))
+    try:
+        dataset.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.png", emb=v)
+                             for i, v in enumerate(x)])
+        ids = dataset.values("id")
+        zero_ids = [ids[i] for i in (3, 100, 250)]
+        kwargs = dict(max_points_per_centroid=20) if streamed else {}
+        result = fop.compute_prototype_scores(dataset, "emb", run_key="z", num_clusters=3,
+                                              **kwargs)
+        assert sorted(result.skipped_ids) == sorted(zero_ids)
+        assert "3 sample(s) have an all-zero embedding" in caplog.text
+        distances = dict(zip(ids, dataset.values("z_distance")))
+        assert all(distances[i] is None for i in zero_ids)
+        assert sum(d is not None for d in distances.values()) == 297
+        assert fop.get_run_info(dataset, "z").config.num_zero_vectors == 3
+    finally:
+        fo.delete_dataset(dataset.name)
