@@ -104,9 +104,11 @@ def cmd_runs(args):
     if args.delete:
         print(f"deleted run {args.delete!r} and fields {fop.delete_run(dataset, args.delete)}")
         return 0
+    from fiftyone_prune.sdk.runs import run_status
+
     for key in fop.list_runs(dataset):
         info = fop.get_run_info(dataset, key)
-        print(f"{key}\t{info.config.kind}\t{info.timestamp}")
+        print(f"{key}\t{info.config.kind}\t{info.timestamp}\t{run_status(dataset, key)}")
     return 0
 
 
