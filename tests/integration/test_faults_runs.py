@@ -155,6 +155,7 @@ def test_incomplete_mismatched_and_stale_selections_are_refused(vectors_dataset,
                                                                 workers):
     # (``workers``: the worker processes of the tests below import while this one runs)
     from fiftyone_prune.sdk.export import export_kept_samples
+    from fiftyone_prune.sdk.selection import apply_plan
 
     fop.compute_prototype_scores(vectors_dataset, "emb", run_key="st", num_clusters=4)
     kept_view = fop.select_samples(vectors_dataset, "st", keep=0.5, strategy="hard")
@@ -191,8 +192,27 @@ def test_incomplete_mismatched_and_stale_selections_are_refused(vectors_dataset,
         fop.evaluate_pruning(vectors_dataset, "ground_truth", run_key="st", fractions=[0.5],
                              seeds=1)
     runs.set_state(vectors_dataset, "st", runs.COMPLETE)
-    fop.delete_run(vectors_dataset, key)
+    # a plan previewed before the scores were recomputed is not applied
+    plan = fop.plan_selection(vectors_dataset, "st", keep=0.5, strategy="hard")
+    fop.compute_prototype_scores(vectors_dataset, "emb", run_key="st", num_clusters=4,
+                                 overwrite=True)
+    with pytest.raises(ValueError, match="recomputed after this selection was planned"):
+        apply_plan(vectors_dataset, plan)
+    # the scoring run deleted: the selection is stale
     fop.delete_run(vectors_dataset, "st")
+    assert runs.run_status(vectors_dataset, key) == "stale: its scoring run 'st' was deleted"
+    fop.delete_run(vectors_dataset, key)
+
+
+def test_a_run_key_checked_free_then_taken_is_not_silently_replaced(vectors_dataset):
+    """Two evaluations (or any runs) on one new key: both checked the key before either
+    registered; the second registration re-checks under the lease and fails clearly."""
+    runs.check_key_free(vectors_dataset, "ev", False, "evaluation")  # both pass this
+    runs.register(vectors_dataset, "ev", "evaluation", dict(seed=1), [], {})
+    with pytest.raises(ValueError, match="'ev' is already used .*overwrite=True"):
+        runs.register(vectors_dataset, "ev", "evaluation", dict(seed=2), [], {})
+    assert fop.get_run_info(vectors_dataset, "ev").config.seed == 1
+    fop.delete_run(vectors_dataset, "ev")
 
 
 def test_lease_between_threads_expiry_and_takeover(vectors_dataset, monkeypatch):
