@@ -139,12 +139,28 @@ def _print_selection(dataset, name):
     info = fop.get_run_info(dataset, f"{name}_selection").config
     groups = fop.load_run_results(dataset, f"{name}_selection").groups
     print(f"strategy: {info.chosen_strategy} ({info.strategy_reason})")
+    if info.strategy == "auto":
+        _print_quick_evaluation_hint(dataset, info)
     print(f"kept {info.num_kept}, pruned {info.num_pruned}, duplicates {info.num_duplicates}, "
           f"unscored {info.num_unscored}")
     print("group\tkept/total")
     for group, c in groups.items():
         print(f"{group}\t{c['kept']}/{c['total']}")
     print(f"tags: {name}:kept / {name}:pruned; saved view: {name}-kept")
+
+
+def _print_quick_evaluation_hint(dataset, info):
+    from fiftyone_prune.sdk.evaluation import quick_evaluation_offer
+
+    offer = quick_evaluation_offer(dataset, info.run_key,
+                                   info.num_kept / max(1, info.num_kept + info.num_pruned),
+                                   info.balance, info.label_field)
+    if offer:
+        kw = offer["kwargs"]
+        print(f"hint: {offer['message']}: fiftyone-prune evaluate {dataset.name} "
+              f"--label-field {kw['label_field']} --run-key {kw['run_key']} "
+              f"--fractions {kw['fractions'][0]} --balance {kw['balance'] or 'none'}; "
+              f"then select again")
 
 
 def cmd_select(args):
@@ -214,6 +230,18 @@ def cmd_run(args):
     return _pipeline(dataset, args, args.model, args.image_size, field)
 
 
+def _evaluation_progress():
+    """A bar when FiftyOne shows bars; else a line every 10 s, so a long evaluation
+    still says it is working."""
+    import fiftyone as fo
+
+    if fo.config.show_progress_bars:
+        return True
+    return fo.report_progress(
+        lambda pb: print(f"evaluating: probe fit {pb.iteration}/{pb.total}", flush=True),
+        dt=10.0)
+
+
 def cmd_evaluate(args):
     import fiftyone_prune as fop
 
@@ -227,7 +255,7 @@ def cmd_evaluate(args):
         fractions=fractions, strategies=[s for s in args.strategies.split(",") if s.strip()],
         seeds=args.seeds, probe=args.probe, balance=None if args.balance == "none" else args.balance,
         test_tag=args.test_tag, test_fraction=args.test_fraction, eval_key=args.eval_key,
-        overwrite=args.overwrite, plot_path=args.plot, progress=True,
+        overwrite=args.overwrite, plot_path=args.plot, progress=_evaluation_progress(),
     )
     print(result.format_table())
     print()

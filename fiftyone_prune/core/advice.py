@@ -94,8 +94,8 @@ def auto_without_evaluation(num_kept: int, num_total: int,
     reason = (
         f"random: no evaluation of your data fits this request, and without one random is "
         f"the safe choice. Keeping {regime['fraction']:.0%} ({num_kept:,} of {num_total:,}, "
-        f"{per}), no prototype strategy has been measured beating random, and they "
-        f"often lose to it (nearest measurement, {setting} at {fraction:.0%} kept: "
+        f"{per}), no prototype strategy has been measured beating random beyond the noise, "
+        f"and they often lose to it (nearest measurement, {setting} at {fraction:.0%} kept: "
         f"{quoted} points vs random; keep-hard pays only with abundant data and mild "
         f"pruning, and collapses at high pruning). An evaluation on your labelled data "
         f"(fop.evaluate_pruning / 'fiftyone-prune evaluate') would tell whether one "

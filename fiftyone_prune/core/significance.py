@@ -91,7 +91,8 @@ def accuracy_interval(bootstrap: HeldoutBootstrap, correct) -> tuple[float, floa
     return mean, mean - Z95 * sd, mean + Z95 * sd
 
 
-def difference_interval(bootstrap: HeldoutBootstrap, correct, reference) -> tuple[float, float, float]:
+def difference_interval(bootstrap: HeldoutBootstrap, correct,
+                        reference) -> tuple[float, float, float]:
     """``(difference, low, high)`` of accuracy(correct) - accuracy(reference), paired on
     the held-out samples. Each argument is ``(num_fits, num_heldout)`` booleans."""
     a = np.atleast_2d(np.asarray(correct, dtype=np.float64))

@@ -298,6 +298,19 @@ def _preview_markdown(plan):
     return "\n".join(lines)
 
 
+def _offer_quick_evaluation(inputs, view, plan, kwargs):
+    from fiftyone_prune.sdk.evaluation import quick_evaluation_offer
+
+    kept = len(plan.kept_ids)
+    offer = quick_evaluation_offer(view, kwargs["run_key"],
+                                   kept / max(1, kept + len(plan.pruned_ids)),
+                                   kwargs["balance"], kwargs["label_field"])
+    if offer:
+        inputs.view("quick_evaluation", types.Notice(label=(
+            f"{offer['message']}: run 'Prune: evaluate pruning against random' with "
+            f"fractions {offer['kwargs']['fractions'][0]} first; auto then follows it")))
+
+
 class SelectSamples(foo.Operator):
     @property
     def config(self):
@@ -328,7 +341,7 @@ class SelectSamples(foo.Operator):
         keep = inputs.float("keep", default=0.8, required=True, label="Keep",
                             description="A fraction in (0, 1] (0.8 = keep 80%) or a count (e.g. 5000)")
         _dropdown(inputs, "strategy", [
-            ("auto", "auto: hard when data is abundant, easy when scarce"),
+            ("auto", "auto: what an evaluation of this data found best, else random"),
             ("hard", "hard: keep the least prototypical (abundant data)"),
             ("easy", "easy: keep the most prototypical (scarce data)"),
             ("ccs", "ccs: coverage-centric (robust at high pruning)"),
@@ -358,6 +371,8 @@ class SelectSamples(foo.Operator):
             elif kwargs["dedup_eps"] is None:
                 plan = plan_selection(view, **kwargs)
                 inputs.md(_preview_markdown(plan), name="preview")
+                if kwargs["strategy"] == "auto":
+                    _offer_quick_evaluation(inputs, view, plan, kwargs)
             else:
                 inputs.view("preview", types.Notice(
                     label="Preview without SemDeDup counts (deduplication runs on Execute)"))

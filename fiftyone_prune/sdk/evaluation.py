@@ -59,7 +59,8 @@ class EvaluationResult:
         for r in self.table + [dict(self.full_accuracy, strategy="full data", fraction=1.0)]:
             ci = f"[{r['low']:.{d}f}, {r['high']:.{d}f}]"
             vs = ("" if "diff" not in r or r["strategy"] == "random" else
-                  f"{100 * r['diff']:+5.1f} [{100 * r['diff_low']:+.1f}, {100 * r['diff_high']:+.1f}]")
+                  f"{100 * r['diff']:+5.1f} [{100 * r['diff_low']:+.1f}, "
+                  f"{100 * r['diff_high']:+.1f}]")
             lines.append(f"{r['strategy']:10s} {r['fraction']:5.2f} {r['kept']:6d} "
                          f"{r.get('fits', len(r['accuracies'])):4d} "
                          f"{r['mean']:{max(w, 8)}.{d}f} {ci:>{2 * w + 3}s}  {vs}")

@@ -229,3 +229,35 @@ def test_class_without_held_out_sample_is_refused(digits):
                                  eval_key="bad")
     finally:
         digits.untag_samples("test_no_zero")
+
+
+def test_quick_evaluation_is_offered_then_followed(digits):
+    """No evaluation yet, labels exist, a small view: auto offers the quick evaluation
+    (with an estimated time), in the SDK and in the App's select form; once it is run,
+    auto follows it and the offer goes away."""
+    import fiftyone.operators as foo
+
+    from fiftyone_prune.plugin.operators import SelectSamples
+    from fiftyone_prune.sdk.evaluation import quick_evaluation_offer
+
+    fop.compute_prototype_scores(digits, "pixels", run_key="quick", num_clusters=10,
+                                 label_field="ground_truth")
+    try:
+        offer = quick_evaluation_offer(digits, "quick", 0.8)
+        assert offer["seconds"] > 0 and "quick evaluation at 80% kept" in offer["message"]
+        assert offer["kwargs"]["fractions"] == (0.8,)
+        ctx = foo.ExecutionContext(request_params={
+            "dataset_name": digits.name,
+            "params": {"run_key": "quick", "keep": 0.8, "strategy": "auto",
+                       "balance": "cluster"}})
+        form = SelectSamples().resolve_input(ctx)
+        assert "quick evaluation at 80% kept" in str(
+            form.type.properties["quick_evaluation"].to_json())
+        fop.evaluate_pruning(digits, **offer["kwargs"])
+        plan = fop.plan_selection(digits, "quick", keep=0.8, strategy="auto")
+        assert "evaluation 'quick_evaluation' at 80% kept" in plan.strategy_reason
+        assert quick_evaluation_offer(digits, "quick", 0.8) is None
+    finally:
+        for key in ("quick_evaluation", "quick"):
+            if key in digits.list_runs():
+                fop.delete_run(digits, key)
