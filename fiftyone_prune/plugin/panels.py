@@ -151,7 +151,13 @@ class PruningPanel(foo.Panel):
                 rows = [r for r in ev.table if r["strategy"] == strat]
                 traces.append({"type": "scatter", "mode": "lines+markers", "name": strat,
                                "x": [r["fraction"] for r in rows], "y": [r["mean"] for r in rows],
-                               "error_y": {"type": "data", "array": [r["std"] for r in rows]}})
+                               # 95 % intervals (held-out and seed noise); older
+                               # evaluations have only the seed spread
+                               "error_y": {"type": "data", "symmetric": False,
+                                           "array": [r.get("high", r["mean"] + r["std"])
+                                                     - r["mean"] for r in rows],
+                                           "arrayminus": [r["mean"] - r.get(
+                                               "low", r["mean"] - r["std"]) for r in rows]}})
             fractions = [r["fraction"] for r in ev.table]
             traces.append({"type": "scatter", "mode": "lines", "name": "all data",
                            "x": [min(fractions), 1.0],

@@ -1,0 +1,21 @@
+"""The panel shows an evaluation's 95 % intervals (error bars) and its verdicts."""
+
+import pytest
+
+import fiftyone_prune as fop
+from tests.integration.test_panel import run_event, scored  # noqa: F401 (fixture)
+
+
+def test_panel_curve_has_interval_error_bars_and_honest_verdicts(scored):  # noqa: F811
+    result = fop.evaluate_pruning(scored, "ground_truth", "proto", fractions=(0.5,),
+                                  strategies=("hard",), seeds=2)
+    out = run_event(scored, "on_load", state={"run_key": "proto", "keep": "0.5",
+                                              "strategy": "hard", "balance": "none"})
+    traces = {t["name"]: t for t in out["data"]["curve"]}
+    for row in result.table:
+        bars = traces[row["strategy"]]["error_y"]
+        assert bars["array"] == [pytest.approx(row["high"] - row["mean"])]
+        assert bars["arrayminus"] == [pytest.approx(row["mean"] - row["low"])]
+        assert bars["array"][0] > 0.05  # ~24 held-out digits: several points wide
+    assert "Held out: " in out["state"]["verdicts"]
+    assert "Warning: " in out["state"]["verdicts"]
