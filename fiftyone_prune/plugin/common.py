@@ -30,9 +30,12 @@ def add_view_target(ctx, inputs):
 
 def operator_config(name: str, label: str, description: str, icon: str, **extra):
     """What every operator of the plugin declares: a dynamic form, immediate or delegated
-    execution, and (for ``execute_with_progress``) running as a generator in the App."""
+    execution, and (for ``execute_with_progress``) running as a generator in the App.
+    ``icon`` is ``/assets/<name>.svg``; its ``-light``/``-dark`` variants follow the theme."""
     return foo.OperatorConfig(
         name=name, label=label, description=description, icon=icon, dynamic=True,
+        light_icon=icon.replace(".svg", "-light.svg"),
+        dark_icon=icon.replace(".svg", "-dark.svg"),
         allow_immediate_execution=True, allow_delegated_execution=True,
         execute_as_generator=True, **extra,
     )
