@@ -140,7 +140,12 @@ def delete_run(samples, run_key: str) -> list[str]:
     with leases.hold(samples, run_key):
         cfg = dataset.get_run_info(run_key).config
         deleted = []
-        for field in getattr(cfg, "fields", None) or []:
+        fields = list(getattr(cfg, "fields", None) or [])
+        if getattr(cfg, "kind", None) == "prototypes":  # and what a killed overwrite staged
+            from fiftyone_prune.sdk.scores import staging_fields
+
+            fields += staging_fields(dataset, run_key)
+        for field in fields:
             if dataset.get_field(field) is not None:
                 dataset.delete_sample_field(field)
                 deleted.append(field)

@@ -338,6 +338,7 @@ def test_scoring_overwrite_killed_midway_keeps_old_scores_and_its_lease_expires(
     with pytest.raises(ValueError, match="being written by"):  # until the lease expires
         fop.plan_selection(vectors_dataset, "ow", keep=0.5, strategy="hard")
     wait_lease_expiry()
+    assert fop.plan_selection(vectors_dataset, "ow", keep=0.5, strategy="hard").kept_ids
     fop.compute_prototype_scores(vectors_dataset, "emb", run_key="ow", num_clusters=6,
                                  max_points_per_centroid=100, overwrite=True)
     vectors_dataset.reload()
@@ -346,6 +347,21 @@ def test_scoring_overwrite_killed_midway_keeps_old_scores_and_its_lease_expires(
     assert fop.get_run_info(vectors_dataset, "ow").config.num_clusters == [6]
     assert_scores_describe_run(vectors_dataset, "ow")
     fop.delete_run(vectors_dataset, "ow")
+
+
+def test_delete_run_removes_what_a_killed_overwrite_staged(vectors_dataset):
+    """Staging fields left by a killed overwrite (declared like the real writer declares
+    them) go with the run."""
+    fop.compute_prototype_scores(vectors_dataset, "emb", run_key="left", num_clusters=4)
+    target = scores._Target(vectors_dataset, "left", "left_distance", "left_cluster",
+                            fo.IntField, True, False, leases.Lease(vectors_dataset, "left", 1))
+    target.begin(0)
+    target.finish()
+    staged = scores.staging_fields(vectors_dataset, "left")
+    assert len(staged) == 2
+    assert sorted(fop.delete_run(vectors_dataset, "left")) == sorted(
+        ["left_distance", "left_cluster"] + staged)
+    assert not scores.staging_fields(vectors_dataset, "left")
 
 
 def test_new_scoring_run_killed_midway_then_rerun(vectors_dataset, workers):
