@@ -414,6 +414,9 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     if sel_cfg is not None and sel_cfg.run_key in runs.list_runs(view, "prototypes"):
         scoring = runs.run_params(view, sel_cfg.run_key)
         validation.check_run_fields(view, sel_cfg.run_key, runs.owned_fields(view, sel_cfg.run_key))
+    if isinstance(export_dir, str) and export_dir:
+        # first, so that a previous export a kill left aside is back before the checks
+        _clean_leftovers(os.path.abspath(os.path.expanduser(export_dir)))
     target = check_export_dir(view, export_dir, overwrite)
     if _copies_media(cls, export_media):
         _check_media_exist(view)
@@ -424,7 +427,6 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     except OSError as e:
         raise ValueError(f"export_dir {target!r} can't be created ({e.strerror}); choose a "
                          f"writable folder") from e
-    _clean_leftovers(target)
     staging = _make_staging(target)
     try:
         kwargs = dict(export_dir=os.path.join(staging, "export"), dataset_type=cls,

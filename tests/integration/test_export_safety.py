@@ -166,6 +166,15 @@ def run_child(mode, name, target):
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
 
 
+def wait_for_midway(child):
+    """Reads the child's stdout until it reports the chosen point (or dies)."""
+    for line in child.stdout:
+        if line.strip() == "MIDWAY":
+            return
+    child.wait()
+    raise AssertionError(f"child exited {child.returncode} first: {child.stderr.read()}")
+
+
 def leftovers(parent):
     return sorted(n for n in os.listdir(parent) if "fiftyone-prune-tmp" in n)
 
@@ -177,8 +186,7 @@ def test_export_killed_midway_leaves_the_previous_export_and_is_cleaned(own_medi
     fop.export_kept_samples(kept.limit(4), str(out), dataset_type="media")
     previous = snapshot(out)
     child = run_child("kill", dataset.name, out)
-    line = child.stdout.readline()
-    assert line.strip() == "MIDWAY", child.stderr.read()
+    wait_for_midway(child)
     staged = leftovers(tmp_path)
     assert len(staged) == 1 and len(os.listdir(tmp_path / staged[0] / "export")) >= 6
     child.send_signal(signal.SIGKILL)
