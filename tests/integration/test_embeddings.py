@@ -282,3 +282,21 @@ def test_patches_field_embeds_each_crop_onto_its_label(digits_dataset, efficient
                                    patches_field="objects", num_workers=0)
     assert again.num_skipped_existing == 8 and again.num_embedded == 1
     assert digits_dataset.count("objects.detections.emb") == 9
+
+
+def test_frames_views_are_refused(digits_images, efficientnet_small, tmp_path):
+    video = fo.Dataset(unique_name("video"))
+    try:
+        sample = fo.Sample(filepath=str(tmp_path / "clip.mp4"))
+        sample.metadata = fo.VideoMetadata(total_frame_count=2, frame_rate=1.0, duration=2.0,
+                                           frame_width=28, frame_height=28)
+        sample.frames[1] = fo.Frame(filepath=digits_images[0][0])
+        sample.frames[2] = fo.Frame(filepath=digits_images[1][0])
+        video.add_sample(sample)
+        frames = video.to_frames(sample_frames=False)
+        assert frames.media_type == "image" and len(frames) == 2
+        with pytest.raises(ValueError, match="does not support frames views"):
+            fop.compute_embeddings(frames, model=efficientnet_small, embeddings_field="emb")
+        assert frames.get_field("emb") is None
+    finally:
+        video.delete()
