@@ -126,9 +126,14 @@ def _read_manifest(folder):
     return None
 
 
+def _count_files(folder: str) -> int:
+    return sum(len(files) for _, _, files in os.walk(folder))
+
+
 def previous_export_problem(folder: str) -> str | None:
     """Why the non-empty ``folder`` is not a previous export of ours (None if it is):
-    it has our manifest, and holds nothing but what that export wrote."""
+    it has our manifest, and holds nothing but what that export wrote (no entry the
+    manifest does not list, no more files than it wrote)."""
     manifest = _read_manifest(folder)
     if manifest is None:
         return f"it holds no {MANIFEST_JSON} written by fiftyone-prune"
@@ -138,6 +143,12 @@ def previous_export_problem(folder: str) -> str | None:
         if extra:
             return (f"it holds {len(extra)} entries that the previous export did not write "
                     f"(e.g. {extra[:3]})")
+    num_files = manifest.get("num_files")
+    if num_files is not None:
+        now = _count_files(folder)
+        if now > num_files:
+            return (f"it holds {now - num_files} more files than the previous export "
+                    f"wrote (added since?)")
     return None
 
 
@@ -158,6 +169,8 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
     if not isinstance(export_dir, str) or not export_dir:
         raise ValueError("export_dir must be a directory path")
     target = os.path.abspath(os.path.expanduser(export_dir))
+    if os.path.islink(target):  # the folder it points to is the export target
+        target = os.path.realpath(target)
     existing = _nearest_existing(target)
     if existing == target and not os.path.isdir(target):
         raise ValueError(f"export_dir {target!r} is a file; choose a directory")
@@ -179,6 +192,11 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
             f"{samples._dataset.name!r}: an export there could overwrite or delete the "
             f"dataset's own images. Choose a folder outside the dataset's media folders"
         )
+    _check_replaceable(target, overwrite)
+    return target
+
+
+def _check_replaceable(target, overwrite):
     if os.path.isdir(target) and os.listdir(target):
         if not overwrite:
             raise ValueError(
@@ -193,7 +211,6 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
                 f"{target!r} is not one: {problem}. Nothing was deleted; choose another "
                 f"folder or empty this one yourself"
             )
-    return target
 
 
 # --- what is exported ----------------------------------------------------------------
@@ -330,9 +347,11 @@ def _exchange(a: str, b: str) -> bool:
     return rc == 0
 
 
-def _swap_in(staging: str, target: str):
+def _swap_in(staging: str, target: str, overwrite: bool):
     """Puts the complete export ``staging/export`` at ``target``. The target is new,
-    empty, or a previous export of ours (checked before the export started)."""
+    empty, or a previous export of ours: checked before the export started, and again
+    here (another process may have written there meanwhile)."""
+    _check_replaceable(target, overwrite)
     new = os.path.join(staging, "export")
     if os.path.isdir(target) and not os.listdir(target):
         os.rmdir(target)
@@ -438,7 +457,7 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         view.export(**kwargs)
         _write_manifest(view, os.path.join(staging, "export"), cls, label_field, sel_key,
                         sel_cfg, scoring)
-        _swap_in(staging, target)
+        _swap_in(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         _remove_created_parents(os.path.dirname(target), created)
@@ -474,6 +493,8 @@ def _write_manifest(view, folder, cls, label_field, sel_key, sel_cfg, scoring):
         writer.writerow(columns + (["label"] if label_path else []))
         writer.writerows(zip(*values))
     entries = sorted(set(os.listdir(folder)) | {MANIFEST_JSON})
+    num_files = _count_files(folder) + (0 if os.path.exists(
+        os.path.join(folder, MANIFEST_JSON)) else 1)
     manifest = {
         "dataset": view._dataset.name,
         "num_samples": len(view),
@@ -486,6 +507,7 @@ def _write_manifest(view, folder, cls, label_field, sel_key, sel_cfg, scoring):
         "versions": runs.versions(),
         "written_by": "fiftyone-prune",
         "entries": entries,
+        "num_files": num_files,
     }
     json_path = os.path.join(folder, MANIFEST_JSON)
     with open(json_path, "w") as f:

@@ -106,3 +106,38 @@ def test_corrupt_cached_checkpoint_is_one_clear_line(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="can't be read as a PyTorch checkpoint") as err:
         models.swav_resnet50()
     assert cache in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_target_filled_while_exporting_is_not_replaced(digits_dataset, tmp_path):
+    view = digits_dataset.limit(4)
+    target = tmp_path / "kept"
+
+    def someone_writes_there(pb):
+        if not target.exists():
+            target.mkdir()
+            (target / "theirs.txt").write_text("written meanwhile")
+
+    with pytest.raises(ValueError, match="not empty"):
+        fop.export_kept_samples(view, str(target), dataset_type="media",
+                                progress=someone_writes_there)
+    assert os.listdir(target) == ["theirs.txt"]
+    assert not [n for n in os.listdir(tmp_path) if export._STAGING_TAG in n]
+
+
+def test_files_added_inside_a_previous_export_and_symlinked_targets(digits_dataset, tmp_path):
+    view = digits_dataset.limit(4)
+    real = tmp_path / "real"
+    fop.export_kept_samples(view, str(real), dataset_type="image_classification_tree",
+                            label_field="ground_truth")
+    label_dir = next(p for p in real.iterdir() if p.is_dir())
+    (label_dir / "extra.png").write_bytes(b"the user's")
+    with pytest.raises(ValueError, match="1 more files than the previous export wrote"):
+        fop.export_kept_samples(view, str(real), dataset_type="media", overwrite=True)
+    assert (label_dir / "extra.png").read_bytes() == b"the user's"
+    os.remove(label_dir / "extra.png")
+    link = tmp_path / "link"
+    os.symlink(real, link)
+    report = fop.export_kept_samples(view.limit(2), str(link), dataset_type="media",
+                                     overwrite=True)
+    assert report["export_dir"] == str(real) and os.path.islink(link)
+    assert len([f for f in os.listdir(link) if f.endswith(".png")]) == 2
