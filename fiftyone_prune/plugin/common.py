@@ -213,3 +213,80 @@ def call_operator(uri, sample_collection, params, delegate=False):
     result = foo.execute_operator(uri, ctx, params=params, request_delegation=delegate)
     result.raise_exceptions()
     return result.result
+
+
+# --- defaults: the most recent run that fits what the user looks at --------------------
+
+def runs_newest_first(samples, kind: str) -> list[str]:
+    """This package's runs of ``kind``, the most recently registered first (FiftyOne
+    stamps each run; alphabetical order would pick an old run over a new one)."""
+    from fiftyone_prune.sdk import runs
+
+    dataset = samples._dataset
+
+    def stamp(key):
+        ts = dataset.get_run_info(key).timestamp
+        return ts.timestamp() if ts is not None else 0.0
+
+    return sorted(runs.list_runs(samples, kind), key=stamp, reverse=True)
+
+
+def default_scoring_run(view, keys=None):
+    """The most recent prototype-score run that scored every sample of ``view``, else the
+    most recent one; None without runs."""
+    from fiftyone_prune.sdk import runs
+
+    keys = runs_newest_first(view, "prototypes") if keys is None else keys
+    total = len(view)
+    for key in keys:
+        field = runs.get_run_info(view, key).config.distance_field
+        if field and view._dataset.has_field(field) and view.exists(field).count() == total:
+            return key
+    return keys[0] if keys else None
+
+
+def selections_newest_first(samples) -> list[tuple[str, object]]:
+    """(selection name, run config) of every selection, the most recent first."""
+    from fiftyone_prune.sdk import runs
+
+    return [(runs.get_run_info(samples, k).config.name, runs.get_run_info(samples, k).config)
+            for k in runs_newest_first(samples, "selection")]
+
+
+def selection_exists(samples, name: str) -> bool:
+    from fiftyone_prune.sdk import runs
+    from fiftyone_prune.sdk.selection import selection_names
+
+    return selection_names(name)["run_key"] in runs.list_runs(samples, "selection")
+
+
+def replace_refused(name: str) -> str:
+    """The App's words for a name that is taken (Python says ``overwrite=True``)."""
+    return (f"A selection named {name!r} already exists: choose another name, or tick "
+            f"'Replace an existing run' to replace its tags and saved view")
+
+
+def free_key(samples, base: str) -> str:
+    """``base`` if no run uses it, else ``base_2``, ``base_3``, ..."""
+    taken = set(samples._dataset.list_runs())
+    if base not in taken:
+        return base
+    i = 2
+    while f"{base}_{i}" in taken:
+        i += 1
+    return f"{base}_{i}"
+
+
+def describe_target(ctx) -> str:
+    """Which samples a panel or form works on, in the App's words."""
+    view = ctx.view
+    n = len(view)
+    if not getattr(view, "_stages", None):
+        return f"the whole dataset ({n} samples)"
+    return f"the current view ({n} of {len(ctx.dataset)} samples)"
+
+
+def app_words(message: str, tick: str = "Replace an existing run") -> str:
+    """An SDK message in the App's words: a checkbox to tick, not a Python argument."""
+    return (message.replace("pass overwrite=True", f"tick '{tick}'")
+            .replace("overwrite=True", f"'{tick}'"))

@@ -42,28 +42,39 @@ class ComputeEmbeddings(foo.Operator):
         models.add_choice("efficientnet_lite0", label="EfficientNet-Lite0 (ImageNet, offline)")
         models.add_choice("zoo", label="A FiftyOne zoo model")
         inputs.enum("model", models.values(), default=BUILTIN_MODELS[0], view=models,
-                    label="Model", required=True)
+                    label="Model", required=True,
+                    description="The network whose features become the embeddings")
         model = ctx.params.get("model", BUILTIN_MODELS[0])
         if model == "zoo":
-            inputs.str("zoo_model", label="Zoo model name", required=True,
-                       description="e.g. clip-vit-base32-torch (must support embeddings)")
+            zoo = _zoo_embedding_models()
+            inputs.enum("zoo_model", zoo, required=True, label="Zoo model",
+                        description="FiftyOne zoo models that produce embeddings (downloaded "
+                                    "on first use)",
+                        view=types.AutocompleteView(
+                            choices=[types.Choice(m, label=m) for m in zoo]))
         if model == "swav_resnet50":
-            inputs.str("checkpoint_path", label="SwAV checkpoint (optional)",
-                       description="Local swav_800ep_pretrain.pth.tar; default: torch.hub cache")
+            inputs.str(
+                "checkpoint_path", label="SwAV checkpoint (optional)",
+                description="Local swav_800ep_pretrain.pth.tar; default: torch.hub cache")
+            if not ctx.params.get("checkpoint_path"):
+                _warn_swav_download(inputs)
         default_field = "swav_embedding" if model == "swav_resnet50" else f"{model}_embedding"
         field = inputs.str("embeddings_field", label="Embeddings field", required=True,
-                           default=default_field)
+                           default=default_field,
+                           description="A new vector field that receives the embeddings")
         name = ctx.params.get("embeddings_field", default_field)
         if name:
             try:
                 validation.check_new_field(ctx.dataset, name, fo.VectorField, "embeddings field")
             except ValueError as e:
                 common.mark_invalid(field, str(e))
-        batch = inputs.int("batch_size", label="Batch size", default=32, required=True)
+        batch = inputs.int("batch_size", label="Batch size", default=32, required=True,
+                           description="Images per forward pass (lower it if memory runs out)")
         if not isinstance(ctx.params.get("batch_size", 32), int) or ctx.params.get("batch_size", 32) < 1:
             common.mark_invalid(batch, "Batch size must be a positive integer")
         inputs.bool("skip_existing", label="Skip samples that already have embeddings",
-                    default=True)
+                    default=True,
+                    description="Resume an interrupted run instead of recomputing everything")
         return common.form(inputs, "Compute embeddings")
 
     def execute(self, ctx):
@@ -105,6 +116,27 @@ class ComputeEmbeddings(foo.Operator):
         if model not in ("swav_resnet50", "efficientnet_lite0"):
             params.update(model="zoo", zoo_model=model)
         return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+def _zoo_embedding_models():
+    import fiftyone.zoo as foz
+
+    return sorted(foz.list_zoo_models(tags="embeddings"))
+
+
+def _warn_swav_download(inputs):
+    """Says so when SwAV's checkpoint is not on this machine: it is downloaded (about
+    100 MB) on Execute, which fails offline."""
+    import os
+
+    from fiftyone_prune.core.models import swav_cache_path
+
+    cached = swav_cache_path()
+    if not os.path.exists(cached):
+        inputs.view("swav_download", types.Warning(label=(
+            f"The SwAV checkpoint is not on this machine ({cached}): Execute downloads it "
+            f"(about 100 MB) from dl.fbaipublicfiles.com. Offline, give a local checkpoint "
+            f"above or choose EfficientNet-Lite0")))
 
 
 def parse_num_clusters(text):
@@ -153,13 +185,16 @@ class ComputePrototypeScores(foo.Operator):
         for f in vector_fields:
             choices.add_choice(f, label=f)
         inputs.enum("embeddings_field", choices.values(), default=vector_fields[0],
-                    required=True, label="Embeddings field", view=choices)
+                    required=True, label="Embeddings field", view=choices,
+                    description="The vector field to score (from 'Prune: compute embeddings')")
         label_fields = validation.classification_fields(ctx.dataset)
         methods = types.RadioGroup()
         methods.add_choice("kmeans", label="Self-supervised prototypes (k-means, label-free)")
         if label_fields:
             methods.add_choice("supervised", label="Class prototypes (needs a label field)")
-        inputs.enum("method", methods.values(), default="kmeans", view=methods, label="Method")
+        inputs.enum("method", methods.values(), default="kmeans", view=methods, label="Method",
+                    description="Where the prototypes come from: k-means clusters of the "
+                                "embeddings, or the mean embedding of each class")
         method = ctx.params.get("method", "kmeans")
         if label_fields:
             labels = types.Dropdown()
@@ -167,7 +202,9 @@ class ComputePrototypeScores(foo.Operator):
                 labels.add_choice(f, label=f)
             inputs.enum("label_field", labels.values(), required=method == "supervised",
                         label="Label field" + ("" if method == "supervised" else " (optional: k = number of classes)"),
-                        view=labels)
+                        view=labels,
+                        description="A Classification field; its classes are the prototypes "
+                                    "(class method) or set k (k-means)")
         k_prop = None
         if method == "kmeans":
             k_prop = inputs.str(
@@ -176,9 +213,12 @@ class ComputePrototypeScores(foo.Operator):
                             "chosen, else round(sqrt(n/2)). Several "
                             "comma-separated values (e.g. 10,100) are combined by mean rank.",
             )
-        key_prop = inputs.str("run_key", default="prototypes", required=True, label="Run key",
+        # a taken default would open the form invalid: propose the next free key
+        default_key = common.free_key(ctx.dataset, "prototypes")
+        key_prop = inputs.str("run_key", default=default_key, required=True, label="Run key",
                               description="Fields <key>_distance and <key>_cluster are written")
-        inputs.bool("overwrite", default=False, label="Replace an existing run with this key")
+        inputs.bool("overwrite", default=False, label="Replace an existing run",
+                    description="Replace the run with this key and its fields")
         p = ctx.params
         try:
             ks = parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None
@@ -187,16 +227,16 @@ class ComputePrototypeScores(foo.Operator):
             ks = None
         try:
             _check_inputs(common.target_view(ctx), p.get("embeddings_field", vector_fields[0]),
-                          p.get("run_key", "prototypes"), method, ks, p.get("label_field"),
+                          p.get("run_key", default_key), method, ks, p.get("label_field"),
                           bool(p.get("overwrite", False)), 25, 256)
             if isinstance(ks, int) and ks > len(common.target_view(ctx)):
                 raise ValueError(f"k={ks} exceeds the number of samples in the view")
         except ValueError as e:
             target = key_prop if "run key" in str(e).lower() or "Run key" in str(e) else None
             if target is not None:
-                common.mark_invalid(target, str(e))
+                common.mark_invalid(target, common.app_words(str(e)))
             else:
-                common.error_notice(inputs, "input_error", str(e))
+                common.error_notice(inputs, "input_error", common.app_words(str(e)))
         return common.form(inputs, "Compute prototype scores")
 
     def execute(self, ctx):
@@ -331,13 +371,17 @@ class SelectSamples(foo.Operator):
 
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
-        score_runs = runs.list_runs(ctx.dataset, "prototypes")
+        score_runs = common.runs_newest_first(ctx.dataset, "prototypes")
         if not score_runs:
             common.error_notice(inputs, "no_runs", "No prototype scores yet: run 'Prune: "
                                 "compute prototype scores' first")
             return common.form(inputs, "Select samples")
+        view = common.target_view(ctx)
+        default_run = common.default_scoring_run(view, score_runs)
         _dropdown(inputs, "run_key", [(k, k) for k in score_runs], "Scoring run",
-                  default=score_runs[0])
+                  default=default_run,
+                  description="The prototype scores to select by (default: the most recent "
+                              "run that scored these samples)")
         keep = inputs.float("keep", default=0.8, required=True, label="Keep",
                             description="A fraction in (0, 1] (0.8 = keep 80%) or a count (e.g. 5000)")
         _dropdown(inputs, "strategy", [
@@ -347,7 +391,8 @@ class SelectSamples(foo.Operator):
             ("ccs", "ccs: coverage-centric (robust at high pruning)"),
             ("density", "density: per-cluster budgets (DBP)"),
             ("random", "random: the baseline"),
-        ], "Strategy", default="auto")
+        ], "Strategy", default="auto",
+            description="Which samples of each group are kept")
         label_fields = validation.classification_fields(ctx.dataset)
         balance_opts = [("cluster", "per cluster"), ("none", "none")]
         if label_fields:
@@ -356,9 +401,29 @@ class SelectSamples(foo.Operator):
                   description="Each group keeps at least balance_ratio of its fair share")
         if ctx.params.get("balance") == "class":
             _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
-                      default=label_fields[0])
-        view = common.target_view(ctx)
-        kwargs = _selection_kwargs(dict(ctx.params, run_key=ctx.params.get("run_key", score_runs[0])))
+                      default=label_fields[0],
+                      description="The Classification field whose classes are balanced")
+        inputs.float("balance_ratio", default=0.5, label="Balance ratio", required=True,
+                     description="The floor of each group, as a fraction of its fair share "
+                                 "(kept / number of groups); 0 disables floors")
+        inputs.float("dedup_eps", label="SemDeDup eps (optional)",
+                     description="Remove near-duplicates first: cosine similarity > 1 - eps "
+                                 "inside a cluster (e.g. 0.05)")
+        inputs.int("seed", default=51, label="Seed",
+                   description="For the random choices (random, ccs, ties)")
+        run_key = ctx.params.get("run_key") or default_run
+        name_prop = inputs.str(
+            "name", label="Selection name (optional)",
+            description=f"Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
+                        f"default: the run key ({run_key})")
+        inputs.bool("overwrite", default=False, label="Replace an existing run",
+                    description="Replace the tags and saved view of a selection with this name")
+        name = ctx.params.get("name") or run_key
+        name_taken = common.selection_exists(ctx.dataset, name) and not ctx.params.get("overwrite")
+        if name_taken:
+            common.mark_invalid(name_prop, common.replace_refused(name))
+        # the preview comes last: it depends on every input above
+        kwargs = _selection_kwargs(dict(ctx.params, run_key=run_key))
         try:
             if len(view) > PREVIEW_LIMIT:
                 from fiftyone_prune.sdk.selection import _check
@@ -370,7 +435,8 @@ class SelectSamples(foo.Operator):
                     label=f"Preview skipped for views over {PREVIEW_LIMIT:,} samples"))
             elif kwargs["dedup_eps"] is None:
                 plan = plan_selection(view, **kwargs)
-                inputs.md(_preview_markdown(plan), name="preview")
+                inputs.md(f"**Preview** on {len(view)} samples\n\n" + _preview_markdown(plan),
+                          name="preview")
                 if kwargs["strategy"] == "auto":
                     _offer_quick_evaluation(inputs, view, plan, kwargs)
             else:
@@ -382,21 +448,16 @@ class SelectSamples(foo.Operator):
             if "keep" in str(e):
                 common.mark_invalid(keep, str(e))
             else:
-                common.error_notice(inputs, "input_error", str(e))
-        inputs.float("balance_ratio", default=0.5, label="Balance ratio", required=True)
-        inputs.float("dedup_eps", label="SemDeDup eps (optional)",
-                     description="Remove near-duplicates first: cosine similarity > 1 - eps "
-                                 "inside a cluster (e.g. 0.05)")
-        inputs.int("seed", default=51, label="Seed")
-        inputs.str("name", label="Selection name (optional)",
-                   description="Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
-                               "default: the run key")
+                common.error_notice(inputs, "input_error", common.app_words(str(e)))
         return common.form(inputs, "Select samples")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk.selection import plan_selection, apply_plan, selection_names
 
         view = common.target_view(ctx)
+        name = ctx.params.get("name") or ctx.params.get("run_key")
+        if name and common.selection_exists(view, name) and not ctx.params.get("overwrite"):
+            raise ValueError(common.replace_refused(name))
 
         def work(progress):
             progress.stage("Selecting: reading scores")
@@ -407,10 +468,10 @@ class SelectSamples(foo.Operator):
             return plan.summary()
 
         def after(ctx, summary):
-            # the App only knows saved views it loaded before this run: pass the view
-            # itself, not the new saved view's name
-            kept = view._dataset.load_saved_view(selection_names(summary["name"])["view"])
-            return [ctx.ops.reload_dataset(), ctx.ops.set_view(view=kept)]
+            # by name, so that the App's saved-view selector shows it; the reload first
+            # makes the App learn the saved view this run created
+            return [ctx.ops.reload_dataset(),
+                    ctx.ops.set_view(name=selection_names(summary["name"])["view"])]
 
         return common.execute_with_progress(self, ctx, work, after=after)
 
@@ -424,10 +485,11 @@ class SelectSamples(foo.Operator):
 
     def __call__(self, sample_collection, run_key="prototypes", keep=0.8, strategy="auto",
                  balance="cluster", label_field=None, balance_ratio=0.5, seed=51,
-                 dedup_eps=None, name=None, delegate=False):
+                 dedup_eps=None, name=None, overwrite=False, delegate=False):
         params = dict(run_key=run_key, keep=keep, strategy=strategy,
                       balance="none" if balance is None else balance, label_field=label_field,
-                      balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps, name=name)
+                      balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps, name=name,
+                      overwrite=overwrite)
         return common.call_operator(self.uri, sample_collection, params, delegate)
 
 
@@ -445,40 +507,60 @@ class ExportKeptSamples(foo.Operator):
         return common.execution_options(ctx, always_delegate_above=5000)
 
     def resolve_input(self, ctx):
-        from fiftyone_prune.sdk.export import DATASET_TYPES
+        from fiftyone_prune.sdk.export import DATASET_TYPES, check_export_dir
 
         inputs = types.Object()
-        common.add_view_target(ctx, inputs)
+        selections = common.selections_newest_first(ctx.dataset)
+        choices = [(name, f"{name}: its kept samples") for name, _ in selections]
+        choices.append((_EXPORT_VIEW, "The samples chosen below, as they are"))
+        _dropdown(inputs, "selection", choices, "What to export",
+                  default=choices[0][0], required=False,
+                  description="A selection's kept samples (default: the most recent "
+                              "selection), or a view of your own")
+        selection = ctx.params.get("selection") or choices[0][0]
+        if selection == _EXPORT_VIEW:
+            common.add_view_target(ctx, inputs)
+        view = _export_view(ctx, selection)
+        if selection == _EXPORT_VIEW:
+            for warning in _pruned_warnings(view, selections):
+                inputs.view(f"pruned_{len(inputs.properties)}", types.Warning(label=warning))
+        inputs.md(f"Exports **{len(view)}** samples", name="count")
         _dropdown(inputs, "dataset_type", [(k, k) for k in DATASET_TYPES], "Format",
-                  default="fiftyone")
+                  default="fiftyone",
+                  description="fiftyone keeps every field and score; the others are the "
+                              "usual FiftyOne export formats")
         dtype = ctx.params.get("dataset_type", "fiftyone")
         needs_labels = dtype in ("image_classification_tree", "image_classification_csv",
                                  "coco", "yolo", "voc")
         label_fields = sorted(ctx.dataset.get_field_schema(embedded_doc_type=fo.Label))
         if needs_labels or label_fields:
             _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
-                      required=needs_labels)
-        out = inputs.str("export_dir", required=True, label="Export directory",
-                         view=types.FileExplorerView(choose_dir=True, button_label="Choose..."))
-        inputs.bool("overwrite", default=False, label="Replace a non-empty directory")
-        export_dir = ctx.params.get("export_dir")
-        if isinstance(export_dir, dict):  # FileExplorerView returns {"absolute_path": ...}
-            export_dir = export_dir.get("absolute_path")
-        import os
-
-        if export_dir and os.path.isdir(export_dir) and os.listdir(export_dir) \
-                and not ctx.params.get("overwrite", False):
-            common.mark_invalid(out, f"{export_dir} is not empty: choose another directory "
-                                     f"or tick 'Replace'")
+                      required=needs_labels,
+                      default=_default_label_field(ctx.dataset, selections, selection,
+                                                   label_fields),
+                      description="The labels written by label formats")
+        out = inputs.file("export_dir", required=True, label="Export directory",
+                          description="A new or empty folder outside the dataset's media "
+                                      "folders (type a path or choose one)",
+                          view=types.FileExplorerView(choose_dir=True,
+                                                      button_label="Choose a folder..."))
+        inputs.bool("overwrite", default=False, label="Replace a previous export",
+                    description="Replace a previous fiftyone-prune export in this folder "
+                                "(anything else is never deleted)")
+        export_dir = _path_param(ctx.params.get("export_dir"))
+        if export_dir:
+            try:
+                check_export_dir(view, export_dir, bool(ctx.params.get("overwrite", False)))
+            except ValueError as e:
+                common.mark_invalid(out, _app_words(str(e)))
         return common.form(inputs, "Export kept samples")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk.export import export_kept_samples
 
-        export_dir = ctx.params["export_dir"]
-        if isinstance(export_dir, dict):
-            export_dir = export_dir.get("absolute_path")
-        view = common.target_view(ctx)
+        export_dir = _path_param(ctx.params.get("export_dir"))
+        selection = ctx.params.get("selection") or _EXPORT_VIEW
+        view = _export_view(ctx, selection)
         dataset_type = ctx.params.get("dataset_type", "fiftyone")
 
         def work(progress):
@@ -487,6 +569,7 @@ class ExportKeptSamples(foo.Operator):
                 view, export_dir, dataset_type=dataset_type,
                 label_field=ctx.params.get("label_field") or None,
                 overwrite=bool(ctx.params.get("overwrite", False)),
+                selection=None if selection == _EXPORT_VIEW else selection,
                 progress=progress.bar(f"Exporting {{done}}/{{total}} samples ({dataset_type})"),
             )
 
@@ -500,10 +583,70 @@ class ExportKeptSamples(foo.Operator):
         return types.Property(outputs, view=types.View(label="Export complete"))
 
     def __call__(self, sample_collection, export_dir, dataset_type="fiftyone",
-                 label_field=None, overwrite=False, delegate=False):
-        params = dict(export_dir=export_dir, dataset_type=dataset_type,
-                      label_field=label_field, overwrite=overwrite)
+                 label_field=None, overwrite=False, selection=None, delegate=False):
+        """Exports ``sample_collection`` as it is, or with ``selection`` (a name) that
+        selection's kept samples."""
+        # what the App's file input sends
+        params = dict(export_dir={"absolute_path": str(export_dir)},
+                      dataset_type=dataset_type, label_field=label_field,
+                      overwrite=overwrite, selection=selection or _EXPORT_VIEW)
         return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+#: the export form's choice "the samples chosen below" (not a selection name)
+_EXPORT_VIEW = "__view__"
+
+
+def _path_param(value):
+    """A file input's value: ``{"absolute_path": ...}`` from the App, a string from Python."""
+    if isinstance(value, dict):
+        value = value.get("absolute_path") or value.get("path")
+    return value or None
+
+
+def _app_words(message: str) -> str:
+    return common.app_words(message, tick="Replace a previous export")
+
+
+def _export_view(ctx, selection):
+    """What the export form exports: a selection's saved kept view, or the target view."""
+    from fiftyone_prune.sdk.selection import selection_names
+
+    if selection == _EXPORT_VIEW:
+        return common.target_view(ctx)
+    names = selection_names(selection)
+    if names["view"] in ctx.dataset.list_saved_views():
+        return ctx.dataset.load_saved_view(names["view"])
+    return ctx.dataset.match_tags(names["kept_tag"])
+
+
+def _pruned_warnings(view, selections):
+    from fiftyone_prune.sdk.selection import selection_names
+
+    warnings = []
+    for name, _ in selections:
+        n = len(view.match_tags(selection_names(name)["pruned_tag"]))
+        if n:
+            warnings.append(f"These samples include {n} that selection {name!r} pruned: "
+                            f"choose '{name}: its kept samples' above to export only what "
+                            f"it kept")
+    return warnings
+
+
+def _default_label_field(dataset, selections, selection, label_fields):
+    """The chosen selection's scoring label field, else the first classification field."""
+    from fiftyone_prune.sdk import runs
+
+    for name, cfg in selections:
+        if name == selection:
+            try:
+                label = runs.get_run_info(dataset, cfg.run_key).config.label_field
+            except Exception:  # its scoring run was deleted
+                label = None
+            if label in label_fields:
+                return label
+    classification = validation.classification_fields(dataset)
+    return (classification or label_fields or [None])[0]
 
 
 class EvaluatePruning(foo.Operator):
@@ -526,7 +669,7 @@ class EvaluatePruning(foo.Operator):
 
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
-        score_runs = runs.list_runs(ctx.dataset, "prototypes")
+        score_runs = common.runs_newest_first(ctx.dataset, "prototypes")
         label_fields = validation.classification_fields(ctx.dataset)
         if not score_runs or not label_fields:
             common.error_notice(inputs, "missing", "Needs a prototype-score run and a "
@@ -534,24 +677,37 @@ class EvaluatePruning(foo.Operator):
                                 "scores' first" if not score_runs else
                                 "Needs a Classification label field to train the probe")
             return common.form(inputs, "Evaluate pruning")
+        default_run = common.default_scoring_run(common.target_view(ctx), score_runs)
         _dropdown(inputs, "run_key", [(k, k) for k in score_runs], "Scoring run",
-                  default=score_runs[0])
+                  default=default_run,
+                  description="The prototype scores whose selections are evaluated "
+                              "(default: the most recent run that scored these samples)")
         _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
-                  default=label_fields[0])
-        fr = inputs.str("fractions", default="0.1,0.2,0.3,0.5,0.7,0.9", label="Kept fractions")
+                  default=label_fields[0],
+                  description="Classification labels the probe learns and is tested on")
+        fr = inputs.str("fractions", default="0.1,0.2,0.3,0.5,0.7,0.9", label="Kept fractions",
+                        description="Comma-separated fractions in (0, 1] at which each strategy "
+                                    "is compared with random")
         inputs.list("strategies", types.String(), default=["random", "easy", "hard", "ccs"],
                     label="Strategies (random is always included)",
-                    view=types.AutocompleteView(choices=[types.Choice(s) for s in EVAL_STRATEGIES]))
-        inputs.int("seeds", default=3, label="Seeds per point")
+                    description="Strategies compared with random at every fraction",
+                    view=types.AutocompleteView(
+                        choices=[types.Choice(s, label=s) for s in EVAL_STRATEGIES]))
+        inputs.int("seeds", default=3, label="Seeds per point",
+                   description="Probes trained per strategy and fraction (their spread is "
+                               "part of the intervals)")
         _dropdown(inputs, "probe", [("linear", "linear probe on embeddings (fast)"),
                                     ("cnn", "small CNN from scratch on images (slow)")],
-                  "Probe", default="linear")
-        inputs.str("eval_key", label="Run key (optional)")
-        inputs.bool("overwrite", default=False, label="Replace an existing evaluation")
+                  "Probe", default="linear",
+                  description="The model trained on each selection to measure its accuracy")
+        inputs.str("eval_key", label="Run key (optional)",
+                   description="Names the evaluation run (default: <scoring run>_evaluation)")
+        inputs.bool("overwrite", default=False, label="Replace an existing run",
+                    description="Replace an evaluation with the same run key")
         p = ctx.params
         try:
             fractions = _parse_fractions(p.get("fractions", "0.1,0.2,0.3,0.5,0.7,0.9"))
-            run_key = p.get("run_key", score_runs[0])
+            run_key = p.get("run_key", default_run)
             _check(common.target_view(ctx), p.get("label_field", label_fields[0]), run_key,
                    fractions, p.get("strategies") or ["random"], p.get("seeds", 3),
                    p.get("probe", "linear"), None, 0.2,
@@ -560,7 +716,7 @@ class EvaluatePruning(foo.Operator):
             if "fraction" in str(e):
                 common.mark_invalid(fr, str(e))
             else:
-                common.error_notice(inputs, "input_error", str(e))
+                common.error_notice(inputs, "input_error", common.app_words(str(e)))
         return common.form(inputs, "Evaluate pruning")
 
     def execute(self, ctx):

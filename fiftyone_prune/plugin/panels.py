@@ -10,6 +10,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
+from fiftyone_prune.plugin import common
 from fiftyone_prune.plugin.common import PLUGIN
 
 STRATEGIES = ["auto", "hard", "easy", "ccs", "density", "random"]
@@ -33,6 +34,10 @@ class PruningPanel(foo.Panel):
         self._refresh(ctx)
 
     def on_change_dataset(self, ctx):
+        self._refresh(ctx)
+
+    def on_change_view(self, ctx):
+        # the panel works on what the grid shows, like the rest of the App
         self._refresh(ctx)
 
     def on_change_run(self, ctx):
@@ -65,9 +70,14 @@ class PruningPanel(foo.Panel):
 
     def apply_selection(self, ctx):
         s = ctx.panel.state
+        try:
+            keep = _parse_keep(s.keep or 0.8)
+        except ValueError as e:
+            ctx.ops.notify(str(e), variant="error")
+            return
+        # the form's samples are the panel's: the current view
         ctx.prompt(f"{PLUGIN}/select_samples", params={
-            "run_key": s.run_key, "keep": _parse_keep(s.keep or 0.8),
-            "strategy": s.strategy or "auto",
+            "run_key": s.run_key, "keep": keep, "strategy": s.strategy or "auto",
             "balance": s.balance or "cluster"})
 
     def open_export(self, ctx):
@@ -81,9 +91,7 @@ class PruningPanel(foo.Panel):
 
     # --- helpers ------------------------------------------------------------------------
     def _runs(self, ctx):
-        from fiftyone_prune.sdk import runs
-
-        return runs.list_runs(ctx.dataset, "prototypes")
+        return common.runs_newest_first(ctx.dataset, "prototypes")
 
     def _refresh(self, ctx):
         from fiftyone_prune.sdk.evaluation import load_evaluation
@@ -92,17 +100,18 @@ class PruningPanel(foo.Panel):
 
         keys = self._runs(ctx)
         s = ctx.panel.state
+        ctx.panel.state.target = common.describe_target(ctx)
         if not keys:
             ctx.panel.state.run_key = None
             return
         if s.run_key not in keys:
-            ctx.panel.state.run_key = keys[0]
+            ctx.panel.state.run_key = common.default_scoring_run(ctx.view, keys)
         keep = s.keep if s.keep else 0.8
         strategy = s.strategy or "auto"
         balance = s.balance or "cluster"
         group = s.group if s.group not in (None, "", "all") else None
         try:
-            hist = selection_histogram(ctx.dataset, ctx.panel.state.run_key,
+            hist = selection_histogram(ctx.view, ctx.panel.state.run_key,
                                        keep=_parse_keep(keep), strategy=strategy,
                                        balance=None if balance == "none" else balance,
                                        group=group)
@@ -142,10 +151,10 @@ class PruningPanel(foo.Panel):
              "y": [c["total"] - c["kept"] for _, c in groups], "name": "pruned",
              "marker": {"color": "#888888"}},
         ]
-        evals = [k for k in runs.list_runs(ctx.dataset, "evaluation")
+        evals = [k for k in common.runs_newest_first(ctx.dataset, "evaluation")
                  if runs.get_run_info(ctx.dataset, k).config.run_key == ctx.panel.state.run_key]
-        if evals:
-            ev = load_evaluation(ctx.dataset, evals[-1])
+        if evals:  # the most recent evaluation of this run
+            ev = load_evaluation(ctx.dataset, evals[0])
             traces = []
             for strat in dict.fromkeys(r["strategy"] for r in ev.table):
                 rows = [r for r in ev.table if r["strategy"] == strat]
@@ -223,6 +232,8 @@ class PruningPanel(foo.Panel):
             grp.add_choice(str(g), label=str(g))
         row.enum("group", grp.values(), default=s.group or "all", label="Class / cluster",
                  view=grp, on_change=self.on_change_group)
+        panel.md(f"Works on {s.target or 'the current view'}: change the view in the grid "
+                 f"to work on other samples", name="target")
         if s.error:
             panel.view("error", types.Error(label=s.error))
         else:
@@ -235,8 +246,9 @@ class PruningPanel(foo.Panel):
         buttons = panel.h_stack("buttons", align_x="left", gap=2)
         buttons.btn("easiest", label="Show easiest", on_click=self.show_easiest)
         buttons.btn("hardest", label="Show hardest", on_click=self.show_hardest)
+        # bad input (e.g. Keep "abc") is explained above and can't be applied
         buttons.btn("apply", label="Apply selection", on_click=self.apply_selection,
-                    variant="contained")
+                    variant="contained", disabled=bool(s.error))
         buttons.btn("export", label="Export kept", on_click=self.open_export)
         if s.verdicts:
             panel.plot("curve", layout={"height": 300, "margin": {"t": 40}, "title": {"text": "pruning curve (held-out accuracy)"},

@@ -119,6 +119,9 @@ def page(browser_context, request):
     page.console_errors = []
     page.on("console", lambda m: page.console_errors.append(m.text)
             if m.type == "error" and "ERR_FAILED" not in m.text else None)
+    # uncaught exceptions in the page (a form that crashes React lands here)
+    page.page_errors = []
+    page.on("pageerror", lambda e: page.page_errors.append(str(e)))
     yield page
     rep = getattr(request.node, "rep_call", None)
     if rep is not None and rep.failed:

@@ -320,3 +320,11 @@ def panel_tab(page, label: str):
 def view_bar(page):
     """The view bar above the grid; its stages show their names (``SortBy``, ...)."""
     return page.locator("[data-cy=view-bar]")
+
+
+def assert_no_page_errors(page, allowed=()):
+    """Fails on any uncaught error in the page and on any console error (the App logs a
+    failed operator or a crashed form there), except messages containing ``allowed``."""
+    errors = list(getattr(page, "page_errors", [])) + [
+        e for e in page.console_errors if not any(a in e for a in allowed)]
+    assert not errors, errors

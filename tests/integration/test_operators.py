@@ -80,8 +80,13 @@ def test_select_operator_applies_a_selection(digits_dataset):
     summary = op(digits_dataset, run_key="proto", keep=0.25, strategy="auto", balance=None)
     assert summary["num_kept"] == 30 and summary["strategy"] == "random"
     assert digits_dataset.count_sample_tags()["proto:kept"] == 30
-    summary = op(digits_dataset, run_key="proto", keep=12, strategy="hard")
+    # the same name again is refused before anything changes, unless replacing
+    with pytest.raises(ExecutionError, match="tick 'Replace an existing run'"):
+        op(digits_dataset, run_key="proto", keep=12, strategy="hard")
+    assert digits_dataset.count_sample_tags()["proto:kept"] == 30
+    summary = op(digits_dataset, run_key="proto", keep=12, strategy="hard", overwrite=True)
     assert summary["num_kept"] == 12
+    assert digits_dataset.count_sample_tags()["proto:kept"] == 12
     assert "proto-kept" in digits_dataset.list_saved_views()
 
 
@@ -207,9 +212,8 @@ def test_immediate_scores_and_selection_stream_stages(digits_dataset):
     assert labels in (["Selecting: reading scores", tagging], [tagging]), labels
     names = [name for name, _ in _triggered(messages)]
     assert names[-3:] == ["reload_dataset", "set_view", "show_output"]
-    # the App switches to the kept samples
-    view = _triggered(messages)[-2][1]["view"]
-    assert "proto:kept" in str(view)
+    # the App switches to the new saved view, by its name
+    assert _triggered(messages)[-2][1] == {"name": "proto-kept"}
     title, values = _shown(messages)
     assert title == "Selection applied" and values["num_kept"] == 30
     assert digits_dataset.count_sample_tags()["proto:kept"] == 30
@@ -237,7 +241,7 @@ def test_immediate_evaluation_and_export_stream_progress(digits_dataset, tmp_pat
     kept = digits_dataset.load_saved_view("proto-kept")
     out = tmp_path / "out"
     messages = _run_as_the_app(kept, "export_kept_samples", {
-        "export_dir": str(out), "dataset_type": "image_classification_tree",
+        "export_dir": {"absolute_path": str(out)}, "dataset_type": "image_classification_tree",
         "label_field": "ground_truth"})
     progress = _progress(messages)
     assert progress[0]["label"] == "Exporting 10 samples (image_classification_tree)"
