@@ -288,8 +288,11 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
         row = dict(strategy=strategy, fraction=fraction, kept=kept, **_point(bootstrap, fits))
         if strategy == "random":
             random_correct[fraction] = fits
-        diff, lo, hi = significance.difference_interval(bootstrap, fits, random_correct[fraction])
-        row.update(diff=diff, diff_low=lo, diff_high=hi)
+            row.update(diff=0.0, diff_low=0.0, diff_high=0.0)
+        else:
+            diff, lo, hi = significance.difference_interval(bootstrap, fits,
+                                                            random_correct[fraction])
+            row.update(diff=diff, diff_low=lo, diff_high=hi)
         table.append(row)
     verdicts = make_verdicts(table, full, seeds, len(test))
     result = EvaluationResult(eval_key, table, full, verdicts, num_test=len(test),

@@ -256,3 +256,18 @@ def test_cnn_accepts_colour_images_and_checks_shapes(digits):
 def test_probe_accuracy_rejects_unknown_kind(digits):
     with pytest.raises(ValueError, match="kind"):
         probe_accuracy("svm", digits["x"], digits["y"], digits["x"], digits["y"])
+
+
+def test_probe_correctness_is_per_sample_and_the_linear_probe_ignores_the_seed(digits):
+    from fiftyone_prune.core.probe import DETERMINISTIC_PROBES, probe_correctness
+
+    tr, te = digits["train"][:300], digits["test"]
+    args = (digits["x"][tr], digits["y"][tr], digits["x"][te], digits["y"][te])
+    correct = probe_correctness("linear", *args, seed=0)
+    assert correct.dtype == bool and correct.shape == (len(te),)
+    assert correct.mean() == probe_accuracy("linear", *args)
+    # why the evaluation fits a deterministic selection once, not once per seed
+    assert "linear" in DETERMINISTIC_PROBES
+    assert (probe_correctness("linear", *args, seed=7) == correct).all()
+    with pytest.raises(ValueError, match="kind"):
+        probe_correctness("svm", *args)
