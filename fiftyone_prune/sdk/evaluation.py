@@ -480,9 +480,11 @@ def recommend_strategy(samples, run_key: str, keep_fraction: float, balance="clu
 
 
 #: Measured cost of one linear-probe fit, in seconds per (training sample x embedding
-#: dimension), on the 2-core project machine (benchmarks/evaluation_cost.py: about
-#: 1-2.5 s for 8,000 x 1,280); used only to say how long a quick evaluation would take.
-FIT_SECONDS_PER_SAMPLE_DIM = 2.0e-7
+#: dimension) on a quiet 2-core machine: issue 15's 20,000-image evaluation took 197 s
+#: for 93 fits of 7,500 x 1,280 on average (2.2e-7); benchmarks/evaluation_cost.py
+#: prints the figure for the machine it runs on. Used only to say how long a quick
+#: evaluation would take.
+FIT_SECONDS_PER_SAMPLE_DIM = 2.2e-7
 #: A quick evaluation is offered up to this many labelled samples (about a minute).
 QUICK_EVALUATION_MAX_SAMPLES = 50_000
 
