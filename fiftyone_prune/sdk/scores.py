@@ -187,7 +187,7 @@ def _read_scorable(samples, embeddings_field, zero: list):
         keep[rows] = False
         x = x[keep]
         ids = [i for i, k in zip(ids, keep) if k]
-        missing = missing + [zero_id for zero_id in zero]
+        missing = missing + zero
     return ids, x, missing
 
 
@@ -586,7 +586,7 @@ class _Target:
             self.dataset.rename_sample_fields(changed)
         staged = [f for f in same if self.dataset.get_field(f) is not None]
         if staged:  # values already moved: this only drops the declarations
-            self.dataset.delete_sample_fields(staged)
+            storage.undeclare_empty_fields(self.dataset, staged)
         descriptions = _field_descriptions(self.run_key)
         self.dataset.reload()  # a renamed field object still carries its old name
         for field in self.final:

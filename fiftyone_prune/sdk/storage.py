@@ -376,3 +376,21 @@ def switch_tags(dataset: fo.Dataset, staging_to_final: dict[str, str]) -> None:
             "as": "t", "in": renamed}},
             "last_modified_at": "$$NOW"}}],
     )
+
+
+def undeclare_empty_fields(dataset: fo.Dataset, fields: list[str]) -> None:
+    """Removes the schema entries of ``fields`` whose values no document holds any more
+    (e.g. after :func:`swap_fields`). FiftyOne's ``delete_sample_fields`` would also
+    ``$unset`` them and stamp ``last_modified_at`` on every document of the dataset: a
+    full write pass (1.3 s per 20,000 samples here) for nothing. Plain top-level fields
+    only; falls back to ``delete_sample_fields`` where FiftyOne's internals differ."""
+    leftover = dataset._sample_collection.find_one(
+        {"$or": [{f: {"$exists": True}} for f in fields]}, {"_id": 1})
+    doc_cls = dataset._sample_doc_cls
+    if leftover is not None or not hasattr(doc_cls, "_delete_field_schema"):
+        dataset.delete_sample_fields(fields)
+        return
+    for field in fields:
+        doc_cls._delete_field_schema(field)
+    dataset._doc.save()
+    dataset._reload(hard=True)

@@ -344,6 +344,10 @@ def test_scoring_overwrite_killed_midway_keeps_old_scores_and_its_lease_expires(
     vectors_dataset.reload()
     assert not scores.staging_fields(vectors_dataset, "ow")
     assert all(vectors_dataset.get_field(f) is None for f in seen["staged"])
+    new_staged = {f"ow_{k}_staging_" for k in ("distance", "cluster")}
+    assert not any(any(k.startswith(p) for p in new_staged)  # no value left anywhere
+                   for doc in vectors_dataset._sample_collection.find({}) for k in doc)
+    assert len(list(vectors_dataset.iter_samples())) == N  # every sample loads
     assert fop.get_run_info(vectors_dataset, "ow").config.num_clusters == [6]
     assert_scores_describe_run(vectors_dataset, "ow")
     fop.delete_run(vectors_dataset, "ow")
