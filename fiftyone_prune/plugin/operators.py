@@ -468,10 +468,14 @@ class SelectSamples(foo.Operator):
             return plan.summary()
 
         def after(ctx, summary):
-            # by name, so that the App's saved-view selector shows it; the reload first
-            # makes the App learn the saved view this run created
-            return [ctx.ops.reload_dataset(),
-                    ctx.ops.set_view(name=selection_names(summary["name"])["view"])]
+            # the App's set_view(name=...) only finds saved views it had loaded before
+            # this run (FiftyOne's own save_view operator has the same "@todo"): pass the
+            # view itself and say its saved name
+            name = selection_names(summary["name"])["view"]
+            kept = view._dataset.load_saved_view(name)
+            return [ctx.ops.reload_dataset(), ctx.ops.set_view(view=kept),
+                    ctx.ops.notify(f"Showing the kept samples: saved view '{name}' "
+                                   f"(in the saved views menu)", variant="success")]
 
         return common.execute_with_progress(self, ctx, work, after=after)
 

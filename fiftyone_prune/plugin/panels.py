@@ -100,7 +100,8 @@ class PruningPanel(foo.Panel):
 
         keys = self._runs(ctx)
         s = ctx.panel.state
-        ctx.panel.state.target = common.describe_target(ctx)
+        ctx.panel.state.target = (f"Works on {common.describe_target(ctx)}: change the "
+                                  f"view in the grid to work on other samples")
         if not keys:
             ctx.panel.state.run_key = None
             return
@@ -232,8 +233,8 @@ class PruningPanel(foo.Panel):
             grp.add_choice(str(g), label=str(g))
         row.enum("group", grp.values(), default=s.group or "all", label="Class / cluster",
                  view=grp, on_change=self.on_change_group)
-        panel.md(f"Works on {s.target or 'the current view'}: change the view in the grid "
-                 f"to work on other samples", name="target")
+        # a markdown property shows the panel state of its name
+        panel.md(s.target or "", name="target")
         if s.error:
             panel.view("error", types.Error(label=s.error))
         else:

@@ -211,9 +211,10 @@ def test_immediate_scores_and_selection_stream_stages(digits_dataset):
     # the first stage may be folded into the second, as above
     assert labels in (["Selecting: reading scores", tagging], [tagging]), labels
     names = [name for name, _ in _triggered(messages)]
-    assert names[-3:] == ["reload_dataset", "set_view", "show_output"]
-    # the App switches to the new saved view, by its name
-    assert _triggered(messages)[-2][1] == {"name": "proto-kept"}
+    assert names[-4:] == ["reload_dataset", "set_view", "notify", "show_output"]
+    # the App switches to the kept samples and names their saved view
+    assert "proto:kept" in str(_triggered(messages)[-3][1]["view"])
+    assert "'proto-kept'" in str(_triggered(messages)[-2][1])
     title, values = _shown(messages)
     assert title == "Selection applied" and values["num_kept"] == 30
     assert digits_dataset.count_sample_tags()["proto:kept"] == 30
