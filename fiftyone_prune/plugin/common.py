@@ -4,6 +4,7 @@ dropdowns, and showing an SDK validation error in the form."""
 
 from __future__ import annotations
 
+import logging
 import queue
 import threading
 import traceback
@@ -14,6 +15,8 @@ import fiftyone.operators.types as types
 from fiftyone.operators.message import GeneratedMessage, MessageType
 
 PLUGIN = "@fiftyone-prune/prune"
+
+logger = logging.getLogger(__name__)
 
 #: views larger than this default to delegated execution (a few hundred images take
 #: minutes on a CPU, longer than a user should wait on an open form)
@@ -151,14 +154,27 @@ def _stream(operator, ctx, work, after):
     yield show_result(operator, ctx, result)
 
 
+def error_line(exception) -> str:
+    """What the App shows for a failed run: one line. A ``ValueError`` is an SDK check
+    that names the problem and the fix, so its message is all; anything else says its
+    type too (the traceback goes to the server's log, not to the user)."""
+    message = str(exception).strip()
+    if isinstance(exception, ValueError) and message:
+        return message
+    return f"{type(exception).__name__}: {message}" if message else type(exception).__name__
+
+
 class ErrorMessage(GeneratedMessage):
-    """A failed run, as the App reads it from a generator's stream: a line with ``error``
-    (and ``error_message``, as in a non-generator run's response)."""
+    """A failed run, as the App reads it from a generator's stream: ``error`` (which the
+    App shows) and ``error_message``, both the one-line :func:`error_line`; the full
+    traceback is logged."""
 
     def __init__(self, exception):
         super().__init__(MessageType.ERROR)
-        self.error = "".join(traceback.format_exception(exception))
-        self.error_message = str(exception)
+        logger.error("Operator run failed:\n%s",
+                     "".join(traceback.format_exception(exception)))
+        self.error = error_line(exception)
+        self.error_message = self.error
 
     def to_json(self):
         return {"type": str(self.type), "cls": None, "error": self.error,
@@ -173,9 +189,10 @@ def show_result(operator, ctx, result):
 
 
 def show_failure(operator, ctx, exception):
-    """The progress dialog's last word on a failed run (the form shows the traceback)."""
+    """The progress dialog's last word on a failed run (one line; the log has the
+    traceback)."""
     outputs = types.Object()
-    outputs.view("error", types.Error(label=str(exception)))
+    outputs.view("error", types.Error(label=error_line(exception)))
     return _show(ctx, types.Property(
         outputs, view=types.View(label=f"{operator.config.label} failed")), {})
 

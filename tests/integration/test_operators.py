@@ -253,7 +253,7 @@ def test_immediate_evaluation_and_export_stream_progress(digits_dataset, tmp_pat
     assert len(list(out.rglob("*.png"))) == 10
 
 
-def test_an_error_in_the_worker_thread_is_the_runs_error(digits_dataset):
+def test_an_error_in_the_worker_thread_is_the_runs_error(digits_dataset, caplog):
     _with_random_embeddings(digits_dataset)
     # a class with one sample passes the form's checks and fails inside the SDK
     sample = digits_dataset.first()
@@ -269,13 +269,26 @@ def test_an_error_in_the_worker_thread_is_the_runs_error(digits_dataset):
     # ... and the last line is the run's error, which the App reports as a failure
     error = messages[-1]
     assert "single sample" in error["error_message"] and "lonely" in error["error_message"]
-    assert "Traceback" in error["error"] and "ValueError" in error["error"]
+    # one line the user reads (an SDK check's message), not a traceback; the log has that
+    assert error["error"] == error["error_message"] and "\n" not in error["error"]
+    assert "Traceback" not in error["error"]
+    assert "Traceback" in caplog.text and "ValueError" in caplog.text
     assert "sup_distance" not in digits_dataset.get_field_schema()
     # the same error from Python
     with pytest.raises(ExecutionError, match="single sample"):
         foo.get_operator(URI + "compute_prototype_scores")(
             digits_dataset, embeddings_field="emb", run_key="sup", method="supervised",
             label_field="ground_truth")
+
+
+def test_an_unexpected_error_is_one_line_with_its_type():
+    from fiftyone_prune.plugin.common import ErrorMessage
+
+    try:
+        {}["missing"]
+    except KeyError as e:
+        message = ErrorMessage(e).to_json()
+    assert message["error"] == "KeyError: 'missing'" == message["error_message"]
 
 
 def test_delegated_run_stores_its_result_and_progress(digits_dataset):
