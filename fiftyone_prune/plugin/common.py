@@ -35,12 +35,13 @@ def operator_config(name: str, label: str, description: str, icon: str, **extra)
     """What every operator of the plugin declares: a dynamic form, immediate or delegated
     execution, and (for ``execute_with_progress``) running as a generator in the App.
     ``icon`` is ``/assets/<name>.svg``; its ``-light``/``-dark`` variants follow the theme."""
+    options = dict(allow_immediate_execution=True, allow_delegated_execution=True,
+                   execute_as_generator=True)
+    options.update(extra)  # quick operators (run management) run immediately, not streamed
     return foo.OperatorConfig(
         name=name, label=label, description=description, icon=icon, dynamic=True,
         light_icon=icon.replace(".svg", "-light.svg"),
-        dark_icon=icon.replace(".svg", "-dark.svg"),
-        allow_immediate_execution=True, allow_delegated_execution=True,
-        execute_as_generator=True, **extra,
+        dark_icon=icon.replace(".svg", "-dark.svg"), **options,
     )
 
 
@@ -234,8 +235,8 @@ def call_operator(uri, sample_collection, params, delegate=False):
 
 # --- defaults: the most recent run that fits what the user looks at --------------------
 
-def runs_newest_first(samples, kind: str) -> list[str]:
-    """This package's runs of ``kind``, the most recently registered first (FiftyOne
+def runs_newest_first(samples, kind: str | None) -> list[str]:
+    """This package's runs of ``kind`` (all with None), the most recently registered first (FiftyOne
     stamps each run; alphabetical order would pick an old run over a new one)."""
     from fiftyone_prune.sdk import runs
 

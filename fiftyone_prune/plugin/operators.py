@@ -765,5 +765,215 @@ def _parse_fractions(text):
         raise ValueError(f"fractions must be comma-separated numbers in (0, 1], got {text!r}")
 
 
+# --- run management: what FiftyOne's brain plugin offers for its runs --------------------
+
+def _run_choice(ctx, inputs, kinds=None, description="The run to act on"):
+    """A dropdown of this package's runs (of ``kinds``), the most recent first; returns
+    the chosen key, or None (with a notice) when there is none."""
+    from fiftyone_prune.sdk import runs
+
+    keys = [k for k in common.runs_newest_first(ctx.dataset, None)
+            if kinds is None or runs.get_run_info(ctx.dataset, k).config.kind in kinds]
+    if not keys:
+        common.error_notice(inputs, "no_runs", "This dataset has no such fiftyone-prune "
+                            "run yet: compute prototype scores (and select) first")
+        return None
+    options = [(k, f"{k} ({runs.get_run_info(ctx.dataset, k).config.kind})") for k in keys]
+    _dropdown(inputs, "run_key", options, "Run", default=keys[0], description=description)
+    key = ctx.params.get("run_key") or keys[0]
+    return key if key in keys else keys[0]
+
+
+def _code_list(values):
+    return ", ".join(f"`{v}`" for v in values) if values else "none"
+
+
+def run_markdown(summary: dict) -> str:
+    """One run's summary as the App shows it."""
+    lines = [f"**{summary['run_key']}**: {summary['kind']} run, registered "
+             f"{summary['timestamp'] or '?'}", "",
+             f"**Status**: {summary['status']}", "",
+             "| parameter | value |", "|---|---|"]
+    for name, value in sorted(summary["params"].items()):
+        text = str(value).replace("|", "\\|").replace("\n", " ")
+        lines.append(f"| {name} | {text[:120]} |")
+    lines += ["", f"**Fields**: {_code_list(summary['fields'])}",
+              "", f"**Tags**: {_code_list(summary['tags'])}",
+              "", f"**Saved views**: {_code_list(summary['saved_views'])}"]
+    if summary["dependents"]:
+        lines += ["", f"**Made from it**: {_code_list(summary['dependents'])}"]
+    return "\n".join(lines)
+
+
+class GetRunInfo(foo.Operator):
+    @property
+    def config(self):
+        return common.operator_config(
+            name="get_pruning_run_info", label="Prune: run info",
+            description="List the pruning runs of this dataset: parameters, status and "
+                        "the fields, tags and saved views each created",
+            icon="/assets/score.svg", execute_as_generator=False,
+            allow_delegated_execution=False)
+
+    def resolve_input(self, ctx):
+        from fiftyone_prune.sdk import runs
+
+        inputs = types.Object()
+        key = _run_choice(ctx, inputs, description="Scoring, selection and evaluation "
+                                                   "runs, the most recent first")
+        if key is not None:
+            inputs.md(run_markdown(runs.run_summary(ctx.dataset, key)), name="info")
+        return common.form(inputs, "Pruning runs")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk import runs
+
+        return runs.run_summary(ctx.dataset, ctx.params["run_key"])
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.md(run_markdown(ctx.results) if ctx.results else "", name="info")
+        return types.Property(outputs, view=types.View(label="Run info"))
+
+
+#: what "Load a run's samples" can show of a selection
+_SELECTION_PARTS = [("kept", "its kept samples (the saved view)"),
+                    ("pruned", "its pruned samples"), ("unscored", "its unscored samples")]
+
+
+class LoadRunView(foo.Operator):
+    @property
+    def config(self):
+        return common.operator_config(
+            name="load_pruning_run_view", label="Prune: load a run's samples",
+            description="Show a selection's kept (or pruned) samples, or a scoring run's "
+                        "samples hardest first",
+            icon="/assets/select.svg", execute_as_generator=False,
+            allow_delegated_execution=False)
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        key = _run_choice(ctx, inputs, kinds=("selection", "prototypes"),
+                          description="A selection or a scoring run")
+        if key is not None and _kind(ctx, key) == "selection":
+            _dropdown(inputs, "part", _SELECTION_PARTS, "Show", default="kept",
+                      description="Which of the selection's samples the grid shows")
+        elif key is not None:
+            inputs.md("Shows the samples this run scored, hardest (farthest from their "
+                      "prototype) first", name="hint")
+        return common.form(inputs, "Load a run's samples")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk import runs
+        from fiftyone_prune.sdk.selection import selection_names
+
+        key = ctx.params["run_key"]
+        cfg = runs.get_run_info(ctx.dataset, key).config
+        if cfg.kind == "prototypes":
+            ctx.ops.set_view(ctx.dataset.exists(cfg.distance_field)
+                             .sort_by(cfg.distance_field, reverse=True))
+            return
+        names = selection_names(cfg.name)
+        part = ctx.params.get("part") or "kept"
+        if part == "kept" and ctx.dataset.has_saved_view(names["view"]):
+            ctx.ops.set_view(name=names["view"])
+        else:
+            ctx.ops.set_view(ctx.dataset.match_tags(names[f"{part}_tag"]))
+
+
+def _kind(ctx, key):
+    from fiftyone_prune.sdk import runs
+
+    return runs.get_run_info(ctx.dataset, key).config.kind
+
+
+class RenameRun(foo.Operator):
+    @property
+    def config(self):
+        return common.operator_config(
+            name="rename_pruning_run", label="Prune: rename a run",
+            description="Give a scoring or evaluation run a new key (its selections and "
+                        "evaluations follow it)",
+            icon="/assets/score.svg", execute_as_generator=False,
+            allow_delegated_execution=False)
+
+    def resolve_input(self, ctx):
+        inputs = types.Object()
+        key = _run_choice(ctx, inputs, kinds=("prototypes", "evaluation"),
+                          description="A scoring or evaluation run (a selection is named "
+                                      "by its tags and saved view: select again instead)")
+        if key is None:
+            return common.form(inputs, "Rename a run")
+        new = inputs.str("new_run_key", required=True, label="New run key",
+                         description="Letters, digits and underscores; its fields keep "
+                                     "their names")
+        new_key = ctx.params.get("new_run_key")
+        if new_key:
+            try:
+                validation.check_run_key(new_key)
+                if new_key in ctx.dataset.list_runs():
+                    raise ValueError(f"Run key {new_key!r} is already used: choose another")
+            except ValueError as e:
+                common.mark_invalid(new, str(e))
+        return common.form(inputs, "Rename a run")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk import runs
+
+        runs.rename_run(ctx.dataset, ctx.params["run_key"], ctx.params["new_run_key"])
+        ctx.ops.notify(f"Run {ctx.params['run_key']!r} is now "
+                       f"{ctx.params['new_run_key']!r}", variant="success")
+
+
+class DeleteRun(foo.Operator):
+    @property
+    def config(self):
+        return common.operator_config(
+            name="delete_pruning_run", label="Prune: delete a run",
+            description="Delete a run with the fields, tags and saved views it created",
+            icon="/assets/score.svg", execute_as_generator=False,
+            allow_delegated_execution=False)
+
+    def resolve_input(self, ctx):
+        from fiftyone_prune.sdk import runs
+
+        inputs = types.Object()
+        key = _run_choice(ctx, inputs, description="The run to delete")
+        if key is None:
+            return common.form(inputs, "Delete a run")
+        summary = runs.run_summary(ctx.dataset, key)
+        inputs.view("what", types.Warning(label=(
+            f"Deletes run {key!r}, the fields {summary['fields'] or 'none'}, the tags "
+            f"{summary['tags'] or 'none'} and the saved views "
+            f"{summary['saved_views'] or 'none'}. Samples are never deleted.")))
+        if summary["dependents"]:
+            inputs.view("stale", types.Notice(label=(
+                f"Runs made from it ({', '.join(summary['dependents'])}) stay, and "
+                f"become stale")))
+        confirm = inputs.bool("confirm", default=False, required=True,
+                              label="Yes, delete this run and what it created",
+                              description="Nothing is deleted without this tick")
+        if not ctx.params.get("confirm"):
+            common.mark_invalid(confirm, "Tick to confirm the deletion")
+        return common.form(inputs, "Delete a run")
+
+    def execute(self, ctx):
+        from fiftyone_prune.sdk import runs
+
+        if not ctx.params.get("confirm"):
+            raise ValueError("Not deleted: tick 'Yes, delete this run and what it created'")
+        key = ctx.params["run_key"]
+        deleted = runs.delete_run(ctx.dataset, key)
+        ctx.ops.reload_dataset()
+        return {"run_key": key, "deleted_fields": ", ".join(deleted) or "none"}
+
+    def resolve_output(self, ctx):
+        outputs = types.Object()
+        outputs.str("run_key", label="Deleted run")
+        outputs.str("deleted_fields", label="Deleted fields")
+        return types.Property(outputs, view=types.View(label="Run deleted"))
+
+
 OPERATORS = [ComputeEmbeddings, ComputePrototypeScores, SelectSamples, ExportKeptSamples,
-             EvaluatePruning]
+             EvaluatePruning, GetRunInfo, LoadRunView,
+             RenameRun, DeleteRun]

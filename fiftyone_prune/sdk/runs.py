@@ -218,3 +218,56 @@ def _check_ours(samples, run_key):
             f"No fiftyone-prune run with key {run_key!r} on dataset "
             f"{samples._dataset.name!r}; existing runs: {known or 'none'}"
         )
+
+
+def run_summary(samples, run_key: str) -> dict:
+    """What a run is and what it created, for listing runs: its kind, status, when it
+    was registered, every parameter, and the fields, tags and saved views it owns (what
+    :func:`delete_run` removes), plus the runs made from it."""
+    info = get_run_info(samples, run_key)
+    cfg = info.config
+    params = cfg.serialize()
+    created = {name: list(params.pop(name, None) or [])
+               for name in ("fields", "tags", "saved_views")}
+    for name in ("method", "cls", "type", "versions", "staging_tags"):
+        params.pop(name, None)
+    return {"run_key": run_key, "kind": getattr(cfg, "kind", None),
+            "status": run_status(samples, run_key),
+            "timestamp": info.timestamp.isoformat(sep=" ", timespec="seconds")
+            if info.timestamp is not None else None,
+            "params": params, "dependents": dependent_runs(samples, run_key), **created}
+
+
+def dependent_runs(samples, run_key: str) -> list[str]:
+    """The selection and evaluation runs made from scoring run ``run_key``."""
+    dataset = samples._dataset
+    return [key for key in list_runs(samples)
+            if key != run_key and getattr(dataset.get_run_info(key).config, "kind", None)
+            in ("selection", "evaluation")
+            and getattr(dataset.get_run_info(key).config, "run_key", None) == run_key]
+
+
+def rename_run(samples, run_key: str, new_run_key: str) -> None:
+    """Renames a scoring or evaluation run; the selections and evaluations made from a
+    scoring run follow it (their recorded scoring run is renamed too, so they do not turn
+    stale). Its fields keep their names (the run records them). A selection is named by
+    its tags and saved view: select again under the new name instead."""
+    _check_ours(samples, run_key)
+    validation.check_run_key(new_run_key)
+    dataset = samples._dataset
+    kind = getattr(dataset.get_run_info(run_key).config, "kind", None)
+    if kind == "selection":
+        raise ValueError(
+            f"Run {run_key!r} is a selection, named by its tags and saved view: select "
+            f"again under the new name (and delete this one) instead of renaming it")
+    if new_run_key in dataset.list_runs():
+        raise ValueError(f"Run key {new_run_key!r} is already used: choose another key")
+    with leases.hold(samples, run_key), leases.hold(samples, new_run_key):
+        if new_run_key in dataset.list_runs():  # taken while we waited for the leases
+            raise ValueError(f"Run key {new_run_key!r} is already used: choose another key")
+        dependents = dependent_runs(samples, run_key)
+        dataset.rename_run(run_key, new_run_key)
+        for key in dependents:
+            cfg = dataset.get_run_info(key).config
+            cfg.run_key = new_run_key
+            dataset.update_run_config(key, cfg)

@@ -315,3 +315,66 @@ def test_delegated_run_stores_its_result_and_progress(digits_dataset):
         assert digits_dataset.count("later_distance") == n
     finally:
         service.delete_operation(queued["id"])
+
+
+# ------------------------------------------------------------- run management
+
+def _run_op(dataset, name, params, view=None):
+    result = foo.execute_operator(URI + name, {"view": view or dataset.view()},
+                                  params=params)
+    result.raise_exceptions()
+    return result
+
+
+def _requests(result):
+    return [(r["operator_uri"], r["params"]) for r in result.executor.to_json()["requests"]]
+
+
+def test_run_management_lists_loads_renames_and_deletes(digits_dataset):
+    from fiftyone_prune.sdk import runs
+
+    _scored(digits_dataset)
+    foo.get_operator(URI + "select_samples")(digits_dataset, run_key="proto", keep=0.5,
+                                             balance=None, name="half")
+    # info: parameters, status and what it created
+    info = _run_op(digits_dataset, "get_pruning_run_info",
+                   {"run_key": "half_selection"}).result
+    assert info["status"] == "complete" and info["kind"] == "selection"
+    assert set(info["tags"]) >= {"half:kept", "half:pruned"}
+    assert info["saved_views"] == ["half-kept"] and info["params"]["run_key"] == "proto"
+    assert _run_op(digits_dataset, "get_pruning_run_info",
+                   {"run_key": "proto"}).result["dependents"] == ["half_selection"]
+    # load: the selection's saved view of kept samples, or its pruned samples
+    loaded = _requests(_run_op(digits_dataset, "load_pruning_run_view",
+                               {"run_key": "half_selection", "part": "kept"}))
+    assert loaded == [("set_view", {"name": "half-kept"})]
+    (_, params), = _requests(_run_op(digits_dataset, "load_pruning_run_view",
+                                     {"run_key": "half_selection", "part": "pruned"}))
+    assert "half:pruned" in str(params["view"])
+    # rename: the selection follows its scoring run and stays usable
+    _run_op(digits_dataset, "rename_pruning_run", {"run_key": "proto", "new_run_key": "p2"})
+    assert "p2" in runs.list_runs(digits_dataset, "prototypes")
+    assert "proto" not in digits_dataset.list_runs()
+    assert runs.run_status(digits_dataset, "half_selection") == "complete"
+    # a selection is named by its tags and saved view: the form does not offer it
+    with pytest.raises(ExecutionError, match="Invalid enum value"):
+        _run_op(digits_dataset, "rename_pruning_run",
+                {"run_key": "half_selection", "new_run_key": "other"})
+    with pytest.raises(ValueError, match="select again under the new name"):
+        runs.rename_run(digits_dataset, "half_selection", "other")
+    with pytest.raises(ExecutionError, match="already used"):
+        _run_op(digits_dataset, "rename_pruning_run",
+                {"run_key": "p2", "new_run_key": "half_selection"})
+    # delete needs the tick; then the run goes with its tags and saved view
+    with pytest.raises(ExecutionError, match="Tick to confirm"):
+        _run_op(digits_dataset, "delete_pruning_run", {"run_key": "half_selection"})
+    assert digits_dataset.has_saved_view("half-kept")
+    _run_op(digits_dataset, "delete_pruning_run",
+            {"run_key": "half_selection", "confirm": True})
+    assert "half_selection" not in digits_dataset.list_runs()
+    assert not digits_dataset.has_saved_view("half-kept")
+    assert not {t for t in digits_dataset.distinct("tags") if t.startswith("half:")}
+    result = _run_op(digits_dataset, "delete_pruning_run", {"run_key": "p2", "confirm": True})
+    assert "proto_distance" in result.result["deleted_fields"]
+    assert "proto_distance" not in digits_dataset.get_field_schema()
+    assert len(digits_dataset) > 0  # samples are never deleted
