@@ -60,5 +60,7 @@ def register(p):
     from fiftyone_prune.plugin.operators import OPERATORS
     from fiftyone_prune.plugin.panels import PANELS
 
-    for cls in OPERATORS + PANELS:
+    from fiftyone_prune.plugin.shards import OPERATORS as SHARD_OPERATORS
+
+    for cls in OPERATORS + SHARD_OPERATORS + PANELS:
         p.register(cls)

@@ -275,6 +275,8 @@ def compute_embeddings(
     chunk_size: int = DEFAULT_CHUNK_SIZE,
     progress=None,
     patches_field: str | None = None,
+    num_shards: int | None = None,
+    delegate: bool = False,
 ) -> EmbeddingResult:
     """Embeds every image of ``samples`` (or every object crop of ``patches_field``) and
     stores the vectors in ``embeddings_field``.
@@ -306,11 +308,25 @@ def compute_embeddings(
             crop instead of the image and store the vector as the attribute
             ``embeddings_field`` of that label (FiftyOne's convention, as in its own
             ``compute_embeddings``), in the source dataset
+        num_shards: split the run into this many disjoint ``_id`` ranges of the view
+            (:mod:`~fiftyone_prune.sdk.shards`), each resumable; run here in order, or
+            with ``delegate=True`` queued as one delegated operation per shard for
+            ``fiftyone delegated launch`` workers (then the run's status is returned)
+        delegate: queue the shards instead of running them (needs ``num_shards``)
 
     Returns:
         an :class:`EmbeddingResult`; unreadable images are listed in ``failed_ids``
         (with ``patches_field``: the counts are objects, ``failed_ids`` label ids)
     """
+    if num_shards is not None or delegate:
+        from fiftyone_prune.sdk import shards
+
+        return shards.compute_embeddings_sharded(
+            samples, 1 if num_shards is None else num_shards, delegate, model=model,
+            embeddings_field=embeddings_field, batch_size=batch_size,
+            num_workers=num_workers, device=device, skip_existing=skip_existing,
+            checkpoint_path=checkpoint_path, image_size=image_size, chunk_size=chunk_size,
+            patches_field=patches_field)
     validation.check_collection(samples, images=True)
     list_path = _check_view_kind(samples, patches_field)
     if patches_field is None:

@@ -204,6 +204,8 @@ def compute_prototype_scores(
     use_gpu: bool | None = None,
     overwrite: bool = False,
     progress=None,
+    num_shards: int | None = None,
+    delegate: bool = False,
 ) -> ScoreResult:
     """Scores every sample by its cosine distance to a prototype (Sorscher et al. 2022).
 
@@ -230,6 +232,12 @@ def compute_prototype_scores(
         use_gpu: faiss on GPU (default: when available)
         overwrite: replace an existing run with this key (and its fields)
         progress: progress bar (True/False) or a callback for ``fo.report_progress``
+        num_shards: train k-means here (the same centroids as without shards), then
+            assign and write the view in this many disjoint ``_id`` ranges
+            (:mod:`~fiftyone_prune.sdk.shards`); the run stays unusable (state
+            ``"sharded"``) until every shard is done. One k, ``"kmeans"`` only
+        delegate: queue the shards as delegated operations for ``fiftyone delegated
+            launch`` workers and return the run's status (needs ``num_shards``)
 
     Samples without an embedding (or, for ``"supervised"``, without a label) are left
     unscored and listed in ``skipped_ids``.
@@ -253,6 +261,14 @@ def compute_prototype_scores(
     fields and switches them in only when they are complete, so a failure or a kill
     leaves the old run and every old value intact; rerun to score.
     """
+    if num_shards is not None or delegate:
+        from fiftyone_prune.sdk import shards
+
+        return shards.compute_prototype_scores_sharded(
+            samples, embeddings_field, run_key, 1 if num_shards is None else num_shards,
+            delegate, method=method, num_clusters=num_clusters, label_field=label_field,
+            seed=seed, niter=niter, max_points_per_centroid=max_points_per_centroid,
+            use_gpu=use_gpu, overwrite=overwrite)
     validation.check_collection(samples)
     validation.check_run_key(run_key)
     # the lease first: the checks below (is the key free? whose are the fields?) and

@@ -394,3 +394,64 @@ def undeclare_empty_fields(dataset: fo.Dataset, fields: list[str]) -> None:
         doc_cls._delete_field_schema(field)
     dataset._doc.save()
     dataset._reload(hard=True)
+
+
+# --- coordinating records of sharded runs (:mod:`fiftyone_prune.sdk.shards`) ----------
+# One document per sharded run in a collection of our own in FiftyOne's database, so that
+# workers on other machines, which share only the database, see one state. Each shard's
+# state lives at ``shards.<i>`` and is changed by single-document updates (atomic), so
+# concurrent workers never overwrite each other's shard.
+
+SHARD_PLANS = "fiftyone_prune_shard_plans"
+
+
+def _shard_plans():
+    import fiftyone.core.odm as foo
+
+    return foo.get_db_conn()[SHARD_PLANS]
+
+
+def save_shard_plan(doc: dict) -> None:
+    """Writes (or replaces) the coordinating record ``doc`` (its ``_id`` names it)."""
+    _shard_plans().replace_one({"_id": doc["_id"]}, doc, upsert=True)
+
+
+def get_shard_plan(plan_id: str) -> dict | None:
+    return _shard_plans().find_one({"_id": plan_id})
+
+
+def delete_shard_plan(plan_id: str) -> None:
+    _shard_plans().delete_one({"_id": plan_id})
+
+
+def update_shard_plan(plan_id: str, values: dict) -> None:
+    """Sets top-level values of a coordinating record (e.g. its trained centroids)."""
+    _shard_plans().update_one({"_id": plan_id}, {"$set": values})
+
+
+def update_shard(plan_id: str, index: int, values: dict, stamp: tuple = (),
+                 only_if_state: tuple | None = None) -> bool:
+    """Sets ``values`` on shard ``index`` and stamps the fields ``stamp`` with the
+    server's time (clocks of worker machines may disagree). With ``only_if_state`` the
+    update applies only while the shard is in one of those states (a compare-and-set);
+    returns whether it applied."""
+    query = {"_id": plan_id}
+    if only_if_state is not None:
+        query[f"shards.{index}.state"] = {"$in": list(only_if_state)}
+    update = {"$set": {f"shards.{index}.{k}": v for k, v in values.items()}}
+    if stamp:
+        update["$currentDate"] = {f"shards.{index}.{k}": True for k in stamp}
+    return _shard_plans().update_one(query, update).matched_count == 1
+
+
+def server_time() -> datetime:
+    """The database server's current time (naive UTC, as MongoDB returns dates)."""
+    import fiftyone.core.odm as foo
+
+    return foo.get_db_conn().command("hello")["localTime"].replace(tzinfo=None)
+
+
+def list_shard_plans(dataset_id) -> list[str]:
+    """Keys of the coordinating records of one dataset."""
+    return [d["key"] for d in _shard_plans().find({"_id": {"$regex": f"^{dataset_id}/"}},
+                                                  {"key": 1})]

@@ -1,0 +1,238 @@
+"""Sharded runs (``num_shards``): the same results as one process, resumable shards, and
+real ``fiftyone delegated launch`` workers sharing the queue, one of them killed."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fiftyone as fo
+
+import fiftyone_prune as fop
+from fiftyone_prune.sdk import shards, storage
+from tests.conftest import REPO_ROOT, unique_name
+
+
+def vectors_dataset(n, dim=16, seed=0, clusters=5):
+    rng = np.random.default_rng(seed)
+    centers = rng.normal(size=(clusters, dim))
+    x = (centers[rng.integers(0, clusters, n)] + 0.6 * rng.normal(size=(n, dim)))
+    dataset = fo.Dataset(unique_name("shards"))
+    dataset.add_samples([fo.Sample(filepath=f"/nonexistent/{i}.jpg") for i in range(n)])
+    storage.write_vectors(dataset, "emb", dataset.values("id"), x.astype(np.float32))
+    dataset.add_sample_field("emb", fo.VectorField)
+    return dataset
+
+
+@pytest.fixture()
+def vectors():
+    dataset = vectors_dataset(300)
+    yield dataset
+    fo.delete_dataset(dataset.name)
+
+
+def scores_of(dataset, key):
+    ids, d, c = dataset.values(["id", f"{key}_distance", f"{key}_cluster"])
+    order = np.argsort(ids)
+    return np.array(ids)[order], np.array(d, dtype=float)[order], np.array(c)[order]
+
+
+def assert_same_scores(dataset, key, reference):
+    ids, d, c = scores_of(dataset, key)
+    rids, rd, rc = scores_of(dataset, reference)
+    assert list(ids) == list(rids)
+    np.testing.assert_array_equal(c, rc)  # the same assignments
+    np.testing.assert_allclose(d, rd, rtol=0, atol=1e-6)
+    np.testing.assert_array_equal(fop.load_centroids(dataset, key),
+                                  fop.load_centroids(dataset, reference))
+
+
+@pytest.mark.parametrize("max_points", [256, 10])  # trains on all / on the seeded subsample
+def test_sharded_scores_equal_the_single_process_run(vectors, max_points):
+    single = fop.compute_prototype_scores(vectors, "emb", run_key="one", num_clusters=4,
+                                          seed=7, max_points_per_centroid=max_points)
+    assert single.num_scored == 300
+    result = fop.compute_prototype_scores(vectors, "emb", run_key="six", num_clusters=4,
+                                          seed=7, max_points_per_centroid=max_points,
+                                          num_shards=6)
+    assert result.num_scored == 300 and result.num_skipped == 0
+    assert_same_scores(vectors, "six", "one")
+    status = shards.shard_status(vectors, "six")
+    assert status["complete"] and status["counts"] == {"done": 6}
+    assert status["samples_done"] == status["total"] == 300
+    assert [s["samples_total"] for s in status["shards"]] == [50] * 6
+    from fiftyone_prune.sdk import runs
+
+    assert runs.run_status(vectors, "six") == "complete"
+    assert vectors.get_run_info("six").config.num_shards == 6
+
+
+def test_shards_are_disjoint_and_cover_the_view(vectors):
+    view = vectors.skip(10).limit(250)
+    fop.compute_prototype_scores(view, "emb", run_key="v", num_clusters=3, num_shards=4)
+    plan = storage.get_shard_plan(shards.plan_id(vectors, "v"))
+    seen = []
+    for i in range(4):
+        seen += shards._slice(shards._view(vectors, plan), plan, i).values("id")
+    assert sorted(seen) == sorted(view.values("id")) and len(set(seen)) == 250
+    assert vectors.count("v_distance") == 250  # nothing outside the view
+
+
+def test_a_failed_shard_keeps_the_run_unusable_until_it_is_rerun(vectors):
+    # a NaN in the slice of shard 2 only: the shards before it finish, shard 2 fails
+    plan_ids = sorted(vectors.values("id"))
+    bad = plan_ids[120]
+    sample = vectors[bad]
+    good = np.array(sample["emb"])
+    vec = good.copy()
+    vec[0] = np.nan
+    storage.write_vectors(vectors, "emb", [bad], vec[None].astype(np.float32))
+    # trained on the subsample that leaves row 120 out, so planning succeeds
+    with pytest.raises(ValueError, match="NaN"):
+        fop.compute_prototype_scores(vectors, "emb", run_key="f", num_clusters=3,
+                                     max_points_per_centroid=10, seed=1, num_shards=3)
+    status = shards.shard_status(vectors, "f")
+    assert [s["state"] for s in status["shards"]] == ["done", "failed", "queued"]
+    assert "NaN" in status["shards"][1]["error"]
+    from fiftyone_prune.sdk import runs
+
+    assert runs.run_status(vectors, "f") != "complete"
+    with pytest.raises(ValueError, match="cannot be used|sharded"):
+        fop.select_samples(vectors, run_key="f", keep=0.5, name="k")
+    storage.write_vectors(vectors, "emb", [bad], good[None].astype(np.float32))
+    assert shards.requeue_stale_shards(vectors, "f", delegate=False,
+                                       include_failed=True) == [1]
+    # the call again resumes: shard 2 runs, shard 0 and 1 are not recomputed
+    result = fop.compute_prototype_scores(vectors, "emb", run_key="f", num_clusters=3,
+                                          max_points_per_centroid=10, seed=1, num_shards=3)
+    assert result.num_scored == 300
+    assert runs.run_status(vectors, "f") == "complete"
+    fop.compute_prototype_scores(vectors, "emb", run_key="f1", num_clusters=3,
+                                 max_points_per_centroid=10, seed=1)
+    assert_same_scores(vectors, "f", "f1")
+
+
+def test_bad_sharded_inputs_fail_before_any_write(vectors):
+    before = sorted(vectors.get_field_schema())
+    for kwargs, match in [(dict(num_shards=0), "num_shards"),
+                          (dict(num_shards=301), "exceeds"),
+                          (dict(num_shards=2, num_clusters=[2, 3]), "one k"),
+                          (dict(num_shards=2, method="supervised"), "kmeans"),
+                          (dict(num_shards=2, embeddings_field="nope"), "does not exist")]:
+        kwargs = dict(dict(embeddings_field="emb", run_key="bad"), **kwargs)
+        with pytest.raises(ValueError, match=match):
+            fop.compute_prototype_scores(vectors, **kwargs)
+    assert sorted(vectors.get_field_schema()) == before
+    assert "bad" not in vectors.list_runs()
+
+
+@pytest.mark.slow  # ~30 s: four model loads at 32 px on 2 cores
+def test_sharded_embeddings_equal_the_single_process_run(digits_dataset):
+    view = digits_dataset.limit(40)
+    fop.compute_embeddings(view, model="efficientnet_lite0", image_size=32,
+                           embeddings_field="one", num_workers=0)
+    result = fop.compute_embeddings(view, model="efficientnet_lite0", image_size=32,
+                                    embeddings_field="three", num_workers=0, num_shards=3)
+    assert result.num_embedded == 40 and result.num_failed == 0
+    a, b = np.array(view.values("one")), np.array(view.values("three"))
+    assert a.shape == b.shape == (40, 1280)
+    np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5)
+    status = shards.shard_status(digits_dataset, "three")
+    assert status["complete"] and status["samples_done"] == 40
+    assert digits_dataset.count("three") == 40  # nothing outside the view
+    # a rerun skips everything: every shard is done
+    again = fop.compute_embeddings(view, model="efficientnet_lite0", image_size=32,
+                                   embeddings_field="three", num_workers=0, num_shards=3)
+    assert again.num_embedded == 0
+
+
+@pytest.fixture()
+def workers(tmp_path):
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT, FIFTYONE_PRUNE_LEASE_SECONDS="3",
+               FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true")
+    procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker",
+                               "0.2", "5"], cwd=REPO_ROOT, env=env,
+                              stdout=open(tmp_path / f"worker{i}.log", "w"),
+                              stderr=subprocess.STDOUT)
+             for i in range(3)]
+    yield procs
+    for p in procs:
+        if p.poll() is None:
+            p.terminate()
+    for p in procs:
+        try:
+            p.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            p.kill()
+
+
+def wait_for(condition, timeout, what):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = condition()
+        if value:
+            return value
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@pytest.mark.slow  # ~40 s: three worker processes start on 2 cores
+def test_delegated_shards_on_three_workers_one_killed_then_requeued(vectors, workers):
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone_prune.sdk import runs
+
+    fop.compute_prototype_scores(vectors, "emb", run_key="ref", num_clusters=4, seed=7,
+                                 max_points_per_centroid=20)
+    queued = fop.compute_prototype_scores(vectors, "emb", run_key="d", num_clusters=4, seed=7,
+                                          max_points_per_centroid=20, num_shards=6,
+                                          delegate=True)
+    assert len(queued["queued_operations"]) == 6 and not queued["complete"]
+    # the centroids exist before any shard runs: trained by the queueing call
+    np.testing.assert_array_equal(fop.load_centroids(vectors, "d"),
+                                  fop.load_centroids(vectors, "ref"))
+    assert runs.run_status(vectors, "d") != "complete"
+    pids = {p.pid: p for p in workers}
+    pid_id = shards.plan_id(vectors, "d")
+
+    def shard_mid_write():
+        plan = storage.get_shard_plan(pid_id)
+        for s in plan["shards"]:
+            if s["state"] == "running" and 10 <= s["samples_done"] <= 35:
+                pid = int(s["owner"].split("/pid ")[1].split("/")[0])
+                if pid in pids:
+                    return s["index"], pid, s["samples_done"]
+        return None
+
+    index, pid, done_at_kill = wait_for(shard_mid_write, 120, "a shard half written")
+    os.kill(pid, signal.SIGKILL)
+    pids[pid].wait()
+
+    def others_done_killed_stale():
+        status = shards.shard_status(vectors, "d")
+        states = [s["state"] for s in status["shards"]]
+        return states if (states.count("done") == 5 and states[index] == "stale") else None
+
+    wait_for(others_done_killed_stale, 90, "5 shards done and the killed one stale")
+    assert runs.run_status(vectors, "d") != "complete"  # not selectable yet
+    assert vectors.count("d_distance") < 300
+    assert shards.requeue_stale_shards(vectors, "d") == [index]
+    wait_for(lambda: shards.shard_status(vectors, "d")["complete"], 90, "the requeued shard")
+    wait_for(lambda: vectors.reload() or runs.run_status(vectors, "d") == "complete", 30,
+             "the run's completion")
+    plan = storage.get_shard_plan(pid_id)
+    # the rerun continued where the killed worker stopped
+    assert plan["shards"][index]["result"]["num_scored"] <= 50 - done_at_kill
+    assert sum(s["result"]["num_scored"] for s in plan["shards"]) < 300 + 1
+    vectors.reload()
+    assert vectors.count("d_distance") == 300
+    assert_same_scores(vectors, "d", "ref")
+    status = shards.shard_status(vectors, "d")
+    assert status["samples_done"] == 300 and status["counts"] == {"done": 6}
+    service = DelegatedOperationService()
+    for op_id in queued["queued_operations"]:
+        service.delete_operation(op_id)
