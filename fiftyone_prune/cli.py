@@ -66,10 +66,27 @@ def cmd_embed(args):
         dataset, model=args.model, embeddings_field=field, batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device,
         skip_existing=not args.no_skip_existing, checkpoint_path=args.checkpoint,
-        image_size=args.image_size, progress=True,
+        image_size=args.image_size, progress=True, **_shard_kwargs(args),
     )
+    if isinstance(result, dict):  # --delegate: the queued run's status
+        print(json.dumps(result, indent=2, default=str))
+        return 0
     print(json.dumps(result.to_dict(), indent=2))
     return 0 if result.num_failed == 0 else 3
+
+
+def _add_shard_args(p):
+    p.add_argument("--shards", type=int, default=None, metavar="M",
+                   help="split the run into M disjoint, resumable shards")
+    p.add_argument("--delegate", action="store_true",
+                   help="queue the shards for `fiftyone delegated launch` workers and return")
+
+
+def _shard_kwargs(args):
+    shards, delegate = getattr(args, "shards", None), getattr(args, "delegate", False)
+    if delegate and shards is None:
+        raise ValueError("--delegate queues shards: give their number with --shards M")
+    return {} if shards is None else dict(num_shards=shards, delegate=delegate)
 
 
 def _parse_k(text):
@@ -91,9 +108,29 @@ def cmd_score(args):
         dataset, embeddings_field=args.embeddings_field, run_key=args.run_key,
         method=args.method, num_clusters=_parse_k(args.num_clusters),
         label_field=args.label_field, seed=args.seed, niter=args.niter,
-        overwrite=args.overwrite, progress=True,
+        overwrite=args.overwrite, progress=True, **_shard_kwargs(args),
     )
-    print(json.dumps(result.to_dict(), indent=2))
+    print(json.dumps(result if isinstance(result, dict) else result.to_dict(), indent=2,
+                     default=str))
+    return 0
+
+
+def _shard_line(status):
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(status["counts"].items()))
+    return (f"  shards: {status['samples_done']}/{status['total']} samples; {counts} "
+            f"(of {status['num_shards']})")
+
+
+def cmd_requeue(args):
+    from fiftyone_prune.sdk import shards
+
+    dataset = _load_or_create_dataset(args.dataset)
+    indices = shards.requeue_stale_shards(dataset, args.run_key, delegate=not args.here,
+                                          include_failed=args.failed,
+                                          stale_after=args.stale_after)
+    verb = "ran" if args.here else "re-queued"
+    print(f"{verb} shard(s) {indices or 'none (no stale shard)'}")
+    print(_shard_line(shards.shard_status(dataset, args.run_key, args.stale_after)))
     return 0
 
 
@@ -104,11 +141,18 @@ def cmd_runs(args):
     if args.delete:
         print(f"deleted run {args.delete!r} and fields {fop.delete_run(dataset, args.delete)}")
         return 0
+    from fiftyone_prune.sdk import shards
     from fiftyone_prune.sdk.runs import run_status
 
+    sharded = shards.list_sharded_runs(dataset)
     for key in fop.list_runs(dataset):
         info = fop.get_run_info(dataset, key)
         print(f"{key}\t{info.config.kind}\t{info.timestamp}\t{run_status(dataset, key)}")
+        if key in sharded:
+            print(_shard_line(shards.shard_status(dataset, key)))
+    for key in sharded:  # sharded embedding runs: no FiftyOne run, only their record
+        if key not in fop.list_runs(dataset):
+            print(f"{key}\tembeddings\t\t{_shard_line(shards.shard_status(dataset, key))}")
     return 0
 
 
@@ -322,6 +366,7 @@ def build_parser():
     p.add_argument("--images-dir", default=None,
                    help="create the dataset from (or add new images of) this folder")
     _add_embed_args(p)
+    _add_shard_args(p)
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("score", help="score samples by distance to prototypes")
@@ -334,7 +379,19 @@ def build_parser():
     p.add_argument("--seed", type=int, default=51)
     p.add_argument("--niter", type=int, default=25)
     p.add_argument("--overwrite", action="store_true")
+    _add_shard_args(p)
     p.set_defaults(func=cmd_score)
+
+    p = sub.add_parser("requeue", help="re-run the stale (and failed) shards of a sharded run")
+    p.add_argument("dataset")
+    p.add_argument("run_key", help="the scoring run key, or the embeddings field")
+    p.add_argument("--failed", action="store_true", help="failed shards too")
+    p.add_argument("--here", action="store_true",
+                   help="run them in this process instead of queueing them")
+    p.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",
+                   help="a running shard without progress for this long is stale "
+                        "(default 600; a dead worker's shard is stale once its lease expires)")
+    p.set_defaults(func=cmd_requeue)
 
     p = sub.add_parser("runs", help="list (or delete) the fiftyone-prune runs of a dataset")
     p.add_argument("dataset")

@@ -236,3 +236,21 @@ def test_delegated_shards_on_three_workers_one_killed_then_requeued(vectors, wor
     service = DelegatedOperationService()
     for op_id in queued["queued_operations"]:
         service.delete_operation(op_id)
+
+
+def test_cli_sharded_score_runs_progress_and_requeue(vectors, capsys):
+    from fiftyone_prune import cli
+
+    assert cli.main(["score", vectors.name, "--embeddings-field", "emb", "--run-key", "c",
+                     "--num-clusters", "3", "--shards", "3"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_scored"] == 300
+    assert cli.main(["runs", vectors.name]) == 0
+    out = capsys.readouterr().out
+    assert "c\tprototypes" in out and "shards: 300/300 samples; 3 done (of 3)" in out
+    assert cli.main(["requeue", vectors.name, "c"]) == 0
+    assert "none (no stale shard)" in capsys.readouterr().out
+    assert cli.main(["score", vectors.name, "--embeddings-field", "emb", "--run-key", "e",
+                     "--delegate"]) == 2
+    assert "--shards M" in capsys.readouterr().err
+    assert cli.main(["requeue", vectors.name, "nope"]) == 2
+    assert "no sharded run 'nope'" in capsys.readouterr().err
