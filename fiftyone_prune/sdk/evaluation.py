@@ -57,7 +57,9 @@ class EvaluationResult:
         lines = [f"{'strategy':10s} {'kept':>5s} {'count':>6s} {'fits':>4s} "
                  f"{'accuracy':>{max(w, 8)}s} {'95% CI':>{2 * w + 3}s}  vs random (points, 95% CI)"]
         for r in self.table + [dict(self.full_accuracy, strategy="full data", fraction=1.0)]:
-            ci = f"[{r['low']:.{d}f}, {r['high']:.{d}f}]"
+            # evaluations stored before intervals existed show their seed spread
+            low, high = r.get("low", r["mean"] - r["std"]), r.get("high", r["mean"] + r["std"])
+            ci = f"[{low:.{d}f}, {high:.{d}f}]"
             vs = ("" if "diff" not in r or r["strategy"] == "random" else
                   f"{100 * r['diff']:+5.1f} [{100 * r['diff_low']:+.1f}, "
                   f"{100 * r['diff_high']:+.1f}]")
@@ -524,4 +526,6 @@ def load_evaluation(samples, eval_key: str) -> EvaluationResult:
     results = runs.load_run_results(samples, eval_key)
     return EvaluationResult(eval_key, results.table, results.full_accuracy, results.verdicts,
                             getattr(results, "plot_path", None),
-                            getattr(results, "num_test", 0), getattr(results, "num_fits", 0))
+                            getattr(results, "num_test", None)
+                            or len(getattr(results, "test_ids", None) or []),
+                            getattr(results, "num_fits", 0))

@@ -11,7 +11,10 @@ def test_panel_curve_has_interval_error_bars_and_honest_verdicts(scored):  # noq
                                   strategies=("hard",), seeds=2)
     out = run_event(scored, "on_load", state={"run_key": "proto", "keep": "0.5",
                                               "strategy": "hard", "balance": "none"})
-    traces = {t["name"]: t for t in out["data"]["curve"]}
+    data = out["data"]
+    # the panel's data path ("curve" or "plots.curve") belongs to the panel's layout
+    curve = data.get("curve") or data.get("plots.curve") or data.get("plots", {}).get("curve")
+    traces = {t["name"]: t for t in curve}
     for row in result.table:
         bars = traces[row["strategy"]]["error_y"]
         assert bars["array"] == [pytest.approx(row["high"] - row["mean"])]
