@@ -272,7 +272,7 @@ def _train_and_register(samples, plan, label_field):
                   cluster_field=cluster_field, view=plan["view"],
                   num_shards=plan["num_shards"])
     storage.update_shard_plan(plan["_id"], {"centroids": serialized, "ks": ks,
-                                            "train_s": train_s, "run_params": config})
+                                            "train_s": train_s})
     runs.register(samples, run_key, "prototypes", config, [distance_field, cluster_field],
                   dict(centroids=serialized, timings={"train_s": train_s}), state=SHARDED)
 
@@ -344,14 +344,15 @@ def _finalize_scores(dataset, plan):
             ks = plan["ks"]
             sizes = np.bincount(np.asarray(view.exists(distance_field).values(cluster_field),
                                            dtype=np.int64), minlength=ks[0])
-            params = dict(plan["run_params"])
-            params.update(num_scored=len(view) - len(skipped), num_skipped=len(skipped),
-                          num_zero_vectors=len(skipped) - no_embedding)
-            runs.register(dataset, run_key, "prototypes", params,
-                          [distance_field, cluster_field],
-                          dict(centroids=plan["centroids"], cluster_sizes=[int(s) for s in sizes],
-                               skipped_ids=skipped, timings={"train_s": plan.get("train_s")}),
-                          overwrite=True, state=runs.COMPLETE)
+            # in place (results, then the state): re-registering would delete and
+            # recreate the run, which readers in other processes could see missing
+            results = dataset.init_run_results(
+                run_key, centroids=plan["centroids"], cluster_sizes=[int(s) for s in sizes],
+                skipped_ids=skipped, timings={"train_s": plan.get("train_s")})
+            dataset.save_run_results(run_key, results, overwrite=True)
+            runs.set_state(dataset, run_key, runs.COMPLETE,
+                           num_scored=len(view) - len(skipped), num_skipped=len(skipped),
+                           num_zero_vectors=len(skipped) - no_embedding)
     except leases.RunLockedError:  # another worker finalizes right now
         pass
 
