@@ -310,7 +310,7 @@ def _score_slice(dataset, plan, index, on_chunk):
             storage.write_scalars(dataset, {distance_field: distance.tolist(),
                                             cluster_field: cluster.tolist()}, batch_ids)
             num_scored += len(batch_ids)
-            on_chunk()
+            on_chunk(len(batch_ids))
     except storage.VectorDimensionError as e:
         raise ValueError(scores._mixed_message(embeddings_field, e)) from None
     return {"num_scored": num_scored}
@@ -342,8 +342,8 @@ def _finalize_scores(dataset, plan):
             skipped = view.exists(distance_field, False).values("id")
             no_embedding = view.exists(p["embeddings_field"], False).count()
             ks = plan["ks"]
-            sizes = np.bincount(np.asarray(view.exists(distance_field).values(cluster_field),
-                                           dtype=np.int64), minlength=ks[0])
+            counts = view.exists(distance_field).count_values(cluster_field)  # server-side
+            sizes = [counts.get(c, 0) for c in range(ks[0])]
             # in place (results, then the state): re-registering would delete and
             # recreate the run, which readers in other processes could see missing
             results = dataset.init_run_results(
@@ -446,20 +446,29 @@ def queue_shard(dataset, key, index) -> str:
 
 class _Heartbeat:
     """Stamps the shard's heartbeat and samples done every quarter lease time (and
-    after each chunk) while the shard runs; ``progress_at`` moves only when the count
-    does, which is what tells a hung worker from a slow one."""
+    after each written chunk) while the shard runs; ``progress_at`` moves only when the
+    count does, which is what tells a hung worker from a slow one.
+
+    The count is queried (a scan of the shard's documents) at the start and the end,
+    and on every timed beat of an embedding shard, whose per-sample cost dwarfs the
+    scan; a scoring shard, about as fast per sample as the scan itself, adds what it
+    wrote instead."""
 
     def __init__(self, dataset, plan, index, done_fn):
         self.dataset, self.plan, self.index, self.done_fn = dataset, plan, index, done_fn
+        self.counts_writes = plan["kind"] == "prototypes"
         self.last = None
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
-    def beat(self):
+    def beat(self, written=None, query=False):
         with self._lock:
-            view = _slice(_view(self.dataset, self.plan), self.plan, self.index)
-            done = self.done_fn(view, self.plan)
+            if query or self.last is None or not self.counts_writes:
+                view = _slice(_view(self.dataset, self.plan), self.plan, self.index)
+                done = self.done_fn(view, self.plan)
+            else:
+                done = self.last + (written or 0)
             stamp = ("heartbeat_at", "progress_at") if done != self.last else ("heartbeat_at",)
             self.last = done
             storage.update_shard(self.plan["_id"], self.index, {"samples_done": done},
@@ -501,10 +510,11 @@ def run_shard(dataset, key: str, index: int) -> dict:
                                  stamp=("started_at", "heartbeat_at", "progress_at"))
             heartbeat = _Heartbeat(dataset, plan, index, done_fn)
             try:
+                heartbeat.beat(query=True)
                 with heartbeat:
                     out = compute(dataset, plan, index, heartbeat.beat)
                 lease.check()
-                heartbeat.beat()
+                heartbeat.beat(query=True)
             except BaseException as e:
                 storage.update_shard(plan["_id"], index,
                                      {"state": FAILED, "error": f"{type(e).__name__}: {e}"},
