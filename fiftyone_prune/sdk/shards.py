@@ -586,5 +586,9 @@ def requeue_stale_shards(dataset, key: str, delegate: bool = True, include_faile
 
 
 def list_sharded_runs(dataset) -> list[str]:
-    """Keys of the sharded runs recorded for ``dataset``."""
-    return storage.list_shard_plans(dataset._doc.id)
+    """Keys of the sharded runs of ``dataset``: embedding runs (keyed by their field)
+    and the scoring runs that still exist (a deleted one leaves its record, which the
+    next sharded run of that key replaces)."""
+    existing = set(dataset.list_runs())
+    return [key for key, kind in storage.list_shard_plans(dataset._doc.id)
+            if kind == "embeddings" or key in existing]

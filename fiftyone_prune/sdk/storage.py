@@ -451,7 +451,7 @@ def server_time() -> datetime:
     return foo.get_db_conn().command("hello")["localTime"].replace(tzinfo=None)
 
 
-def list_shard_plans(dataset_id) -> list[str]:
-    """Keys of the coordinating records of one dataset."""
-    return [d["key"] for d in _shard_plans().find({"_id": {"$regex": f"^{dataset_id}/"}},
-                                                  {"key": 1})]
+def list_shard_plans(dataset_id) -> list[tuple[str, str]]:
+    """``(key, kind)`` of the coordinating records of one dataset."""
+    return [(d["key"], d["kind"]) for d in _shard_plans().find(
+        {"_id": {"$regex": f"^{dataset_id}/"}}, {"key": 1, "kind": 1})]

@@ -254,3 +254,11 @@ def test_cli_sharded_score_runs_progress_and_requeue(vectors, capsys):
     assert "--shards M" in capsys.readouterr().err
     assert cli.main(["requeue", vectors.name, "nope"]) == 2
     assert "no sharded run 'nope'" in capsys.readouterr().err
+    # a deleted sharded run is gone from the listing, and its key can be sharded again
+    fop.delete_run(vectors, "c")
+    assert cli.main(["runs", vectors.name]) == 0
+    assert "shards:" not in capsys.readouterr().out
+    assert cli.main(["score", vectors.name, "--embeddings-field", "emb", "--run-key", "c",
+                     "--num-clusters", "2", "--shards", "2"]) == 0
+    assert json.loads(capsys.readouterr().out)["num_clusters"] == [2]
+    assert shards.shard_status(vectors, "c")["num_shards"] == 2
