@@ -36,9 +36,10 @@ def test_every_manifest_operator_and_panel_is_registered():
 
 
 def test_registered_operators_match_the_package_list():
-    from fiftyone_prune.plugin import operators, panels
+    from fiftyone_prune.plugin import operators, panels, shards
 
-    names = {cls().config.name for cls in operators.OPERATORS + panels.PANELS}
+    names = {cls().config.name
+             for cls in operators.OPERATORS + shards.OPERATORS + panels.PANELS}
     m = manifest()
     assert names == set(m.get("operators", []) + m.get("panels", []))
 
