@@ -262,3 +262,30 @@ def test_cli_sharded_score_runs_progress_and_requeue(vectors, capsys):
                      "--num-clusters", "2", "--shards", "2"]) == 0
     assert json.loads(capsys.readouterr().out)["num_clusters"] == [2]
     assert shards.shard_status(vectors, "c")["num_shards"] == 2
+
+
+def test_a_shard_held_by_another_writer_is_refused_and_left_alone(vectors):
+    import threading
+
+    from fiftyone_prune.sdk import leases
+
+    queued_fields = sorted(vectors.get_field_schema())
+    plan_status = {}
+    fop.compute_prototype_scores(vectors, "emb", run_key="h", num_clusters=3, num_shards=2)
+    # as if shard 0 were being rerun by a worker that holds its lease
+    storage.update_shard(shards.plan_id(vectors, "h"), 0, {"state": "running"})
+    errors = []
+    with leases.hold(vectors, shards.shard_lease_key("h", 0)):  # another worker's shard
+        def second_writer():
+            try:
+                shards.run_shard(vectors.name, "h", 0)
+            except leases.RunLockedError as e:
+                errors.append(str(e))
+        t = threading.Thread(target=second_writer)
+        t.start()
+        t.join()
+        plan_status = shards.shard_status(vectors, "h")
+    assert errors and "is being written by" in errors[0]
+    assert plan_status["shards"][0]["state"] == "running"  # not stale: its lease is live
+    assert sorted(vectors.get_field_schema()) == sorted(queued_fields + ["h_distance",
+                                                                         "h_cluster"])
