@@ -21,12 +21,18 @@ _PUBLIC = {
     "get_run_info": "fiftyone_prune.sdk.runs",
     "load_run_results": "fiftyone_prune.sdk.runs",
     "delete_run": "fiftyone_prune.sdk.runs",
+    "rename_run": "fiftyone_prune.sdk.runs",
+    "run_status": "fiftyone_prune.sdk.runs",
+    "shard_status": "fiftyone_prune.sdk.shards",
+    "requeue_stale_shards": "fiftyone_prune.sdk.shards",
+    "run_shard": "fiftyone_prune.sdk.shards",
     "select_samples": "fiftyone_prune.sdk.selection",
     "plan_selection": "fiftyone_prune.sdk.selection",
     "deduplicate": "fiftyone_prune.sdk.selection",
     "export_kept_samples": "fiftyone_prune.sdk.export",
     "evaluate_pruning": "fiftyone_prune.sdk.evaluation",
     "load_evaluation": "fiftyone_prune.sdk.evaluation",
+    "recommend_strategy": "fiftyone_prune.sdk.evaluation",
 }
 
 __all__ = sorted(_PUBLIC)
