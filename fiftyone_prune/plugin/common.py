@@ -205,6 +205,23 @@ def _show(ctx, outputs, results):
     return ctx.ops.show_output(types.Property(wrapper).to_json(), {"output": results})
 
 
+#: views above this many samples get the schedule hint in the long operators' forms
+SCHEDULE_HINT_ABOVE = 200
+
+
+def schedule_hint(ctx, inputs, above=SCHEDULE_HINT_ABOVE):
+    """FiftyOne 1.22 cannot stop an immediate run from the App (only a scheduled one can
+    be marked failed or deleted), so a form whose run may be long says to schedule it."""
+    try:
+        n = len(ctx.target_view())
+    except Exception:
+        n = 0
+    if n > above:
+        inputs.view("schedule_hint", types.Notice(label=(
+            f"{n} samples: an immediate run cannot be stopped once started. For a large "
+            f"view choose 'Schedule' and run it with 'fiftyone delegated launch'")))
+
+
 def mark_invalid(prop, message: str):
     """Show ``message`` under the input and keep Execute disabled."""
     prop.invalid = True

@@ -75,6 +75,7 @@ class ComputeEmbeddings(foo.Operator):
         inputs.bool("skip_existing", label="Skip samples that already have embeddings",
                     default=True,
                     description="Resume an interrupted run instead of recomputing everything")
+        common.schedule_hint(ctx, inputs)
         return common.form(inputs, "Compute embeddings")
 
     def execute(self, ctx):
@@ -237,6 +238,7 @@ class ComputePrototypeScores(foo.Operator):
                 common.mark_invalid(target, common.app_words(str(e)))
             else:
                 common.error_notice(inputs, "input_error", common.app_words(str(e)))
+        common.schedule_hint(ctx, inputs, above=50_000)
         return common.form(inputs, "Compute prototype scores")
 
     def execute(self, ctx):
@@ -721,6 +723,7 @@ class EvaluatePruning(foo.Operator):
                 common.mark_invalid(fr, str(e))
             else:
                 common.error_notice(inputs, "input_error", common.app_words(str(e)))
+        common.schedule_hint(ctx, inputs, above=0)
         return common.form(inputs, "Evaluate pruning")
 
     def execute(self, ctx):

@@ -15,6 +15,40 @@ from fiftyone_prune.plugin.common import PLUGIN
 
 STRATEGIES = ["auto", "hard", "easy", "ccs", "density", "random"]
 
+#: kept/pruned colours (FiftyOne's orange, a grey readable on both themes)
+KEPT_COLOR, PRUNED_COLOR, CUT_COLOR = "#FF6D04", "#9E9E9E", "#E53935"
+#: one colour, dash and marker per strategy of the pruning curve, readable on the light
+#: and dark themes alike (no black or white); random is the dashed grey baseline
+CURVE_STYLE = {
+    "random": ("#9E9E9E", "dash", "circle"),
+    "easy": ("#1E88E5", "solid", "square"),
+    "hard": ("#E53935", "solid", "diamond"),
+    "ccs": ("#8E24AA", "solid", "triangle-up"),
+    "density": ("#00ACC1", "solid", "x"),
+    "auto": ("#43A047", "solid", "star"),
+}
+ALL_DATA_COLOR = "#FBC02D"
+
+#: what every plot of the panel shares: a legend above the plot, room for axis titles,
+#: transparent backgrounds (the App's theme shows through)
+PLOT_HEIGHT = 270
+
+
+def _layout(title, xtitle, ytitle, **extra):
+    layout = {
+        "height": PLOT_HEIGHT, "showlegend": True,
+        "margin": {"t": 56, "b": 48, "l": 56, "r": 16},
+        "title": {"text": title, "font": {"size": 13}},
+        # stacked bars list their legend reversed by default: kept first, as drawn
+        "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom",
+                   "traceorder": "normal"},
+        "xaxis": {"title": {"text": xtitle}}, "yaxis": {"title": {"text": ytitle}},
+        "paper_bgcolor": "rgba(0,0,0,0)", "plot_bgcolor": "rgba(0,0,0,0)",
+    }
+    for key, value in extra.items():
+        layout[key] = {**layout.get(key, {}), **value} if isinstance(value, dict) else value
+    return layout
+
 
 class PruningPanel(foo.Panel):
     @property
@@ -126,32 +160,40 @@ class PruningPanel(foo.Panel):
             f"prunes {plan['num_pruned']}"
             + (f", {plan['num_unscored']} unscored" if plan["num_unscored"] else ""))
         ctx.panel.state.groups = list(plan["groups"])
-        ctx.panel.data.histogram = [
+        histogram = [
             {"type": "bar", "x": hist["centers"], "y": hist["kept"], "name": "kept",
-             "marker": {"color": "#FF6D04"}},
+             "marker": {"color": KEPT_COLOR}},
             {"type": "bar", "x": hist["centers"], "y": hist["pruned"], "name": "pruned",
-             "marker": {"color": "#888888"}},
+             "marker": {"color": PRUNED_COLOR}},
         ]
-        shapes = []
         if hist["cut"] is not None:
-            shapes.append({"type": "line", "x0": hist["cut"], "x1": hist["cut"], "y0": 0,
-                           "y1": 1, "yref": "paper", "line": {"color": "red", "dash": "dash"}})
-        ctx.panel.state.histogram_layout = {
-            "barmode": "stack", "shapes": shapes, "height": 300,
-            "margin": {"t": 40},
-            "title": {"text": f"{hist['distance_field']}"
-                              + (f" (group {group})" if group else "")},
-            "xaxis": {"title": {"text": "cosine distance to prototype (hard →)"}},
-            "yaxis": {"title": {"text": "samples"}},
-        }
+            # a trace, not a layout shape, so that the legend names it
+            top = max([k + p for k, p in zip(hist["kept"], hist["pruned"])] or [1])
+            histogram.append({"type": "scatter", "mode": "lines", "name": "cut",
+                              "x": [hist["cut"], hist["cut"]], "y": [0, top],
+                              "line": {"color": CUT_COLOR, "dash": "dash", "width": 2}})
+        ctx.panel.data.set("plots.histogram", histogram)
+        ctx.panel.state.histogram_layout = _layout(
+            f"{hist['distance_field']}" + (f" (group {group})" if group else ""),
+            "cosine distance to prototype (hard →)", "samples", barmode="stack")
         groups = list(plan["groups"].items())
-        ctx.panel.data.groups = [
-            {"type": "bar", "x": [g for g, _ in groups], "y": [c["kept"] for _, c in groups],
-             "name": "kept", "marker": {"color": "#FF6D04"}},
-            {"type": "bar", "x": [g for g, _ in groups],
+        names = [str(g) for g, _ in groups]
+        ctx.panel.data.set("plots.groups", [
+            {"type": "bar", "x": names, "y": [c["kept"] for _, c in groups],
+             "name": "kept", "marker": {"color": KEPT_COLOR}},
+            {"type": "bar", "x": names,
              "y": [c["total"] - c["kept"] for _, c in groups], "name": "pruned",
-             "marker": {"color": "#888888"}},
-        ]
+             "marker": {"color": PRUNED_COLOR}},
+        ])
+        # a supervised run's clusters are its classes
+        by_class = balance == "class" or runs.get_run_info(
+            ctx.dataset, ctx.panel.state.run_key).config.method_name == "supervised"
+        word = "class" if by_class else "cluster"
+        # a categorical axis that labels every group (numbers would be read as a range)
+        ctx.panel.state.groups_layout = _layout(
+            f"kept per {word}", word, "samples", barmode="stack",
+            xaxis={"type": "category", "tickmode": "array", "tickvals": names,
+                   "ticktext": names, "automargin": True})
         evals = [k for k in common.runs_newest_first(ctx.dataset, "evaluation")
                  if runs.get_run_info(ctx.dataset, k).config.run_key == ctx.panel.state.run_key]
         if evals:  # the most recent evaluation of this run
@@ -159,7 +201,10 @@ class PruningPanel(foo.Panel):
             traces = []
             for strat in dict.fromkeys(r["strategy"] for r in ev.table):
                 rows = [r for r in ev.table if r["strategy"] == strat]
+                color, dash, symbol = CURVE_STYLE.get(strat, ("#F4511E", "solid", "circle"))
                 traces.append({"type": "scatter", "mode": "lines+markers", "name": strat,
+                               "line": {"color": color, "dash": dash},
+                               "marker": {"color": color, "symbol": symbol, "size": 7},
                                "x": [r["fraction"] for r in rows], "y": [r["mean"] for r in rows],
                                # 95 % intervals (held-out and seed noise); older
                                # evaluations have only the seed spread
@@ -172,8 +217,8 @@ class PruningPanel(foo.Panel):
             traces.append({"type": "scatter", "mode": "lines", "name": "all data",
                            "x": [min(fractions), 1.0],
                            "y": [ev.full_accuracy["mean"]] * 2,
-                           "line": {"color": "black", "dash": "dot"}})
-            ctx.panel.data.curve = traces
+                           "line": {"color": ALL_DATA_COLOR, "dash": "dot", "width": 2}})
+            ctx.panel.data.set("plots.curve", traces)
             ctx.panel.state.verdicts = "\n".join(f"- {v}" for v in ev.verdicts)
         else:
             ctx.panel.state.verdicts = None
@@ -209,19 +254,23 @@ class PruningPanel(foo.Panel):
             panel.btn("score", label="Compute prototype scores", on_click=self.open_scores)
             return types.Property(panel, view=types.GridView(orientation="vertical", gap=2,
                                                               padding=2))
-        row = panel.h_stack("controls", align_x="left", gap=2)
+        # two short rows: they fit a panel beside the grid in a 1000 px window
+        controls = panel.v_stack("controls", gap=1)
+        row = controls.h_stack("run", align_x="left", gap=2)
         run_choices = types.DropdownView()
         for k in keys:
             run_choices.add_choice(k, label=k)
         row.enum("run_key", run_choices.values(), default=s.run_key or keys[0],
                  label="Scoring run", view=run_choices, on_change=self.on_change_run)
-        row.str("keep", default=str(s.keep or 0.8), label="Keep (fraction or count)",
+        # short labels: five controls on one line in a panel beside the grid
+        row.str("keep", default=str(s.keep or 0.8), label="Keep",
                 on_change=self.on_change_keep)
         strat = types.DropdownView()
         for name in STRATEGIES:
             strat.add_choice(name, label=name)
         row.enum("strategy", strat.values(), default=s.strategy or "auto", label="Strategy",
                  view=strat, on_change=self.on_change_strategy)
+        row = controls.h_stack("groups", align_x="left", gap=2)
         bal = types.DropdownView()
         for name in ("cluster", "class", "none"):
             bal.add_choice(name, label=name)
@@ -231,19 +280,10 @@ class PruningPanel(foo.Panel):
         grp.add_choice("all", label="all groups")
         for g in s.groups or []:
             grp.add_choice(str(g), label=str(g))
-        row.enum("group", grp.values(), default=s.group or "all", label="Class / cluster",
+        row.enum("group", grp.values(), default=s.group or "all", label="Group",
                  view=grp, on_change=self.on_change_group)
-        # a markdown property shows the panel state of its name
-        panel.md(s.target or "", name="target")
-        if s.error:
-            panel.view("error", types.Error(label=s.error))
-        else:
-            panel.md(s.summary or "", name="summary")
-            panel.plot("histogram", layout=s.histogram_layout or {},
-                       config={"displayModeBar": False})
-            panel.plot("groups", layout={"barmode": "stack", "height": 260, "margin": {"t": 40},
-                                         "title": {"text": "kept per class / cluster"}},
-                       config={"displayModeBar": False})
+        # the actions sit right under the controls: the plots (the pruning curve too)
+        # follow without scrolling past them
         buttons = panel.h_stack("buttons", align_x="left", gap=2)
         buttons.btn("easiest", label="Show easiest", on_click=self.show_easiest)
         buttons.btn("hardest", label="Show hardest", on_click=self.show_hardest)
@@ -251,10 +291,22 @@ class PruningPanel(foo.Panel):
         buttons.btn("apply", label="Apply selection", on_click=self.apply_selection,
                     variant="contained", disabled=bool(s.error))
         buttons.btn("export", label="Export kept", on_click=self.open_export)
-        if s.verdicts:
-            panel.plot("curve", layout={"height": 300, "margin": {"t": 40}, "title": {"text": "pruning curve (held-out accuracy)"},
-                                        "xaxis": {"title": {"text": "fraction kept"}}},
+        # a markdown property shows the panel state of its name
+        panel.md(s.target or "", name="target")
+        if s.error:
+            panel.view("error", types.Error(label=s.error))
+        else:
+            panel.md(s.summary or "", name="summary")
+        plots = panel.grid("plots", gap=2)
+        if not s.error:
+            plots.plot("histogram", layout=s.histogram_layout or {},
                        config={"displayModeBar": False})
+            plots.plot("groups", layout=s.groups_layout or {},
+                       config={"displayModeBar": False})
+        if s.verdicts:
+            plots.plot("curve", layout=_layout(
+                "pruning curve (held-out accuracy, 95% intervals)", "fraction kept",
+                "held-out accuracy"), config={"displayModeBar": False})
             panel.md(s.verdicts, name="verdicts")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2,
                                                           padding=2))

@@ -211,7 +211,7 @@ def test_panel_bad_keep_and_apply_on_the_current_view(page, app_server, forms_da
         timeout=30_000)
     apply = page.get_by_role("button", name="Apply selection", exact=True)
     expect(apply).to_be_enabled()
-    keep = page.locator("xpath=//p[normalize-space()='Keep (fraction or count)']"
+    keep = page.locator("xpath=//p[normalize-space()='Keep']"
                         "/following::input[1]")
     keep.fill("abc")
     expect(page.get_by_text("Keep must be a fraction")).to_be_visible(timeout=30_000)

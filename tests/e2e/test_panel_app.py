@@ -129,7 +129,7 @@ def test_panel_histogram_show_hardest_and_apply(page, app_server, scored_dataset
     # plotly drew bars (kept and pruned traces), not just empty axes
     expect(histogram.locator("g.trace.bars")).to_have_count(2)
     expect(histogram.locator("g.point path").first).to_be_attached()
-    expect(plots.filter(has_text="kept per class / cluster")).to_have_count(1)
+    expect(plots.filter(has_text="kept per cluster")).to_have_count(1)
     expect(page.get_by_role("alert")).to_have_count(0)
     shoot(page, "panel_histogram")
     assert not _panel_errors(page), page.console_errors

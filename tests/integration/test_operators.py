@@ -378,3 +378,19 @@ def test_run_management_lists_loads_renames_and_deletes(digits_dataset):
     assert "proto_distance" in result.result["deleted_fields"]
     assert "proto_distance" not in digits_dataset.get_field_schema()
     assert len(digits_dataset) > 0  # samples are never deleted
+
+
+def test_long_forms_say_to_schedule_large_views(digits_dataset):
+    """FiftyOne 1.22 cannot stop an immediate run: the form says to schedule instead."""
+    from fiftyone.operators.executor import ExecutionContext
+
+    def hint(name, view):
+        ctx = ExecutionContext(request_params={
+            "dataset_name": digits_dataset.name, "view": view._serialize(), "params": {}})
+        form = foo.get_operator(URI + name).resolve_input(ctx).to_json()
+        prop = form["type"]["properties"].get("schedule_hint")
+        return prop and prop["view"]["label"]
+
+    _scored(digits_dataset)
+    assert "choose 'Schedule'" in hint("evaluate_pruning", digits_dataset.view())
+    assert hint("compute_embeddings", digits_dataset.limit(5)) is None

@@ -36,6 +36,12 @@ def render(dataset, state):
     return PruningPanel().render(ctx)
 
 
+def plot_data(out, name):
+    """A plot's traces: the panel keeps them under its "plots" grid."""
+    data = out["data"]
+    return data.get(f"plots.{name}") or data.get("plots", {}).get(name) or data[name]
+
+
 def test_panel_without_runs_says_what_to_run_first(digits_dataset):
     out = run_event(digits_dataset, "on_load")
     assert out["state"].get("run_key") is None
@@ -56,18 +62,30 @@ def scored(digits_dataset):
 def test_panel_histogram_matches_the_selection(scored):
     out = run_event(scored, "on_load", state={"keep": "0.25", "strategy": "hard",
                                               "balance": "none"})
-    hist = out["data"]["histogram"]
+    hist = plot_data(out, "histogram")
     kept, pruned = hist[0]["y"], hist[1]["y"]
     assert sum(kept) == 30 and sum(pruned) == 90
     # hard without balance is a threshold: the cut is drawn at the smallest kept distance
     dist = np.sort(scored.values("proto_distance"))[::-1]
-    shapes = out["state"]["histogram_layout"]["shapes"]
-    assert shapes and shapes[0]["x0"] == pytest.approx(dist[29], abs=1e-6)
-    groups = out["data"]["groups"]
+    cut = [t for t in hist if t["name"] == "cut"]
+    assert cut and cut[0]["x"][0] == pytest.approx(dist[29], abs=1e-6)
+    # every plot has a legend and axis titles
+    layout = out["state"]["histogram_layout"]
+    assert layout["showlegend"] and layout["xaxis"]["title"]["text"]
+    assert layout["yaxis"]["title"]["text"] == "samples"
+    groups = plot_data(out, "groups")
     assert sum(groups[0]["y"]) == 30
+    assert [t["name"] for t in groups] == ["kept", "pruned"]
+    # a categorical axis labelling every group
+    axis = out["state"]["groups_layout"]["xaxis"]
+    assert axis["type"] == "category" and axis["tickvals"] == groups[0]["x"]
     assert "keeps **30**" in out["state"]["summary"]
     prop = render(scored, out["state"])
-    assert {"controls", "histogram", "groups", "buttons"} <= set(prop.type.properties)
+    assert {"controls", "plots", "buttons"} <= set(prop.type.properties)
+    assert {"histogram", "groups"} <= set(prop.type.properties["plots"].type.properties)
+    # the buttons come before the plots: no scrolling past them to reach the curve
+    order = list(prop.type.properties)
+    assert order.index("buttons") < order.index("plots")
 
 
 def test_panel_group_filter_and_sorted_views(scored):
@@ -75,7 +93,7 @@ def test_panel_group_filter_and_sorted_views(scored):
                                                       "run_key": "proto"},
                     params={"value": "3"})
     n3 = len(scored.match(fo.ViewField("ground_truth.label") == "3"))
-    hist = out["data"]["histogram"]
+    hist = plot_data(out, "histogram")
     assert sum(hist[0]["y"]) + sum(hist[1]["y"]) == n3
     views = run_event(scored, "show_hardest", state=out["state"])["other"]
     assert views and views[0]["operator_uri"] == "set_view"
