@@ -60,9 +60,10 @@ def _scoring_config(samples, run_key):
         )
     status = runs.run_status(samples, run_key)
     if status != runs.COMPLETE:
-        raise ValueError(f"Prototype-score run {run_key!r} cannot be used: it is {status} "
+        raise ValueError(f"Prototype-score run {run_key!r} cannot be used: {status} "
                          f"(rerun fop.compute_prototype_scores(..., overwrite=True) if it "
                          f"was interrupted)")
+    validation.check_run_fields(samples, run_key, runs.owned_fields(samples, run_key))
     return runs.get_run_info(samples, run_key).config
 
 

@@ -216,3 +216,19 @@ def test_export_bad_input(scored, tmp_path):
     with pytest.raises(ValueError, match="empty"):
         fop.export_kept_samples(scored.limit(0), str(tmp_path / "a"))
     assert not (tmp_path / "a").exists()
+
+
+def test_score_field_deleted_by_hand_is_named_before_any_tag(digits_images):
+    dataset = fo.Dataset(unique_name("select-gone"))
+    try:
+        dataset.add_samples([fo.Sample(filepath=p) for p, _ in digits_images[:30]])
+        rng = np.random.default_rng(3)
+        dataset.set_values("emb", list(rng.normal(size=(30, 8)).astype(np.float32)))
+        fop.compute_prototype_scores(dataset, "emb", run_key="gone", num_clusters=3)
+        dataset.delete_sample_field("gone_distance")
+        with pytest.raises(ValueError, match=r"gone_distance.*no longer exist.*overwrite=True"):
+            fop.select_samples(dataset, "gone", keep=0.5, strategy="random")
+        assert dataset.count_sample_tags() == {}
+        assert not dataset.list_saved_views()
+    finally:
+        fo.delete_dataset(dataset.name)
