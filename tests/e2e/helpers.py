@@ -323,7 +323,7 @@ def view_bar(page):
 
 
 # FiftyOne 1.22's own App throws Recoil's "entry is loading" while the grid or a panel
-# re-renders after a view change or a resize (seen with no plugin code on the stack);
+# re-renders after a view change or a resize (thrown inside the App's own bundle);
 # it is the App's, not ours, and the page keeps working.
 APP_NOISE = ("entry is loading",)
 
