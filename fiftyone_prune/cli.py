@@ -309,10 +309,18 @@ def cmd_evaluate(args):
     return 0
 
 
+DEMO_EXPORT_DIR = "demo_output/kept"
+
+
 def cmd_demo(args):
     import fiftyone_prune as fop
     from fiftyone_prune.sdk.export import check_export_dir
 
+    if args.export is None:
+        # The demo's own folder: rerunning the demo replaces the export it wrote there
+        # last time (recognised by its manifest); anything else found there is refused
+        # and kept, as for any folder.
+        args.export, args.overwrite_export = DEMO_EXPORT_DIR, True
     if args.export:
         check_export_dir(None, args.export, args.overwrite_export)
 
@@ -449,7 +457,8 @@ def build_parser():
     p.add_argument("--image-size", type=int, default=112)
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--overwrite", action="store_true", help="rebuild the demo dataset")
-    _add_pipeline_args(p, labels=False, default_export="demo_output/kept")
+    _add_pipeline_args(p, labels=False)
+    p.set_defaults(export=None)  # None: DEMO_EXPORT_DIR, replacing the previous demo export
     p.set_defaults(func=cmd_demo)
     return parser
 

@@ -14,9 +14,9 @@ from tests.conftest import unique_name
 CLI = [sys.executable, "-m", "fiftyone_prune.cli"]
 
 
-def run_cli(*args, check=True):
+def run_cli(*args, check=True, cwd=None):
     out = subprocess.run(CLI + list(args), capture_output=True, text=True, timeout=600,
-                         env=dict(os.environ))
+                         env=dict(os.environ), cwd=cwd)
     if check and out.returncode != 0:
         raise AssertionError(f"exit {out.returncode}\n{out.stdout}\n{out.stderr}")
     return out
@@ -145,3 +145,25 @@ def test_demo_refuses_a_non_empty_export_folder(tmp_path):
     assert out.returncode == 2 and "Nothing was deleted" in out.stderr
     assert (target / "mine.txt").read_text() == "keep me" and os.listdir(target) == ["mine.txt"]
     assert not fo.dataset_exists(name)  # refused before any work
+
+
+def test_demo_reruns_into_its_own_folder_and_refuses_what_is_not_its_export(tmp_path):
+    """The README's demo command must work twice in a row; its default folder is replaced
+    only when it holds the previous demo export."""
+    name = unique_name("demo")
+    try:
+        for _ in range(2):
+            out = run_cli("demo", "--dataset", name, "--max-samples", "20", "--image-size", "32",
+                          cwd=tmp_path)
+            assert "exported" in out.stdout.lower(), out.stdout
+        kept = tmp_path / "demo_output" / "kept"
+        assert (kept / "fiftyone_prune_manifest.json").is_file()
+        assert sorted(p.name for p in (tmp_path / "demo_output").iterdir()) == ["kept"]
+        (kept / "notes.txt").write_text("mine")
+        out = run_cli("demo", "--dataset", name, "--max-samples", "20", "--image-size", "32",
+                      cwd=tmp_path, check=False)
+        assert out.returncode == 2 and "Nothing was deleted" in out.stderr, out.stderr
+        assert (kept / "notes.txt").read_text() == "mine"
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
