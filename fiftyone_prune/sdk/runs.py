@@ -156,6 +156,9 @@ def delete_run(samples, run_key: str) -> list[str]:
             if dataset.has_saved_view(view_name):
                 dataset.delete_saved_view(view_name)
         dataset.delete_run(run_key)
+        from fiftyone_prune.sdk import shards, storage  # shards imports this module
+
+        storage.delete_shard_plan(shards.plan_id(dataset, run_key))
     return deleted
 
 

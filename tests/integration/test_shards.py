@@ -289,3 +289,12 @@ def test_a_shard_held_by_another_writer_is_refused_and_left_alone(vectors):
     assert plan_status["shards"][0]["state"] == "running"  # not stale: its lease is live
     assert sorted(vectors.get_field_schema()) == sorted(queued_fields + ["h_distance",
                                                                          "h_cluster"])
+
+
+def test_deleting_a_sharded_run_removes_its_coordinating_record(vectors):
+    fop.compute_prototype_scores(vectors, "emb", run_key="gone", num_clusters=3, num_shards=2)
+    assert storage.get_shard_plan(shards.plan_id(vectors, "gone")) is not None
+    fop.delete_run(vectors, "gone")
+    assert storage.get_shard_plan(shards.plan_id(vectors, "gone")) is None
+    assert "gone" not in shards.list_sharded_runs(vectors)
+    assert not vectors.has_field("gone_distance")
