@@ -628,17 +628,21 @@ _TRAINERS = {"linear": train_linear_probe, "cnn": train_small_cnn}
 DETERMINISTIC_PROBES = frozenset({"linear"})
 
 
-def probe_correctness(kind, train_x, train_y, test_x, test_y, *, seed=0, **kwargs):
-    """Like :func:`probe_accuracy`, but returns whether each test sample was predicted
-    correctly (a boolean array, one entry per test sample), which is what a paired
-    comparison of two probes on the same test samples needs."""
+def _train(kind, train_x, train_y, *, seed, **kwargs):
     try:
         trainer = _TRAINERS[kind]
     except KeyError:
         raise ValueError(
             f"unknown probe kind {kind!r}; expected one of {sorted(_TRAINERS)}"
         ) from None
-    probe = trainer(train_x, train_y, seed=seed, **kwargs)
+    return trainer(train_x, train_y, seed=seed, **kwargs)
+
+
+def probe_correctness(kind, train_x, train_y, test_x, test_y, *, seed=0, **kwargs):
+    """Like :func:`probe_accuracy`, but returns whether each test sample was predicted
+    correctly (a boolean array, one entry per test sample), which is what a paired
+    comparison of two probes on the same test samples needs."""
+    probe = _train(kind, train_x, train_y, seed=seed, **kwargs)
     test_y = np.asarray(test_y)
     if kind == "linear":
         pred_idx = np.argmax(probe.decision_function(test_x), axis=1)
@@ -664,11 +668,5 @@ def probe_accuracy(kind, train_x, train_y, test_x, test_y, *, seed=0, **kwargs):
     Returns:
         Test accuracy in [0, 1] as a float.
     """
-    try:
-        trainer = _TRAINERS[kind]
-    except KeyError:
-        raise ValueError(
-            f"unknown probe kind {kind!r}; expected one of {sorted(_TRAINERS)}"
-        ) from None
-    probe = trainer(train_x, train_y, seed=seed, **kwargs)
+    probe = _train(kind, train_x, train_y, seed=seed, **kwargs)
     return probe.score(test_x, test_y)
