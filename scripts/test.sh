@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 bash scripts/setup.sh test
 bash scripts/install_browser.sh
 export FIFTYONE_DO_NOT_TRACK=true
-exec .venv/bin/python -m pytest "${@:-tests}" -q
+exec .venv/bin/python -m pytest "${@:-tests}" -q --durations=25
