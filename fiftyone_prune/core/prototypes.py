@@ -29,13 +29,18 @@ DEFAULT_MAX_POINTS_PER_CENTROID = 256
 
 def l2_normalize(x: np.ndarray, out: np.ndarray | None = None,
                  chunk_rows: int = 16384) -> np.ndarray:
-    """Row-normalises ``x`` (float32); ``out=x`` normalises in place, no copy.
-    All-zero rows stay zero.
+    """Row-normalises ``x``; ``out=x`` normalises in place, no copy. All-zero rows stay
+    zero (similarity 0 to everything, instead of NaN). The package's one L2 normaliser.
+
+    float64 input stays float64 (centroid geometry, where the density strategy compares
+    small differences); anything else becomes float32, the embeddings' type.
 
     Works ``chunk_rows`` rows at a time: ``np.linalg.norm`` squares its whole input into
     a temporary, which for a 1M x 2048 matrix is a second 8 GB copy (that is what sent
     the 1M benchmark into the OOM killer)."""
-    x = np.asarray(x, dtype=np.float32)
+    x = np.asarray(x)
+    if x.dtype != np.float64:
+        x = x.astype(np.float32, copy=False)
     if out is None:
         out = np.empty_like(x)
     for s in range(0, len(x), chunk_rows):

@@ -34,6 +34,8 @@ from numbers import Integral, Real
 
 import numpy as np
 
+from fiftyone_prune.core.prototypes import l2_normalize
+
 __all__ = [
     "STRATEGIES",
     "ccs_select",
@@ -502,12 +504,6 @@ def select(scores, budget, strategy, groups=None, balance_ratio=0.5, seed=0,
 # ---------------------------------------------------------------------------
 
 
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    # All-zero rows stay zero (similarity 0 to everything) instead of NaN.
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    return x / np.where(norms > 0, norms, 1)
-
-
 def cluster_complexity(scores, clusters, centroids, num_neighbors=20
                        ) -> tuple[np.ndarray, np.ndarray]:
     """Per-cluster intra- and inter-cluster distances (Abbas et al., ICLR 2024).
@@ -547,7 +543,7 @@ def cluster_complexity(scores, clusters, centroids, num_neighbors=20
 
     if k == 1:
         return d_intra, np.ones(1)
-    c = _unit_rows(c)
+    c = l2_normalize(c)
     m = min(int(num_neighbors), k - 1)
     d_inter = np.empty(k)
     rows = max(1, min(k, _MAX_BLOCK_ELEMENTS // k))
@@ -810,7 +806,7 @@ def semdedup(embeddings, clusters, distances, eps) -> np.ndarray:
     eps = _check_fraction("eps", eps, low_open=True, high_open=True)
     threshold = 1.0 - eps
 
-    x = _unit_rows(x).astype(np.float32, copy=False)
+    x = l2_normalize(x)
     keep = np.zeros(n, dtype=bool)
     if n == 0:
         return keep

@@ -1,5 +1,7 @@
 """Checks shared by every SDK entry point and front end: each raises a ``ValueError``
-that names the problem and the fix, before any work starts."""
+that names the problem and the fix, before any work starts. Checks about one argument
+raise :class:`~fiftyone_prune.core.params.ParameterError` naming it (``.param``), so the
+App marks exactly that input invalid."""
 
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import re
 
 import fiftyone as fo
 import fiftyone.core.collections as foc
+
+from fiftyone_prune.core.params import ParameterError
 
 _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
@@ -42,25 +46,84 @@ def field_name_problem(name) -> str | None:
     return None
 
 
-def check_new_field(samples, name: str, field_type, what: str) -> None:
-    """``name`` is a valid field name, and either absent or already of ``field_type``."""
+def check_new_field(samples, name: str, field_type, what: str, param: str | None = None
+                    ) -> None:
+    """``name`` is a valid field name, and either absent or already of ``field_type``.
+
+    Args:
+        samples: the dataset or view the field would be added to
+        name: the new field's name
+        field_type: the FiftyOne field class an existing field must already be
+        what: how the message calls the field (``"embeddings field"``)
+        param (None): the SDK argument the name came from (default: ``what`` with
+            underscores, e.g. ``"embeddings_field"``)
+
+    Raises:
+        ParameterError: (``.param``) when the name is invalid or taken by another type
+    """
+    param = param or what.replace(" ", "_")
     problem = field_name_problem(name)
     if problem:
-        raise ValueError(f"Invalid {what}: {problem}")
+        raise ParameterError(f"Invalid {what}: {problem}", param)
     existing = samples.get_field(name)
     if existing is not None and not isinstance(existing, field_type):
-        raise ValueError(
+        raise ParameterError(
             f"Field {name!r} already exists as a {type(existing).__name__}, not a "
-            f"{field_type.__name__}; choose another {what} (nothing is overwritten)"
-        )
+            f"{field_type.__name__}; choose another {what} (nothing is overwritten)", param)
 
 
-def check_run_key(key) -> None:
+def check_run_key(key, param: str = "run_key") -> None:
+    """``key`` can name a run (a Python identifier, as FiftyOne's run keys must be).
+
+    Raises:
+        ParameterError: (``.param=param``) naming the key and an example
+    """
     if not isinstance(key, str) or not _NAME_RE.match(key):
-        raise ValueError(
+        raise ParameterError(
             f"Invalid run key {key!r}: a run key must be a valid Python identifier "
-            f"(letters, digits, underscores, starting with a letter), e.g. 'prototypes'"
-        )
+            f"(letters, digits, underscores, starting with a letter), e.g. 'prototypes'",
+            param)
+
+
+def check_classification_field(samples, label_field, param: str = "label_field",
+                               required_by: str | None = None) -> str:
+    """``label_field`` is a ``fo.Classification`` field of ``samples``: the one check
+    behind every label argument (scoring, class balance, evaluation, export, the App).
+
+    Args:
+        samples: the dataset or view
+        label_field: the field name, or None
+        param ("label_field"): the SDK argument it came from, carried by the error
+        required_by (None): what needs the field (``"balance='class'"``), for the
+            message when ``label_field`` is None; None means a missing field is an
+            error without that explanation
+
+    Returns:
+        ``label_field``
+
+    Raises:
+        ParameterError: (``.param=param``) when it is None, absent, or another type;
+            the message lists the Classification fields that exist
+    """
+    here = f"Classification fields here: {classification_fields(samples) or 'none'}"
+    if label_field is None:
+        need = f"{required_by} needs" if required_by else "Pass"
+        raise ParameterError(f"{need} {param}= (a Classification field); {here}", param)
+    field = samples.get_field(label_field) if isinstance(label_field, str) else None
+    if field is None:
+        raise ParameterError(f"Label field {label_field!r} does not exist; {here}", param)
+    if not (isinstance(field, fo.EmbeddedDocumentField)
+            and field.document_type is fo.Classification):
+        raise ParameterError(
+            f"Label field {label_field!r} is a {_describe(field)}, not a Classification "
+            f"field; {here}", param)
+    return label_field
+
+
+def _describe(field) -> str:
+    if isinstance(field, fo.EmbeddedDocumentField):
+        return f"{field.document_type.__name__} field"
+    return type(field).__name__
 
 
 def vector_fields(samples) -> list[str]:
