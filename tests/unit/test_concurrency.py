@@ -1,0 +1,239 @@
+"""The concurrency module with real threads: sources closed, threads ended, errors and
+order as documented."""
+
+import threading
+import time
+
+import pytest
+
+from fiftyone_prune.core.concurrency import OrderedBatchWriter, Prefetcher
+
+
+class Source:
+    """An iterable with a ``close()``, like a pymongo cursor; records what happened."""
+
+    def __init__(self, n, fail_at=None):
+        self.n, self.fail_at = n, fail_at
+        self.read = 0
+        self.closed_in = None
+
+    def __iter__(self):
+        for i in range(self.n):
+            if i == self.fail_at:
+                raise OSError(f"connection lost at {i}")
+            self.read += 1
+            yield i
+
+    def close(self):
+        self.closed_in = threading.current_thread().name
+
+
+def _threads(prefix):
+    return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+def test_prefetcher_yields_everything_in_order_and_in_batches():
+    source = Source(10)
+    with Prefetcher(source, batch_size=4, name="pf-all") as batches:
+        assert list(batches) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9]]
+    assert source.closed_in == "pf-all"
+    assert list(Prefetcher(iter([]))) == []
+    assert list(Prefetcher((i * i for i in range(5)), depth=1)) == [0, 1, 4, 9, 16]
+
+
+def test_early_close_stops_the_thread_and_closes_the_source():
+    source = Source(100_000)
+    prefetcher = Prefetcher(source, depth=2, name="pf-early")
+    assert next(prefetcher) == 0
+    prefetcher.close()
+    assert not _threads("pf-early")
+    assert source.closed_in == "pf-early"  # closed by the thread that iterated it
+    # read ahead by at most the queue's depth plus the one item being handed over
+    assert source.read <= 1 + 2 + 1
+    with pytest.raises(StopIteration):
+        next(prefetcher)
+    prefetcher.close()  # idempotent
+
+
+def test_a_consumer_exception_in_a_with_block_closes_the_source():
+    source = Source(100_000)
+    with pytest.raises(KeyError):
+        with Prefetcher(source, batch_size=10, name="pf-raise") as batches:
+            for _ in batches:
+                raise KeyError("consumer failed")
+    assert not _threads("pf-raise")
+    assert source.closed_in == "pf-raise" and source.read < 100
+
+
+def test_an_abandoned_generator_closes_its_prefetcher():
+    """What storage does: a generator around a prefetcher, dropped half-way."""
+    source = Source(100_000)
+
+    def batches():
+        with Prefetcher(source, batch_size=5, name="pf-gen") as prefetched:
+            yield from prefetched
+
+    gen = batches()
+    assert next(gen) == [0, 1, 2, 3, 4]
+    gen.close()
+    assert not _threads("pf-gen") and source.closed_in == "pf-gen"
+
+
+def test_producer_error_is_re_raised_in_the_consumer_after_the_items_before_it():
+    source = Source(10, fail_at=7)
+    got = []
+    with pytest.raises(OSError, match="connection lost at 7"):
+        for batch in Prefetcher(source, batch_size=3, name="pf-fail"):
+            got.extend(batch)
+    assert got == [0, 1, 2, 3, 4, 5]  # the full batches read before the error
+    assert not _threads("pf-fail") and source.closed_in == "pf-fail"
+
+
+def test_prefetcher_reads_ahead_while_the_consumer_works():
+    """The point of it: the next items are read while the consumer holds this one."""
+    read = [threading.Event() for _ in range(4)]
+
+    def source():
+        for i in range(4):
+            read[i].set()
+            yield i
+
+    prefetcher = Prefetcher(source(), depth=2)
+    assert next(prefetcher) == 0
+    # without read-ahead item 1 would be read only when the consumer asks for it
+    assert read[1].wait(5) and read[2].wait(5)
+    assert list(prefetcher) == [1, 2, 3]
+
+
+def test_bad_arguments_are_refused_before_a_thread_starts():
+    before = threading.active_count()
+    with pytest.raises(ValueError, match="depth"):
+        Prefetcher([], depth=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        Prefetcher([], batch_size=0)
+    with pytest.raises(ValueError, match="num_threads"):
+        OrderedBatchWriter(print, num_threads=0)
+    with pytest.raises(ValueError, match="max_in_flight"):
+        OrderedBatchWriter(print, max_in_flight=0)
+    assert threading.active_count() == before
+
+
+def test_writer_accounts_in_submission_order_and_bounds_what_is_in_flight():
+    written, accounted, most_in_flight = [], [], [0]
+    release = {i: threading.Event() for i in range(8)}
+
+    def write(i):
+        release[i].wait(5)
+        written.append(i)
+        return i
+
+    writer = OrderedBatchWriter(write, num_threads=3, max_in_flight=3,
+                                on_written=accounted.append, name="w-order")
+    for i in range(3):
+        writer.submit(i)
+    release[2].set()  # the third finishes first: not accounted before 0 and 1
+    time.sleep(0.1)
+    assert written == [2]
+    assert writer.num_written == 0 and writer.num_in_flight == 3
+    # a fourth waits for the oldest: release them in reverse from another thread
+    threading.Timer(0.1, lambda: (release[1].set(), release[0].set())).start()
+    writer.submit(3)
+    assert writer.num_in_flight <= 3
+    for i in range(3, 8):
+        release[i].set()
+    for i in range(4, 8):
+        writer.submit(i)
+        most_in_flight[0] = max(most_in_flight[0], writer.num_in_flight)
+    writer.close()
+    assert accounted == list(range(8))  # callbacks in submission order
+    assert sorted(written) == list(range(8)) and writer.num_written == 8
+    assert most_in_flight[0] <= 3
+    assert not _threads("w-order")
+
+
+def test_one_thread_writes_in_order_and_a_with_block_writes_everything():
+    written = []
+    with OrderedBatchWriter(lambda ids, values: written.append((ids, values)),
+                            name="w-one") as writer:
+        for s in range(0, 20, 5):
+            writer.submit(list(range(s, s + 5)), s)
+    assert [v for _, v in written] == [0, 5, 10, 15]
+    assert not _threads("w-one")
+
+
+def test_a_write_error_surfaces_on_the_next_submit_and_later_batches_are_dropped():
+    written = []
+    gate = threading.Event()
+
+    def write(i):
+        if i == 1:
+            raise OSError("disk full")
+        if i > 1:
+            gate.wait(5)
+        written.append(i)
+
+    writer = OrderedBatchWriter(write, num_threads=1, max_in_flight=10, name="w-fail")
+    writer.submit(0)
+    writer.submit(1)
+    time.sleep(0.1)  # batch 1 has failed by now
+    with pytest.raises(OSError, match="disk full"):
+        writer.submit(2)
+    with pytest.raises(OSError, match="disk full"):  # and again on every later call
+        writer.submit(3)
+    with pytest.raises(OSError, match="disk full"):
+        writer.close()
+    assert written == [0] and writer.num_written == 1
+    assert not _threads("w-fail")
+
+
+def test_a_write_error_behind_a_slow_batch_surfaces_without_waiting_for_it():
+    gate = threading.Event()
+
+    def write(i):
+        if i == 0:
+            gate.wait(5)
+        if i == 1:
+            raise OSError("bad batch")
+
+    writer = OrderedBatchWriter(write, num_threads=2, max_in_flight=10, name="w-behind")
+    writer.submit(0)
+    writer.submit(1)
+    time.sleep(0.1)
+    with pytest.raises(OSError, match="bad batch"):
+        writer.submit(2)
+    gate.set()
+    writer.cancel()
+    assert not _threads("w-behind")
+
+
+def test_a_write_error_surfaces_on_close_and_a_block_error_wins_over_it():
+    writer = OrderedBatchWriter(lambda i: 1 / i, name="w-close")
+    writer.submit(0)
+    with pytest.raises(ZeroDivisionError):
+        writer.close()
+    with pytest.raises(KeyError):  # the block's own error is what the caller sees
+        with OrderedBatchWriter(lambda i: 1 / i, name="w-block") as writer:
+            writer.submit(0)
+            time.sleep(0.05)
+            raise KeyError("the caller's failure")
+    assert not _threads("w-close") and not _threads("w-block")
+
+
+def test_cancel_drops_what_has_not_started_and_joins():
+    started = []
+    gate = threading.Event()
+
+    def write(i):
+        started.append(i)
+        gate.wait(5)
+
+    writer = OrderedBatchWriter(write, num_threads=1, max_in_flight=5, name="w-cancel")
+    for i in range(5):
+        writer.submit(i)
+    time.sleep(0.05)
+    threading.Timer(0.1, gate.set).start()
+    writer.cancel()
+    assert started == [0]
+    assert not _threads("w-cancel")
+    with pytest.raises(RuntimeError, match="closed"):
+        writer.submit(5)
