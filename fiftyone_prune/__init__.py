@@ -32,7 +32,11 @@ _PUBLIC = {
     "export_kept_samples": "fiftyone_prune.sdk.export",
     "evaluate_pruning": "fiftyone_prune.sdk.evaluation",
     "load_evaluation": "fiftyone_prune.sdk.evaluation",
-    "recommend_strategy": "fiftyone_prune.sdk.evaluation",
+    "recommend_strategy": "fiftyone_prune.sdk.advice",
+    "quick_evaluation_offer": "fiftyone_prune.sdk.advice",
+    "selection_histogram": "fiftyone_prune.sdk.selection",
+    "SelectionSpec": "fiftyone_prune.core.params",
+    "ParameterError": "fiftyone_prune.core.params",
 }
 
 __all__ = sorted(_PUBLIC)

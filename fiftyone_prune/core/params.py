@@ -63,6 +63,9 @@ def check_scalar(value, name: str, target_type, min_val=None, max_val=None,
     right = include_boundaries in ("both", "right")
     low_bad = min_val is not None and (value < min_val if left else value <= min_val)
     high_bad = max_val is not None and (value > max_val if right else value >= max_val)
+    if low_bad and min_val == 1 and max_val is None and left and bool not in types_ \
+            and all(issubclass(t, numbers.Integral) for t in types_):
+        raise ParameterError(f"{name} must be a positive integer, got {value!r}", name)
     if low_bad or high_bad:
         lo = "-inf" if min_val is None else min_val
         hi = "inf" if max_val is None else max_val

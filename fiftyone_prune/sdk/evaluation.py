@@ -9,26 +9,30 @@ so Python, the CLI and the App can load it again.
 from __future__ import annotations
 
 import hashlib
+import numbers
 import time
 from dataclasses import dataclass
 
 import numpy as np
 
-import fiftyone as fo
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core import probe as core_probe
 from fiftyone_prune.core import significance
+from fiftyone_prune.core.params import (  # EVAL_STRATEGIES is re-exported
+    EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, parse_fractions)
 from fiftyone_prune.sdk import runs, validation
+from fiftyone_prune.sdk.scores import read_embeddings
+from fiftyone_prune.sdk.selection import (
+    as_selection_spec, check_scoring_run, plan_from_table, read_score_table)
+# advice (recommend_strategy, quick_evaluation_offer) reads evaluations without importing
+# this module, so selection can use it; re-exported here for existing imports
+from fiftyone_prune.sdk.advice import (  # noqa: F401
+    DEFAULT_STRATEGIES, MATCH_FRACTION_DISTANCE, beats_random, format_points as _pts,
+    quick_evaluation_offer, recommend_strategy, scoring_version as _scoring_version)
 
 PROBES = ("linear", "cnn")
-EVAL_STRATEGIES = ("random", "easy", "hard", "ccs", "density")
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)
-DEFAULT_STRATEGIES = ("random", "easy", "hard", "ccs")
-#: ``recommend_strategy`` answers from an evaluated kept fraction at most this far from
-#: the requested one: the curves of docs/evaluation/ change by up to ~10 points of
-#: accuracy between fractions 0.1 apart at high pruning, so a farther point says little.
-MATCH_FRACTION_DISTANCE = 0.1
 #: Seeds the paired bootstrap over the held-out part (recorded with the run).
 BOOTSTRAP_SEED = 0
 
@@ -77,43 +81,66 @@ def _decimals(num_test):
     return 3 if num_test >= 1000 else 2
 
 
-def _check(samples, label_field, run_key, fractions, strategies, seeds, probe, test_tag,
-           test_fraction, eval_key, overwrite):
-    from fiftyone_prune.sdk.selection import _scoring_config
+def check_evaluation(samples, label_field, run_key: str = "prototypes",
+                     fractions=DEFAULT_FRACTIONS, strategies=DEFAULT_STRATEGIES,
+                     seeds: int = 3, probe: str = "linear", test_tag=None,
+                     test_fraction: float = 0.2, eval_key=None, overwrite: bool = False,
+                     spec: SelectionSpec | None = None):
+    """Checks the arguments of :func:`evaluate_pruning` (same names) against
+    ``samples`` without evaluating anything: what the App form calls on every change.
 
+    Returns:
+        the scoring run's config
+
+    Raises:
+        ParameterError: naming the first wrong argument (``.param``)
+    """
     validation.check_collection(samples)
     validation.check_not_empty(samples)
-    if label_field is None:
-        raise ValueError("evaluate_pruning needs label_field= (a Classification field) to "
-                         "train and test the probe")
-    f = samples.get_field(label_field)
-    if f is None or not (isinstance(f, fo.EmbeddedDocumentField)
-                         and f.document_type is fo.Classification):
-        raise ValueError(
-            f"Label field {label_field!r} {'does not exist' if f is None else 'is not a Classification field'}; "
-            f"Classification fields here: {validation.classification_fields(samples) or 'none'}")
-    cfg = _scoring_config(samples, run_key)
-    fr = list(fractions)
-    if not fr or any(isinstance(x, bool) or not isinstance(x, (int, float)) or not 0 < x <= 1
-                     for x in fr):
-        raise ValueError(f"fractions must be kept fractions in (0, 1], got {fractions!r}")
+    validation.check_classification_field(samples, label_field,
+                                          required_by="evaluate_pruning")
+    cfg = check_scoring_run(samples, run_key)
+    parse_fractions(fractions)
+    if isinstance(strategies, str) or not strategies:
+        raise ParameterError(f"strategies must be a non-empty list such as "
+                             f"['random', 'hard'], got {strategies!r}", "strategies")
     if "auto" in strategies:
-        raise ValueError("'auto' is not evaluated as a strategy of its own: without an "
-                         "evaluation it selects randomly, with one it follows it; evaluate "
-                         "the strategies it chooses from (random, easy, hard, ccs, density)")
+        raise ParameterError(
+            "'auto' is not evaluated as a strategy of its own: without an evaluation it "
+            "selects randomly, with one it follows it; evaluate the strategies it chooses "
+            "from (random, easy, hard, ccs, density)", "strategies")
     bad = [s for s in strategies if s not in EVAL_STRATEGIES]
     if bad:
-        raise ValueError(f"Unknown strategies {bad}; choose from {EVAL_STRATEGIES}")
+        raise ParameterError(f"Unknown strategies {bad}; choose from {EVAL_STRATEGIES}",
+                             "strategies")
     if "density" in strategies and cfg.method_name != "kmeans":
-        raise ValueError("strategy 'density' needs a k-means scoring run")
-    if not isinstance(seeds, int) or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds!r}")
+        raise ParameterError("strategy 'density' needs a k-means scoring run", "strategies")
+    check_scalar(seeds, "seeds", int, min_val=1)
     if probe not in PROBES:
-        raise ValueError(f"Unknown probe {probe!r}; choose one of {PROBES}")
-    if test_tag is None and not 0 < test_fraction < 1:
-        raise ValueError(f"test_fraction must be in (0, 1), got {test_fraction!r}")
-    runs.check_key_free(samples, eval_key, overwrite, "evaluation")
+        raise ParameterError(f"Unknown probe {probe!r}; choose one of {PROBES}", "probe")
+    if test_tag is None:
+        check_scalar(test_fraction, "test_fraction", numbers.Real, 0, 1, "neither")
+    if spec is not None:
+        spec.validate()
+        if spec.label_field not in (None, label_field):
+            raise ParameterError(
+                f"spec.label_field={spec.label_field!r}: an evaluation balances classes by "
+                f"its label_field={label_field!r}; leave spec.label_field None",
+                "label_field")
+    if eval_key is not None:
+        validation.check_run_key(eval_key, "eval_key")
+    try:
+        runs.check_key_free(samples, eval_key or f"{run_key}_evaluation", overwrite,
+                            "evaluation")
+    except ParameterError:
+        raise
+    except ValueError as e:  # a taken key: the argument to change is eval_key
+        raise ParameterError(str(e), "eval_key") from None
     return cfg
+
+
+#: the earlier private name (the App form imported it)
+_check = check_evaluation
 
 
 def _split(ids, labels, test_tag, tags, test_fraction, split_seed):
@@ -158,7 +185,8 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
                      test_fraction: float = 0.2, split_seed: int = 0,
                      image_size: int = 28, cnn_epochs: int = 15,
                      eval_key: str | None = None, overwrite: bool = False,
-                     plot_path: str | None = None, progress=None) -> EvaluationResult:
+                     plot_path: str | None = None, progress=None,
+                     spec: SelectionSpec | None = None) -> EvaluationResult:
     """Trains a probe on each selection and reports accuracy on a held-out split.
 
     Args:
@@ -184,6 +212,12 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
         plot_path: also save the curve as a PNG here (95 % intervals as error bars)
         progress: True/False for a progress bar, or a callback taking FiftyOne's
             progress bar (``pb.iteration`` of ``pb.total`` probe fits)
+        spec (None): a :class:`~fiftyone_prune.core.params.SelectionSpec` holding the
+            knobs every evaluated selection shares (balance, balance_ratio, dedup_eps,
+            ccs_beta, ccs_bins, density_temperature) instead of ``balance`` and
+            ``balance_ratio``; its keep, strategy and seed are what the evaluation
+            varies (``fractions``, ``strategies``, ``seeds``), so they are not used.
+            Class balance uses ``label_field``
 
     Every point carries a 95 % interval (``low``/``high``) and its difference to random
     at the same fraction (``diff``, ``diff_low``, ``diff_high``), combining held-out
@@ -197,105 +231,40 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
 
     Returns:
         an :class:`EvaluationResult` (also stored as run ``eval_key``)
-    """
-    from fiftyone_prune.sdk.selection import plan_from_table, read_score_table
 
+    Example::
+
+        import fiftyone_prune as fop
+
+        result = fop.evaluate_pruning(dataset, "ground_truth", "prototypes",
+                                      fractions=(0.3, 0.7), seeds=2)
+        print(result.format_table())
+    """
     eval_key = eval_key or f"{run_key}_evaluation"
+    spec = as_selection_spec(spec, balance=balance, balance_ratio=balance_ratio)
+    cfg = check_evaluation(samples, label_field, run_key, fractions, strategies, seeds,
+                           probe, test_tag, test_fraction, eval_key, overwrite, spec)
     strategies = ["random"] + [s for s in strategies if s != "random"]
-    fractions = sorted({float(f) for f in fractions})
-    cfg = _check(samples, label_field, run_key, fractions, strategies, seeds, probe, test_tag,
-                 test_fraction, eval_key, overwrite)
+    fractions = sorted(set(parse_fractions(fractions)))
+    # the evaluated selections balance classes by the probe's labels
+    spec = spec.replace(label_field=label_field if spec.balance == "class" else None)
     scoring_timestamp = _scoring_version(samples, run_key)
     t0 = time.perf_counter()
-    ids, labels, tags = samples.values(["id", f"{label_field}.label", "tags"])
-    keep_mask = np.array([lab is not None for lab in labels])
-    ids = [i for i, k in zip(ids, keep_mask) if k]
-    labels = np.array([lab for lab in labels if lab is not None], dtype=object)
-    tags = [t for t, k in zip(tags, keep_mask) if k]
-    train, test = _split(ids, labels, test_tag, tags, test_fraction, split_seed)
+    ids, labels, train, test = _labelled_split(samples, label_field, test_tag,
+                                               test_fraction, split_seed)
     train_ids = [ids[i] for i in train]
     test_ids = [ids[i] for i in test]
-
-    # features, aligned with ids
-    if probe == "linear":
-        from fiftyone_prune.sdk.scores import _read_embeddings
-
-        field = embeddings_field or cfg.embeddings_field
-        emb_ids, x, missing = _read_embeddings(samples.select(ids), field)
-        if missing:
-            raise ValueError(f"{len(missing)} labelled sample(s) have no {field!r} "
-                             f"embedding (e.g. {missing[0]}); embed them first")
-        row = {sid: r for r, sid in enumerate(emb_ids)}
-        feats = x[[row[i] for i in ids]]
-    else:
-        paths = dict(zip(*samples.select(ids).values(["id", "filepath"])))
-        feats = _load_images([paths[i] for i in ids], image_size)
-
-    # scores of the training part only: the held-out part is never a candidate
-    label_field_sel = label_field if balance == "class" else None
-    table_all = read_score_table(samples.select(train_ids, ordered=True), cfg, balance,
-                                 label_field)
-    if table_all.unscored_ids:
-        raise ValueError(f"{len(table_all.unscored_ids)} training sample(s) have no score in "
-                         f"run {run_key!r}; score them or exclude them from the view")
-    pos = {sid: p for p, sid in enumerate(ids)}
-    train_rows = np.array([pos[i] for i in table_all.ids])
-
-    # Every selection first (cheap), then one probe fit per *distinct* training set:
-    # a deterministic selection (easy, hard, density, the full set) gives the same rows
-    # for every seed, and the linear probe is deterministic too, so refitting it per
-    # seed would only repeat the same numbers.
-    stochastic_probe = probe not in core_probe.DETERMINISTIC_PROBES
-    test_set = set(test_ids)
-    fit_rows = {}  # fit key -> training rows
-
-    def fit_key(rows, seed):
-        key = (hashlib.sha1(np.sort(rows).astype(np.int64).tobytes()).hexdigest(),
-               seed if stochastic_probe else None)
-        fit_rows.setdefault(key, rows)
-        return key
-
-    points = []  # (strategy, fraction, kept, fit keys in seed order, distinct)
-    full_keys = list(dict.fromkeys(fit_key(train_rows, seed) for seed in range(seeds)))
-    for fraction in fractions:
-        for strategy in strategies:
-            keys, kept = [], 0
-            for seed in range(seeds):
-                plan = plan_from_table(samples, cfg, table_all, fraction, strategy, balance,
-                                       label_field_sel, balance_ratio, seed, None, None, 50,
-                                       0.5, run_key, run_key)
-                if test_set.intersection(plan.kept_ids):
-                    raise RuntimeError("a held-out sample was selected for training")
-                kept_rows = np.array([pos[i] for i in plan.kept_ids], dtype=np.int64)
-                kept = len(kept_rows)
-                keys.append(fit_key(kept_rows, seed))
-            points.append((strategy, fraction, kept, list(dict.fromkeys(keys))))
-
-    correct = {}
-    with fou.ProgressBar(total=len(fit_rows), progress=progress) as pb:
-        for (digest, seed), rows in fit_rows.items():
-            kwargs = {"epochs": cnn_epochs} if probe == "cnn" else {}
-            correct[(digest, seed)] = core_probe.probe_correctness(
-                probe, feats[rows], labels[rows].astype(str), feats[test],
-                labels[test].astype(str), seed=0 if seed is None else seed, **kwargs)
-            pb.update()
-
+    feats = _features(samples, ids, probe, embeddings_field or cfg.embeddings_field,
+                      image_size)
+    table_all = _training_scores(samples, cfg, train_ids, spec.balance, label_field, run_key)
+    points, fit_rows, full_keys, train_rows = _plan_fits(
+        samples, cfg, table_all, ids, set(test_ids), spec, fractions, strategies, seeds,
+        probe, run_key)
+    correct = _fit_probes(probe, fit_rows, feats, labels, test, cnn_epochs, progress)
     bootstrap = significance.HeldoutBootstrap(len(test), seed=BOOTSTRAP_SEED)
     full = _point(bootstrap, [correct[k] for k in full_keys])
     full["kept"] = int(len(train_rows))
-    table = []
-    random_correct = {}
-    for strategy, fraction, kept, keys in points:
-        fits = [correct[k] for k in keys]
-        row = dict(strategy=strategy, fraction=fraction, kept=kept, **_point(bootstrap, fits))
-        if strategy == "random":
-            random_correct[fraction] = fits
-            row.update(diff=0.0, diff_low=0.0, diff_high=0.0)
-        else:
-            diff, lo, hi = significance.difference_interval(bootstrap, fits,
-                                                            random_correct[fraction])
-            row.update(diff=diff, diff_low=lo, diff_high=hi)
-        table.append(row)
+    table = _curve_table(bootstrap, points, correct)
     verdicts = make_verdicts(table, full, seeds, len(test))
     result = EvaluationResult(eval_key, table, full, verdicts, num_test=len(test),
                               num_fits=len(fit_rows))
@@ -303,7 +272,10 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
         result.plot_path = save_plot(result, plot_path, title=f"{samples._dataset.name}: {run_key}, {probe} probe")
     params = dict(run_key=run_key, label_field=label_field, embeddings_field=embeddings_field
                   or cfg.embeddings_field, fractions=fractions, strategies=strategies,
-                  seeds=seeds, probe=probe, balance=balance, balance_ratio=balance_ratio,
+                  seeds=seeds, probe=probe, balance=spec.balance,
+                  balance_ratio=spec.balance_ratio, dedup_eps=spec.dedup_eps,
+                  ccs_beta=spec.ccs_beta, ccs_bins=spec.ccs_bins,
+                  density_temperature=spec.density_temperature,
                   test_tag=test_tag, test_fraction=None if test_tag else test_fraction,
                   split_seed=None if test_tag else split_seed,
                   image_size=image_size if probe == "cnn" else None,
@@ -317,6 +289,118 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     return result
 
 
+def _labelled_split(samples, label_field, test_tag, test_fraction, split_seed):
+    """``(ids, labels, train, test)``: the labelled samples and the row indices of the
+    training and held-out parts (:func:`_split`)."""
+    ids, labels, tags = samples.values(["id", f"{label_field}.label", "tags"])
+    keep_mask = np.array([lab is not None for lab in labels])
+    ids = [i for i, k in zip(ids, keep_mask) if k]
+    labels = np.array([lab for lab in labels if lab is not None], dtype=object)
+    tags = [t for t, k in zip(tags, keep_mask) if k]
+    train, test = _split(ids, labels, test_tag, tags, test_fraction, split_seed)
+    return ids, labels, train, test
+
+
+def _features(samples, ids, probe, embeddings_field, image_size):
+    """The probe's inputs, row-aligned with ``ids``: embeddings for the linear probe,
+    resized images for the CNN."""
+    if probe == "linear":
+        emb_ids, x, missing = read_embeddings(samples.select(ids), embeddings_field)
+        if missing:
+            raise ValueError(f"{len(missing)} labelled sample(s) have no "
+                             f"{embeddings_field!r} embedding (e.g. {missing[0]}); embed "
+                             f"them first")
+        row = {sid: r for r, sid in enumerate(emb_ids)}
+        return x[[row[i] for i in ids]]
+    paths = dict(zip(*samples.select(ids).values(["id", "filepath"])))
+    return _load_images([paths[i] for i in ids], image_size)
+
+
+def _training_scores(samples, cfg, train_ids, balance, label_field, run_key):
+    """The scores of the training part only: the held-out part is never a candidate."""
+    table = read_score_table(samples.select(train_ids, ordered=True), cfg, balance,
+                             label_field)
+    if table.unscored_ids:
+        raise ValueError(f"{len(table.unscored_ids)} training sample(s) have no score in "
+                         f"run {run_key!r}; score them or exclude them from the view")
+    return table
+
+
+def _plan_fits(samples, cfg, table_all, ids, test_set, spec, fractions, strategies, seeds,
+               probe, run_key):
+    """Every selection of the curve (cheap), and the distinct training sets to fit.
+
+    One probe fit per *distinct* training set: a deterministic selection (easy, hard,
+    density, the full set) gives the same rows for every seed, and the linear probe is
+    deterministic too, so refitting it per seed would only repeat the same numbers.
+
+    Returns:
+        ``(points, fit_rows, full_keys, train_rows)``: per curve point ``(strategy,
+        fraction, kept, fit keys in seed order)``; fit key -> training rows; the full
+        training set's fit keys; its rows
+    """
+    pos = {sid: p for p, sid in enumerate(ids)}
+    train_rows = np.array([pos[i] for i in table_all.ids])
+    stochastic_probe = probe not in core_probe.DETERMINISTIC_PROBES
+    fit_rows = {}  # fit key -> training rows
+
+    def fit_key(rows, seed):
+        key = (hashlib.sha1(np.sort(rows).astype(np.int64).tobytes()).hexdigest(),
+               seed if stochastic_probe else None)
+        fit_rows.setdefault(key, rows)
+        return key
+
+    points = []
+    full_keys = list(dict.fromkeys(fit_key(train_rows, seed) for seed in range(seeds)))
+    for fraction in fractions:
+        for strategy in strategies:
+            keys, kept = [], 0
+            for seed in range(seeds):
+                plan = plan_from_table(samples, cfg, table_all,
+                                       spec.replace(keep=fraction, strategy=strategy,
+                                                    seed=seed),
+                                       name=run_key, run_key=run_key)
+                if test_set.intersection(plan.kept_ids):
+                    raise RuntimeError("a held-out sample was selected for training")
+                kept_rows = np.array([pos[i] for i in plan.kept_ids], dtype=np.int64)
+                kept = len(kept_rows)
+                keys.append(fit_key(kept_rows, seed))
+            points.append((strategy, fraction, kept, list(dict.fromkeys(keys))))
+    return points, fit_rows, full_keys, train_rows
+
+
+def _fit_probes(probe, fit_rows, feats, labels, test, cnn_epochs, progress):
+    """fit key -> per-held-out-sample correctness of the probe trained on its rows."""
+    correct = {}
+    with fou.ProgressBar(total=len(fit_rows), progress=progress) as pb:
+        for (digest, seed), rows in fit_rows.items():
+            kwargs = {"epochs": cnn_epochs} if probe == "cnn" else {}
+            correct[(digest, seed)] = core_probe.probe_correctness(
+                probe, feats[rows], labels[rows].astype(str), feats[test],
+                labels[test].astype(str), seed=0 if seed is None else seed, **kwargs)
+            pb.update()
+    return correct
+
+
+def _curve_table(bootstrap, points, correct) -> list:
+    """The curve's rows: each point's accuracy interval and its difference to random at
+    the same fraction (random comes first at every fraction)."""
+    table = []
+    random_correct = {}
+    for strategy, fraction, kept, keys in points:
+        fits = [correct[k] for k in keys]
+        row = dict(strategy=strategy, fraction=fraction, kept=kept, **_point(bootstrap, fits))
+        if strategy == "random":
+            random_correct[fraction] = fits
+            row.update(diff=0.0, diff_low=0.0, diff_high=0.0)
+        else:
+            diff, lo, hi = significance.difference_interval(bootstrap, fits,
+                                                            random_correct[fraction])
+            row.update(diff=diff, diff_low=lo, diff_high=hi)
+        table.append(row)
+    return table
+
+
 def _point(bootstrap, fits) -> dict:
     """One curve point from the per-sample correctness of its distinct fits."""
     mean, low, high = significance.accuracy_interval(bootstrap, np.array(fits))
@@ -324,16 +408,6 @@ def _point(bootstrap, fits) -> dict:
     return dict(mean=mean, low=low, high=high, std=float(np.std(accuracies)),
                 accuracies=accuracies, fits=len(fits),
                 correct=[significance.pack_correct(c) for c in fits])
-
-
-def beats_random(row, seeds) -> bool:
-    """A strategy wins only when the 95 % interval of its difference to random is above
-    zero; with one seed the selection noise of random is unmeasured, so never."""
-    return row["strategy"] != "random" and seeds >= 2 and row["diff_low"] > 0
-
-
-def _pts(x):
-    return f"{100 * x:+.1f}"
 
 
 def make_verdicts(table, full, seeds, num_test) -> list:
@@ -421,107 +495,6 @@ def save_plot(result: EvaluationResult, path: str, title: str = "") -> str:
     fig.savefig(path)
     plt.close(fig)
     return path
-
-
-def _scoring_version(samples, run_key) -> str:
-    """Identifies one computation of a scoring run: re-scoring (overwrite) registers the
-    run again, with a new ``version`` (and timestamp)."""
-    info = runs.get_run_info(samples, run_key)
-    return getattr(info.config, "version", None) or str(info.timestamp)
-
-
-def recommend_strategy(samples, run_key: str, keep_fraction: float, balance="cluster",
-                       label_field=None):
-    """``(strategy, reason, eval_key)`` from an evaluation that matches the request, or
-    ``(None, why none fits, None)``.
-
-    An evaluation matches when it evaluated the same scoring run *as it is now* (not
-    re-scored since), with the same balance mode (and label field for class balance),
-    at a kept fraction within :data:`MATCH_FRACTION_DISTANCE` of ``keep_fraction``;
-    the newest match is used, at its nearest fraction. It recommends the best strategy
-    whose 95 % interval of the difference to random is above zero, else random.
-    """
-    version = _scoring_version(samples, run_key)
-    matches, refused = [], []
-    for key in runs.list_runs(samples, "evaluation"):
-        info = runs.get_run_info(samples, key)
-        cfg = info.config
-        if getattr(cfg, "run_key", None) != run_key:
-            continue
-        fractions = list(getattr(cfg, "fractions", None) or [])
-        near = [f for f in fractions if abs(f - keep_fraction) <= MATCH_FRACTION_DISTANCE + 1e-9]
-        if getattr(cfg, "scoring_timestamp", None) != version:
-            refused.append(f"{key!r} evaluated an earlier version of {run_key!r} (re-scored "
-                           f"since) or predates confidence intervals")
-        elif getattr(cfg, "balance", None) != balance:
-            refused.append(f"{key!r} evaluated balance={getattr(cfg, 'balance', None)!r}, "
-                           f"not {balance!r}")
-        elif balance == "class" and label_field and cfg.label_field != label_field:
-            refused.append(f"{key!r} balanced by {cfg.label_field!r}, not {label_field!r}")
-        elif not near:
-            refused.append(f"{key!r} evaluated kept fractions "
-                           f"{', '.join(f'{f:.2f}' for f in fractions)}, none within "
-                           f"{MATCH_FRACTION_DISTANCE} of {keep_fraction:.2f}")
-        else:
-            nearest = min(near, key=lambda f: abs(f - keep_fraction))
-            matches.append((info.timestamp, key, nearest, cfg.seeds))
-    if not matches:
-        why = "; ".join(refused) if refused else f"no evaluation of {run_key!r} exists"
-        return None, why, None
-    _, key, nearest, seeds = max(matches)
-    table = runs.load_run_results(samples, key).table
-    rows = [r for r in table if r["fraction"] == nearest]
-    rand = next(r for r in rows if r["strategy"] == "random")
-    winners = [r for r in rows if beats_random(r, seeds)]
-    where = f"evaluation {key!r} at {nearest:.0%} kept (requested {keep_fraction:.0%})"
-    if winners:
-        best = max(winners, key=lambda r: r["mean"])
-        return best["strategy"], (
-            f"{where}: {best['strategy']} beats random by {_pts(best['diff'])} points (95 % "
-            f"CI {_pts(best['diff_low'])} to {_pts(best['diff_high'])})"), key
-    return "random", (f"{where}: no strategy beats random beyond the noise (95 % "
-                      f"intervals), so random ({rand['mean']:.3f})"), key
-
-
-#: Measured cost of one linear-probe fit, in seconds per (training sample x embedding
-#: dimension) on a quiet 2-core machine: issue 15's 20,000-image evaluation took 197 s
-#: for 93 fits of 7,500 x 1,280 on average (2.2e-7); benchmarks/evaluation_cost.py
-#: prints the figure for the machine it runs on. Used only to say how long a quick
-#: evaluation would take.
-FIT_SECONDS_PER_SAMPLE_DIM = 2.2e-7
-#: A quick evaluation is offered up to this many labelled samples (about a minute).
-QUICK_EVALUATION_MAX_SAMPLES = 50_000
-
-
-def quick_evaluation_offer(samples, run_key: str, keep_fraction: float,
-                           balance="cluster", label_field=None):
-    """When ``auto`` has no matching evaluation but labels exist and the view is small
-    enough, the evaluation that would settle it: ``{"seconds", "kwargs", "message"}``
-    (kwargs for :func:`evaluate_pruning`), else None. One fraction (the requested one),
-    random/easy/hard/ccs, 3 seeds: 1 full fit + 3 random + 3 CCS + easy + hard."""
-    cfg = runs.get_run_info(samples, run_key).config
-    label_field = label_field or cfg.label_field or next(
-        iter(validation.classification_fields(samples)), None)
-    if label_field is None or samples.get_field(label_field) is None:
-        return None
-    num = samples.exists(f"{label_field}.label").count()
-    if num < 20 or num > QUICK_EVALUATION_MAX_SAMPLES:
-        return None
-    if recommend_strategy(samples, run_key, keep_fraction, balance, label_field)[0] is not None:
-        return None
-    embedded = samples.exists(cfg.embeddings_field)
-    if not len(embedded):
-        return None
-    dim = len(embedded.first()[cfg.embeddings_field])
-    num_train = 0.8 * num
-    seconds = FIT_SECONDS_PER_SAMPLE_DIM * dim * num_train * (1 + 8 * keep_fraction) + 5
-    fraction = round(float(keep_fraction), 2)
-    kwargs = dict(label_field=label_field, run_key=run_key, fractions=(fraction,),
-                  strategies=DEFAULT_STRATEGIES, seeds=3,
-                  balance=balance)
-    message = (f"Labels found ({label_field!r}): a quick evaluation at {fraction:.0%} kept "
-               f"(about {seconds:.0f} s) would tell whether a strategy beats random here")
-    return {"seconds": seconds, "kwargs": kwargs, "message": message}
 
 
 def load_evaluation(samples, eval_key: str) -> EvaluationResult:

@@ -15,6 +15,7 @@ import fiftyone.core.utils as fou
 
 from fiftyone_prune.core import prototypes as core
 from fiftyone_prune.sdk import leases, runs, storage, validation
+from fiftyone_prune.core.params import ParameterError, check_scalar, parse_num_clusters
 
 logger = logging.getLogger(__name__)
 
@@ -56,53 +57,51 @@ def score_fields(run_key: str) -> tuple[str, str]:
     return f"{run_key}_distance", f"{run_key}_cluster"
 
 
-def _check_inputs(samples, embeddings_field, run_key, method, num_clusters, label_field,
-                  overwrite, niter, max_points_per_centroid):
+def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method="kmeans",
+                         num_clusters=None, label_field=None, overwrite=False, niter=25,
+                         max_points_per_centroid=core.DEFAULT_MAX_POINTS_PER_CENTROID):
+    """Checks the arguments of :func:`compute_prototype_scores` (same names) against
+    ``samples`` without reading or writing anything: what the App form calls on every
+    change.
+
+    Raises:
+        ParameterError: naming the first wrong argument (``.param``)
+    """
     validation.check_collection(samples)
-    runs.check_key_free(samples, run_key, overwrite, "prototypes")
+    try:
+        runs.check_key_free(samples, run_key, overwrite, "prototypes")
+    except ParameterError:
+        raise
+    except ValueError as e:  # a taken key: the argument to change is run_key
+        raise ParameterError(str(e), "run_key") from None
     validation.check_not_empty(samples)
     if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}; choose one of {METHODS}")
+        raise ParameterError(f"Unknown method {method!r}; choose one of {METHODS}", "method")
     field = samples.get_field(embeddings_field) if isinstance(embeddings_field, str) else None
     if field is None:
-        raise ValueError(
+        raise ParameterError(
             f"Embeddings field {embeddings_field!r} does not exist; compute it with "
             f"fop.compute_embeddings() or pick one of the vector fields: "
-            f"{validation.vector_fields(samples) or 'none'}"
-        )
+            f"{validation.vector_fields(samples) or 'none'}", "embeddings_field")
     if not isinstance(field, (fo.VectorField, fo.ArrayField)):
-        raise ValueError(
+        raise ParameterError(
             f"Field {embeddings_field!r} is a {type(field).__name__}, not a vector field; "
-            f"vector fields here: {validation.vector_fields(samples) or 'none'}"
-        )
-    if label_field is not None:
-        lf = samples.get_field(label_field)
-        if lf is None:
-            raise ValueError(
-                f"Label field {label_field!r} does not exist; Classification fields here: "
-                f"{validation.classification_fields(samples) or 'none'}"
-            )
-        if not (isinstance(lf, fo.EmbeddedDocumentField) and lf.document_type is fo.Classification):
-            raise ValueError(
-                f"Label field {label_field!r} is not a Classification field; "
-                f"Classification fields here: {validation.classification_fields(samples) or 'none'}"
-            )
-    if method == "supervised":
-        if label_field is None:
-            raise ValueError("method='supervised' needs label_field= (a Classification field)")
-        if num_clusters is not None:
-            raise ValueError("num_clusters applies to method='kmeans'; supervised uses one "
-                             "prototype per class")
+            f"vector fields here: {validation.vector_fields(samples) or 'none'}",
+            "embeddings_field")
+    if label_field is not None or method == "supervised":
+        validation.check_classification_field(samples, label_field,
+                                              required_by="method='supervised'")
+    if method == "supervised" and num_clusters is not None:
+        raise ParameterError("num_clusters applies to method='kmeans'; supervised uses one "
+                             "prototype per class", "num_clusters")
+    if isinstance(num_clusters, str):  # text is the front ends' to parse
+        raise ParameterError(f"num_clusters must be an integer or a list of integers, got "
+                             f"the text {num_clusters!r} (core.params.parse_num_clusters "
+                             f"reads text)", "num_clusters")
     if num_clusters is not None:
-        ks = num_clusters if isinstance(num_clusters, (list, tuple)) else [num_clusters]
-        if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1
-                         for k in ks):
-            raise ValueError(
-                f"num_clusters must be a positive integer or a list of them, got {num_clusters!r}"
-            )
-    for name, value in (("niter", niter), ("max_points_per_centroid", max_points_per_centroid)):
-        if not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        parse_num_clusters(num_clusters)
+    check_scalar(niter, "niter", int, min_val=1)
+    check_scalar(max_points_per_centroid, "max_points_per_centroid", int, min_val=1)
     distance_field, cluster_field = score_fields(run_key)
     mine = set(runs.owned_fields(samples, run_key)) if overwrite else set()
     orphans = orphan_fields(samples._dataset, run_key)
@@ -111,15 +110,18 @@ def _check_inputs(samples, embeddings_field, run_key, method, num_clusters, labe
             continue
         if f in orphans:
             if not overwrite:
-                raise ValueError(
+                raise ParameterError(
                     f"Field {f!r} was left by a run {run_key!r} that was killed before it "
-                    f"finished (no run is registered); pass overwrite=True to replace it"
-                )
+                    f"finished (no run is registered); pass overwrite=True to replace it",
+                    "overwrite")
             continue
-        raise ValueError(
+        raise ParameterError(
             f"Field {f!r} already exists and was not created by run {run_key!r}; "
-            f"choose another run key (nothing is overwritten)"
-        )
+            f"choose another run key (nothing is overwritten)", "run_key")
+
+
+#: the earlier private name (the App form and shards import it)
+_check_inputs = check_scoring_inputs
 
 
 def _field_descriptions(run_key):
@@ -149,10 +151,23 @@ def _nonfinite_message(embeddings_field, count, example_id):
             f"{example_id}); recompute them or exclude those samples from the view")
 
 
-def _read_embeddings(samples, embeddings_field):
-    """One streamed pass: ids and a single float32 matrix of the samples that have an
-    embedding (normalised in place later), plus the ids without one. Raises on mixed
-    dimensions and non-finite values, naming a sample."""
+def read_embeddings(samples, embeddings_field: str):
+    """The embeddings of ``samples`` as one matrix, in one streamed pass: what scoring,
+    SemDeDup and the evaluation's linear probe read.
+
+    Args:
+        samples: the dataset or view
+        embeddings_field: a vector field
+
+    Returns:
+        ``(ids, matrix, missing_ids)``: the ids of the samples that have an embedding,
+        their float32 ``(n, d)`` rows in that order (not normalised), and the ids of
+        the samples without one
+
+    Raises:
+        ValueError: when no sample has an embedding, dimensions are mixed or a value is
+            NaN/inf (naming a sample)
+    """
     try:
         ids, matrix, missing, nonfinite = storage.read_vector_matrix(samples, embeddings_field)
     except storage.VectorDimensionError as e:
@@ -168,15 +183,19 @@ def _read_embeddings(samples, embeddings_field):
     return ids, matrix, missing
 
 
+#: the earlier private name (shards and benchmarks/scoring.py import it)
+_read_embeddings = read_embeddings
+
+
 def _zero_rows(x: np.ndarray) -> np.ndarray:
     return np.flatnonzero(~x.any(axis=1))
 
 
 def _read_scorable(samples, embeddings_field, zero: list):
-    """:func:`_read_embeddings` without the all-zero vectors: they have no direction
+    """:func:`read_embeddings` without the all-zero vectors: they have no direction
     (every cosine distance would be 1.0), so they are left unscored, listed in ``zero``
     and among the missing ids."""
-    ids, x, missing = _read_embeddings(samples, embeddings_field)
+    ids, x, missing = read_embeddings(samples, embeddings_field)
     rows = _zero_rows(x)
     if len(rows):
         zero.extend(ids[i] for i in rows)
@@ -281,8 +300,8 @@ def compute_prototype_scores(
 
 def _compute(samples, embeddings_field, run_key, method, num_clusters, label_field, seed,
              niter, max_points_per_centroid, use_gpu, overwrite, progress, lease):
-    _check_inputs(samples, embeddings_field, run_key, method, num_clusters, label_field,
-                  overwrite, niter, max_points_per_centroid)
+    check_scoring_inputs(samples, embeddings_field, run_key, method, num_clusters,
+                         label_field, overwrite, niter, max_points_per_centroid)
     timings = {}
     zero = []  # ids of all-zero vectors: left unscored
     t0 = time.perf_counter()
@@ -448,7 +467,7 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
     train_ids = [present_ids[i] for i in training_rows]
     # from the view (its stages may define the field); in chunks, as one select stage of
     # k x max_points_per_centroid ids could pass MongoDB's 16 MB limit
-    parts = [_read_embeddings(samples.select(train_ids[s: s + _SELECT_CHUNK]),
+    parts = [read_embeddings(samples.select(train_ids[s: s + _SELECT_CHUNK]),
                               embeddings_field)[1]
              for s in range(0, len(train_ids), _SELECT_CHUNK)]
     x = parts[0] if len(parts) == 1 else np.concatenate(parts)

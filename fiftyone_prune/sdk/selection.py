@@ -8,6 +8,7 @@ samples of the view without a score), the saved view ``<name>-kept`` and the run
 
 from __future__ import annotations
 
+import numbers
 import time
 from collections import Counter
 from dataclasses import dataclass, field as dc_field
@@ -15,10 +16,10 @@ from dataclasses import dataclass, field as dc_field
 import numpy as np
 
 from fiftyone_prune.core import selection as core
-from fiftyone_prune.sdk import leases, runs, storage, validation
-
-STRATEGIES = ("auto", "hard", "easy", "random", "ccs", "density")
-BALANCES = ("cluster", "class", None)
+from fiftyone_prune.core.advice import auto_without_evaluation
+from fiftyone_prune.core.params import (  # STRATEGIES, BALANCES are re-exported
+    BALANCES, STRATEGIES, ParameterError, SelectionSpec, check_scalar)
+from fiftyone_prune.sdk import advice, leases, runs, scores, storage, validation
 
 
 @dataclass
@@ -52,63 +53,107 @@ def selection_names(name: str) -> dict:
             "run_key": f"{name}_selection"}
 
 
-def _scoring_config(samples, run_key):
-    if run_key not in runs.list_runs(samples, "prototypes"):
-        raise ValueError(
+def check_scoring_run(samples, run_key: str):
+    """The config of the complete prototype-score run ``run_key``, whose fields all
+    still exist: what a selection or an evaluation reads.
+
+    Raises:
+        ParameterError: (``param="run_key"``) naming the runs that exist, or the rerun
+            that completes an interrupted one
+    """
+    existing = runs.list_runs(samples, "prototypes")
+    if run_key not in existing:
+        raise ParameterError(
             f"No prototype-score run {run_key!r} on this dataset; compute one with "
-            f"fop.compute_prototype_scores() (existing: {runs.list_runs(samples, 'prototypes') or 'none'})"
-        )
+            f"fop.compute_prototype_scores() (existing: {existing or 'none'})", "run_key")
     status = runs.run_status(samples, run_key)
     if status != runs.COMPLETE:
-        raise ValueError(f"Prototype-score run {run_key!r} cannot be used: {status} "
-                         f"(rerun fop.compute_prototype_scores(..., overwrite=True) if it "
-                         f"was interrupted)")
-    validation.check_run_fields(samples, run_key, runs.owned_fields(samples, run_key))
+        raise ParameterError(
+            f"Prototype-score run {run_key!r} cannot be used: {status} (rerun "
+            f"fop.compute_prototype_scores(..., overwrite=True) if it was interrupted)",
+            "run_key")
+    try:
+        validation.check_run_fields(samples, run_key, runs.owned_fields(samples, run_key))
+    except ValueError as e:
+        raise ParameterError(str(e), "run_key") from None
     return runs.get_run_info(samples, run_key).config
+
+
+def check_selection(samples, run_key: str, spec: SelectionSpec, name: str | None = None):
+    """Checks a selection request against ``samples`` without reading any score: what
+    :func:`plan_selection` and :func:`select_samples` check first, and what the App form
+    calls on every change.
+
+    Args:
+        samples: the dataset or view to select from
+        run_key: a complete prototype-score run
+        spec: the :class:`~fiftyone_prune.core.params.SelectionSpec` to check
+        name (None): the selection name (a valid run key), or None for ``run_key``
+
+    Returns:
+        the scoring run's config
+
+    Raises:
+        ParameterError: naming the first wrong argument (``.param``)
+
+    Example::
+
+        from fiftyone_prune.core.params import ParameterError, SelectionSpec
+        from fiftyone_prune.sdk.selection import check_selection
+
+        try:
+            check_selection(dataset, "prototypes", SelectionSpec(keep=1.5))
+        except ParameterError as e:
+            print(e.param, e)  # keep keep=1.5 is outside (0, 1]: ...
+    """
+    validation.check_collection(samples)
+    validation.check_not_empty(samples)
+    if not isinstance(spec, SelectionSpec):
+        raise ParameterError(f"spec must be a SelectionSpec, got {type(spec).__name__}",
+                             "spec")
+    cfg = check_scoring_run(samples, run_key)
+    spec.validate()
+    if spec.balance == "class" or spec.label_field is not None:
+        validation.check_classification_field(samples, spec.label_field or cfg.label_field,
+                                              required_by="balance='class'")
+    if spec.strategy == "density" and cfg.method_name != "kmeans":
+        raise ParameterError("strategy='density' needs a k-means scoring run "
+                             "(method='kmeans')", "strategy")
+    if name is not None:
+        validation.check_run_key(name, "name")
+    return cfg
 
 
 def _check(samples, run_key, keep, strategy, balance, label_field, balance_ratio, dedup_eps,
            name):
-    validation.check_collection(samples)
-    validation.check_not_empty(samples)
-    cfg = _scoring_config(samples, run_key)
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}; choose one of {STRATEGIES}")
-    if balance not in BALANCES:
-        raise ValueError(f"Unknown balance {balance!r}; choose 'cluster', 'class' or None")
-    if isinstance(keep, bool) or not isinstance(keep, (int, float, np.integer, np.floating)):
-        raise ValueError(f"keep must be a fraction in (0, 1] or a count >= 1, got {keep!r}")
-    if isinstance(keep, (float, np.floating)) and not 0 < keep <= 1:
-        raise ValueError(
-            f"keep={keep} is outside (0, 1]: pass a fraction such as 0.8, or an integer count"
-        )
-    if isinstance(keep, (int, np.integer)) and keep < 1:
-        raise ValueError(f"keep={keep}: a count must be at least 1")
-    if not isinstance(balance_ratio, (int, float)) or not 0 <= balance_ratio <= 1:
-        raise ValueError(f"balance_ratio must be in [0, 1], got {balance_ratio!r}")
-    if dedup_eps is not None and (not isinstance(dedup_eps, (int, float)) or not 0 < dedup_eps < 1):
-        raise ValueError(f"dedup_eps must be in (0, 1) (e.g. 0.05), got {dedup_eps!r}")
-    if balance == "class" or label_field is not None:
-        lf = label_field or cfg.label_field
-        if lf is None:
-            raise ValueError(
-                "balance='class' needs label_field= (a Classification field); the scoring "
-                "run used no labels"
-            )
-        f = samples.get_field(lf)
-        import fiftyone as fo
+    """The earlier private, positional form of :func:`check_selection` (the App form
+    called it)."""
+    return check_selection(samples, run_key, SelectionSpec(
+        keep=keep, strategy=strategy, balance=balance, label_field=label_field,
+        balance_ratio=balance_ratio, dedup_eps=dedup_eps), name)
 
-        if f is None or not (isinstance(f, fo.EmbeddedDocumentField)
-                             and f.document_type is fo.Classification):
-            raise ValueError(
-                f"Label field {lf!r} {'does not exist' if f is None else 'is not a Classification field'}; "
-                f"Classification fields here: {validation.classification_fields(samples) or 'none'}"
-            )
-    if strategy == "density" and cfg.method_name != "kmeans":
-        raise ValueError("strategy='density' needs a k-means scoring run (method='kmeans')")
-    if name is not None:
-        validation.check_run_key(name)
-    return cfg
+
+def as_selection_spec(spec, **knobs) -> SelectionSpec:
+    """``spec``, or one built from the keyword arguments ``knobs`` (the fields of
+    :class:`~fiftyone_prune.core.params.SelectionSpec`); both at once only where the
+    keywords are left at their defaults (else which one wins would be a guess).
+
+    Raises:
+        ParameterError: naming a keyword passed together with ``spec``
+    """
+    if spec is None:
+        return SelectionSpec(**knobs)
+    if not isinstance(spec, SelectionSpec):
+        raise ParameterError(f"spec must be a SelectionSpec, got {type(spec).__name__}",
+                             "spec")
+    default = SelectionSpec()
+    for key, value in knobs.items():
+        if value is not getattr(default, key) and value != getattr(default, key):
+            raise ParameterError(
+                f"{key}={value!r} was passed with spec=: give the selection either as "
+                f"spec= or as keyword arguments, e.g. spec=spec.replace({key}={value!r})",
+                key)
+    return spec
 
 
 def _group_key(value):
@@ -118,16 +163,37 @@ def _group_key(value):
 def plan_selection(samples, run_key: str = "prototypes", keep=0.8, strategy: str = "auto",
                    balance="cluster", label_field=None, balance_ratio: float = 0.5,
                    seed: int = 51, dedup_eps=None, ccs_beta=None, ccs_bins: int = 50,
-                   density_temperature: float = 0.5, name: str | None = None) -> SelectionPlan:
-    """Computes a selection without touching the dataset (the App form's preview and
-    the first half of :func:`select_samples`; same arguments)."""
-    cfg = _check(samples, run_key, keep, strategy, balance, label_field, balance_ratio,
-                 dedup_eps, name)
-    label_field = label_field or cfg.label_field
-    table = read_score_table(samples, cfg, balance, label_field)
-    return plan_from_table(samples, cfg, table, keep, strategy, balance, label_field,
-                           balance_ratio, seed, dedup_eps, ccs_beta, ccs_bins,
-                           density_temperature, name or run_key, run_key)
+                   density_temperature: float = 0.5, name: str | None = None,
+                   spec: SelectionSpec | None = None) -> SelectionPlan:
+    """Computes a selection without touching the dataset: the App form's preview and
+    the first half of :func:`select_samples`.
+
+    Args:
+        samples, run_key, keep, strategy, balance, label_field, balance_ratio, seed,
+        dedup_eps, ccs_beta, ccs_bins, density_temperature, name: as in
+            :func:`select_samples`
+        spec (None): a :class:`~fiftyone_prune.core.params.SelectionSpec` instead of the
+            keyword arguments ``keep`` ... ``density_temperature``
+
+    Returns:
+        a :class:`SelectionPlan` (kept, pruned, unscored and duplicate ids; per-group
+        counts; the parameters it was made with)
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        plan = fop.plan_selection(dataset, "prototypes", keep=0.5, strategy="random")
+        print(plan.summary()["num_kept"])
+    """
+    spec = as_selection_spec(spec, keep=keep, strategy=strategy, balance=balance,
+                    label_field=label_field, balance_ratio=balance_ratio, seed=seed,
+                    dedup_eps=dedup_eps, ccs_beta=ccs_beta, ccs_bins=ccs_bins,
+                    density_temperature=density_temperature)
+    cfg = check_selection(samples, run_key, spec, name)
+    spec = spec.replace(label_field=spec.label_field or cfg.label_field)
+    table = read_score_table(samples, cfg, spec.balance, spec.label_field)
+    return plan_from_table(samples, cfg, table, spec, name=name or run_key, run_key=run_key)
 
 
 @dataclass
@@ -170,24 +236,25 @@ def read_score_table(samples, cfg, balance, label_field) -> ScoreTable:
                       [i for i, ok in zip(ids, scored) if not ok])
 
 
-def plan_from_table(samples, cfg, table: ScoreTable, keep, strategy, balance, label_field,
-                    balance_ratio, seed, dedup_eps, ccs_beta, ccs_bins, density_temperature,
-                    name, run_key) -> SelectionPlan:
-    """The selection of :func:`plan_selection` on already-read scores (also used by the
-    evaluation, which selects many times from one read)."""
+def plan_from_table(samples, cfg, table: ScoreTable, spec: SelectionSpec, *, name: str,
+                    run_key: str) -> SelectionPlan:
+    """The selection of :func:`plan_selection` on already-read scores (the evaluation
+    selects many times from one read). ``spec`` must be checked already
+    (:func:`check_selection`), its ``label_field`` resolved."""
     ids_s, dist_s, clusters_s, groups_s = table.ids, table.distances, table.clusters, table.groups
     unscored_ids = table.unscored_ids
     n = len(ids_s)
+    keep, strategy, balance = spec.keep, spec.strategy, spec.balance
     try:
-        budget = core.kept_count(n, int(keep) if isinstance(keep, (int, np.integer)) else float(keep))
+        budget = core.kept_count(n, int(keep) if isinstance(keep, numbers.Integral) else float(keep))
     except ValueError as e:
-        raise ValueError(f"{e} (the view has {n} scored samples)") from None
+        raise ParameterError(f"{e} (the view has {n} scored samples)", "keep") from None
 
     # SemDeDup first (the D4 recipe): duplicates are pruned before any strategy runs
     candidates = np.arange(n)
     duplicate_ids = []
-    if dedup_eps is not None:
-        survivors = _dedup_mask(samples, cfg, ids_s, dist_s, clusters_s, dedup_eps)
+    if spec.dedup_eps is not None:
+        survivors = _dedup_mask(samples, cfg, ids_s, dist_s, clusters_s, spec.dedup_eps)
         duplicate_ids = [ids_s[i] for i in np.flatnonzero(~survivors)]
         candidates = np.flatnonzero(survivors)
     budget_eff = min(budget, len(candidates))
@@ -195,7 +262,7 @@ def plan_from_table(samples, cfg, table: ScoreTable, keep, strategy, balance, la
     chosen, reason = strategy, "requested"
     if strategy == "auto":
         chosen, reason = _auto_strategy(samples, cfg, run_key, budget_eff, n, balance,
-                                        label_field)
+                                        spec.label_field)
     sub_scores = dist_s[candidates]
     sub_groups = None if groups_s is None else [groups_s[i] for i in candidates]
     actual_beta = None
@@ -203,15 +270,15 @@ def plan_from_table(samples, cfg, table: ScoreTable, keep, strategy, balance, la
         centroids = _centroids(samples, run_key)
         sub_clusters = np.array([clusters_s[i] for i in candidates], dtype=np.int64)
         local = core.density_select(sub_scores, sub_clusters, centroids, budget_eff,
-                                    temperature=density_temperature,
-                                    balance_ratio=balance_ratio)
+                                    temperature=spec.density_temperature,
+                                    balance_ratio=spec.balance_ratio)
     else:
         if chosen == "ccs":
-            actual_beta = (ccs_beta if ccs_beta is not None
+            actual_beta = (spec.ccs_beta if spec.ccs_beta is not None
                            else core.default_ccs_beta(budget_eff / max(1, len(candidates))))
         local = core.select(sub_scores, budget_eff, chosen, groups=sub_groups,
-                            balance_ratio=balance_ratio, seed=seed, ccs_beta=actual_beta,
-                            ccs_bins=ccs_bins)
+                            balance_ratio=spec.balance_ratio, seed=spec.seed,
+                            ccs_beta=actual_beta, ccs_bins=spec.ccs_bins)
     kept_mask = np.zeros(n, dtype=bool)
     kept_mask[candidates[local]] = True
     kept_ids = [ids_s[i] for i in np.flatnonzero(kept_mask)]
@@ -224,10 +291,11 @@ def plan_from_table(samples, cfg, table: ScoreTable, keep, strategy, balance, la
               for g in sorted(totals, key=_natural)}
     params = dict(run_key=run_key, scoring_version=getattr(cfg, "version", None),
                   keep=keep, strategy=strategy, chosen_strategy=chosen,
-                  balance=balance, label_field=label_field if balance == "class" else None,
-                  balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps,
-                  ccs_beta=actual_beta, ccs_bins=ccs_bins if chosen == "ccs" else None,
-                  density_temperature=density_temperature if chosen == "density" else None,
+                  balance=balance, label_field=spec.label_field if balance == "class" else None,
+                  balance_ratio=spec.balance_ratio, seed=spec.seed, dedup_eps=spec.dedup_eps,
+                  ccs_beta=actual_beta, ccs_bins=spec.ccs_bins if chosen == "ccs" else None,
+                  density_temperature=(spec.density_temperature if chosen == "density"
+                                       else None),
                   budget=budget)
     return SelectionPlan(name, run_key, chosen, reason, budget, kept_ids, pruned_ids,
                          unscored_ids, duplicate_ids, groups, params)
@@ -242,11 +310,9 @@ def _auto_strategy(samples, cfg, run_key, budget, num_scored, balance, label_fie
     scoring run and version, balance, a kept fraction within 0.1), else the rule of
     :func:`fiftyone_prune.core.advice.auto_without_evaluation` (random), whose regime
     comes from the data (kept per class, or in total), never from the clusters."""
-    from fiftyone_prune.core.advice import auto_without_evaluation
-    from fiftyone_prune.sdk.evaluation import recommend_strategy
-
-    chosen, reason, _ = recommend_strategy(samples, run_key, budget / max(1, num_scored),
-                                           balance, label_field)
+    chosen, reason, _ = advice.recommend_strategy(samples, run_key,
+                                                  budget / max(1, num_scored), balance,
+                                                  label_field)
     if chosen is not None:
         return chosen, reason
     label_field = label_field or cfg.label_field
@@ -258,15 +324,12 @@ def _auto_strategy(samples, cfg, run_key, budget, num_scored, balance, label_fie
 
 
 def _centroids(samples, run_key):
-    from fiftyone_prune.sdk.scores import load_centroids
-
-    return load_centroids(samples, run_key)
+    return scores.load_centroids(samples, run_key)
 
 
 def _dedup_mask(samples, cfg, ids, distances, clusters, eps):
-    from fiftyone_prune.sdk.scores import _read_embeddings
-
-    emb_ids, x, _ = _read_embeddings(samples.select(ids, ordered=False), cfg.embeddings_field)
+    emb_ids, x, _ = scores.read_embeddings(samples.select(ids, ordered=False),
+                                           cfg.embeddings_field)
     row = {sid: i for i, sid in enumerate(emb_ids)}
     order = np.array([row[i] for i in ids])
     cluster_codes = np.unique(np.array([str(c) for c in clusters]), return_inverse=True)[1]
@@ -277,42 +340,63 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
                    balance="cluster", label_field=None, balance_ratio: float = 0.5,
                    seed: int = 51, dedup_eps=None, ccs_beta=None, ccs_bins: int = 50,
                    density_temperature: float = 0.5, name: str | None = None,
-                   progress=None):
+                   progress=None, spec: SelectionSpec | None = None):
     """Selects the samples to keep from the prototype scores of run ``run_key``.
 
     Args:
         samples: the dataset or view to select from
-        run_key: a :func:`compute_prototype_scores` run
-        keep: a fraction in (0, 1] (rounded half up, at least 1) or an absolute count;
-            the kept count is exact
-        strategy: ``"hard"`` (largest distances: prune the easy, redundant samples; for
+        run_key ("prototypes"): a :func:`compute_prototype_scores` run
+        keep (0.8): a fraction in (0, 1] (rounded half up, at least 1) or an absolute
+            count; the kept count is exact
+        strategy ("auto"): ``"hard"`` (largest distances: prune the easy, redundant samples; for
             abundant data), ``"easy"`` (smallest distances; for scarce data), ``"auto"``
             (what a matching evaluation of this data found best, else random: see
             :mod:`fiftyone_prune.core.advice`), ``"random"`` (the seeded baseline),
             ``"ccs"`` (coverage-centric:
             drop the hardest ``ccs_beta`` fraction, fill equal-width score bins from the
             smallest up) or ``"density"`` (DBP per-cluster budgets, hardest per cluster)
-        balance: ``"cluster"`` (default), ``"class"`` (with ``label_field``) or None; each
-            group keeps at least ``balance_ratio`` of its fair share
+        balance ("cluster"): ``"cluster"``, ``"class"`` (with ``label_field``) or None;
+            each group keeps at least ``balance_ratio`` of its fair share
             (``kept / number of groups``, all of it when the group is smaller)
-        label_field: Classification field for ``balance="class"`` (default: the scoring
-            run's label field)
-        balance_ratio: the floor's fraction of the fair share (0.5 as in the authors'
-            follow-up code; 0 disables floors)
-        seed: for random choices (random, ccs, ties)
-        dedup_eps: run SemDeDup first (cosine similarity > 1 - eps inside a cluster makes
-            a duplicate group; the one farthest from the centroid survives)
-        ccs_beta, ccs_bins: CCS hard cut-off rate (default from the kept fraction) and bins
-        density_temperature: DBP softmax temperature
-        name: names the tags ``<name>:kept`` / ``<name>:pruned``, the saved view
+        label_field (None): Classification field for ``balance="class"`` (default: the
+            scoring run's label field)
+        balance_ratio (0.5): the floor's fraction of the fair share (0.5 as in the
+            authors' follow-up code; 0 disables floors)
+        seed (51): for random choices (random, ccs, ties)
+        dedup_eps (None): run SemDeDup first (cosine similarity > 1 - eps inside a
+            cluster makes a duplicate group; the one farthest from the centroid survives)
+        ccs_beta (None): CCS hard cut-off rate (default from the kept fraction)
+        ccs_bins (50): CCS score bins
+        density_temperature (0.5): DBP softmax temperature
+        name (None): names the tags ``<name>:kept`` / ``<name>:pruned``, the saved view
             ``<name>-kept`` and the run ``<name>_selection`` (default: ``run_key``)
+        progress (None): unused; kept so existing calls still work
+        spec (None): a :class:`~fiftyone_prune.core.params.SelectionSpec` instead of the
+            keyword arguments ``keep`` ... ``density_temperature`` (not both)
 
     Returns:
         the view of the kept samples (of ``samples``); ``plan`` details are in the run
+
+    Raises:
+        ParameterError: (a ``ValueError`` with ``.param``) before any change, naming the
+            wrong argument
+
+    Example::
+
+        import fiftyone_prune as fop
+        from fiftyone_prune.core.params import SelectionSpec
+
+        dataset = fop.load_demo_dataset()
+        fop.compute_embeddings(dataset, embeddings_field="emb")
+        fop.compute_prototype_scores(dataset, "emb", run_key="prototypes")
+        kept = fop.select_samples(dataset, "prototypes", keep=0.5, strategy="random")
+        same = fop.select_samples(dataset, "prototypes",
+                                  spec=SelectionSpec(keep=0.5, strategy="random"))
     """
-    plan = plan_selection(samples, run_key, keep, strategy, balance, label_field,
-                          balance_ratio, seed, dedup_eps, ccs_beta, ccs_bins,
-                          density_temperature, name)
+    plan = plan_selection(samples, run_key, name=name, spec=as_selection_spec(
+        spec, keep=keep, strategy=strategy, balance=balance, label_field=label_field,
+        balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps, ccs_beta=ccs_beta,
+        ccs_bins=ccs_bins, density_temperature=density_temperature))
     apply_plan(samples, plan)
     return samples.match_tags(selection_names(plan.name)["kept_tag"])
 
@@ -371,8 +455,10 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
     group of near-duplicates (cosine similarity > 1 - eps), the one farthest from the
     centroid. Tags ``<name>:kept`` / ``<name>:pruned`` like :func:`select_samples`
     (default name ``<run_key>_dedup``) and returns the kept view."""
+    check_scalar(eps, "eps", numbers.Real, 0, 1, "neither")
     name = name or f"{run_key}_dedup"
-    cfg = _check(samples, run_key, 1.0, "hard", None, None, 0.5, eps, name)
+    cfg = check_selection(samples, run_key, SelectionSpec(keep=1.0, balance=None,
+                                                          dedup_eps=eps), name)
     ids, dist, clusters = samples.exists(cfg.distance_field).values(
         ["id", cfg.distance_field, cfg.cluster_field])
     survivors = _dedup_mask(samples, cfg, ids, np.asarray(dist), clusters, eps)
@@ -393,22 +479,37 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
 
 
 def selection_histogram(samples, run_key: str = "prototypes", keep=0.8, strategy="auto",
-                        balance="cluster", group=None, num_bins: int = 40, **kwargs) -> dict:
+                        balance="cluster", group=None, num_bins: int = 40, *,
+                        label_field=None, balance_ratio: float = 0.5, seed: int = 51,
+                        dedup_eps=None, ccs_beta=None, ccs_bins: int = 50,
+                        density_temperature: float = 0.5, name: str | None = None,
+                        spec: SelectionSpec | None = None) -> dict:
     """Histogram data of a run's distances split into kept / pruned by a selection plan
-    (no change to the dataset): what the App panel draws. ``group`` restricts the
-    histogram to one class/cluster. Binned here so only ``num_bins`` numbers per series
-    travel to the browser, whatever the dataset size."""
-    label_field = kwargs.pop("label_field", None)
-    cfg = _check(samples, run_key, keep, strategy, balance, label_field,
-                 kwargs.get("balance_ratio", 0.5), kwargs.get("dedup_eps"), kwargs.get("name"))
-    label_field = label_field or cfg.label_field
+    (no change to the dataset): what the App panel draws. Binned here so only
+    ``num_bins`` numbers per series travel to the browser, whatever the dataset size.
+
+    Args:
+        samples, run_key, keep, strategy, balance, label_field, balance_ratio, seed,
+        dedup_eps, ccs_beta, ccs_bins, density_temperature, name, spec: as in
+            :func:`plan_selection`
+        group (None): restrict the histogram to one class/cluster
+        num_bins (40): number of equal-width distance bins
+
+    Returns:
+        a dict: ``edges``, ``centers``, ``kept``, ``pruned`` (counts per bin), ``cut``
+        (the distance threshold where the selection is one, else None), ``plan`` (the
+        plan's summary), ``distance_field`` and ``cluster_field``
+    """
+    spec = as_selection_spec(spec, keep=keep, strategy=strategy, balance=balance,
+                    label_field=label_field, balance_ratio=balance_ratio, seed=seed,
+                    dedup_eps=dedup_eps, ccs_beta=ccs_beta, ccs_bins=ccs_bins,
+                    density_temperature=density_temperature)
+    cfg = check_selection(samples, run_key, spec, name)
+    spec = spec.replace(label_field=spec.label_field or cfg.label_field)
+    balance = spec.balance
     # one read of the scores serves both the plan and the histogram
-    table = read_score_table(samples, cfg, balance, label_field)
-    plan = plan_from_table(samples, cfg, table, keep, strategy, balance, label_field,
-                           kwargs.get("balance_ratio", 0.5), kwargs.get("seed", 51),
-                           kwargs.get("dedup_eps"), kwargs.get("ccs_beta"),
-                           kwargs.get("ccs_bins", 50), kwargs.get("density_temperature", 0.5),
-                           kwargs.get("name") or run_key, run_key)
+    table = read_score_table(samples, cfg, balance, spec.label_field)
+    plan = plan_from_table(samples, cfg, table, spec, name=name or run_key, run_key=run_key)
     ids, dist = table.ids, table.distances
     kept = set(plan.kept_ids)
     in_group = np.ones(len(ids), dtype=bool)
