@@ -7,6 +7,10 @@ import json
 import os
 import sys
 
+from fiftyone_prune.core.params import (
+    ParameterError, SelectionSpec, parse_fractions, parse_keep, parse_num_clusters,
+)
+
 
 def _load_or_create_dataset(name, images_dir=None, persistent=True):
     import fiftyone as fo
@@ -60,13 +64,14 @@ def _default_field(model):
 def cmd_embed(args):
     import fiftyone_prune as fop
 
+    sharding = _shard_kwargs(args)
     dataset = _load_or_create_dataset(args.dataset, args.images_dir)
     field = args.embeddings_field or _default_field(args.model)
     result = fop.compute_embeddings(
         dataset, model=args.model, embeddings_field=field, batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device,
         skip_existing=not args.no_skip_existing, checkpoint_path=args.checkpoint,
-        image_size=args.image_size, progress=True, **_shard_kwargs(args),
+        image_size=args.image_size, progress=True, **sharding,
     )
     if isinstance(result, dict):  # --delegate: the queued run's status
         print(json.dumps(result, indent=2, default=str))
@@ -85,30 +90,22 @@ def _add_shard_args(p):
 def _shard_kwargs(args):
     shards, delegate = getattr(args, "shards", None), getattr(args, "delegate", False)
     if delegate and shards is None:
-        raise ValueError("--delegate queues shards: give their number with --shards M")
+        raise ParameterError("--delegate queues shards: give their number with --shards M",
+                             "num_shards")
     return {} if shards is None else dict(num_shards=shards, delegate=delegate)
-
-
-def _parse_k(text):
-    if text is None:
-        return None
-    try:
-        ks = [int(p) for p in text.split(",") if p.strip()]
-    except ValueError:
-        raise ValueError(f"--num-clusters must be an integer or comma-separated integers, "
-                         f"got {text!r}")
-    return ks[0] if len(ks) == 1 else ks
 
 
 def cmd_score(args):
     import fiftyone_prune as fop
 
+    num_clusters = parse_num_clusters(args.num_clusters)
+    sharding = _shard_kwargs(args)
     dataset = _load_or_create_dataset(args.dataset)
     result = fop.compute_prototype_scores(
         dataset, embeddings_field=args.embeddings_field, run_key=args.run_key,
-        method=args.method, num_clusters=_parse_k(args.num_clusters),
+        method=args.method, num_clusters=num_clusters,
         label_field=args.label_field, seed=args.seed, niter=args.niter,
-        overwrite=args.overwrite, progress=True, **_shard_kwargs(args),
+        overwrite=args.overwrite, progress=True, **sharding,
     )
     print(json.dumps(result if isinstance(result, dict) else result.to_dict(), indent=2,
                      default=str))
@@ -156,25 +153,13 @@ def cmd_runs(args):
     return 0
 
 
-def _parse_keep(text):
-    """As in Python: an integer literal is a count ("1" keeps one sample), anything with
-    a decimal point or exponent is a fraction ("1.0" keeps everything, "0.8" 80 %)."""
-    try:
-        return int(text)
-    except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        raise ValueError(f"--keep must be a fraction in (0, 1] such as 0.8 (1.0 keeps all) "
-                         f"or an integer count such as 5000, got {text!r}") from None
-
-
-def _select_kwargs(args):
-    return dict(keep=_parse_keep(args.keep), strategy=args.strategy,
-                balance=None if args.balance == "none" else args.balance,
-                label_field=args.label_field, balance_ratio=args.balance_ratio,
-                seed=args.seed, dedup_eps=args.dedup_eps)
+def selection_spec(args) -> SelectionSpec:
+    """The selection options as the SDK takes them; ``--keep`` is read as Python reads a
+    number (``1`` is a count, ``1.0`` a fraction)."""
+    return SelectionSpec(keep=parse_keep(args.keep), strategy=args.strategy,
+                         balance=None if args.balance == "none" else args.balance,
+                         label_field=args.label_field, balance_ratio=args.balance_ratio,
+                         seed=args.seed, dedup_eps=args.dedup_eps).validate()
 
 
 def _print_selection(dataset, name):
@@ -210,8 +195,9 @@ def _print_quick_evaluation_hint(dataset, info):
 def cmd_select(args):
     import fiftyone_prune as fop
 
+    spec = selection_spec(args)
     dataset = _load_or_create_dataset(args.dataset)
-    fop.select_samples(dataset, run_key=args.run_key, name=args.name, **_select_kwargs(args))
+    fop.select_samples(dataset, run_key=args.run_key, name=args.name, spec=spec)
     _print_selection(dataset, args.name or args.run_key)
     return 0
 
@@ -233,10 +219,17 @@ def cmd_export(args):
     return 0
 
 
-def _pipeline(dataset, args, model, image_size, embeddings_field):
+def _pipeline_options(args):
+    """The pipeline's parsed options, read before any dataset is made or embedded, so
+    that a typo fails in a second, not after hours of embedding."""
+    return selection_spec(args), parse_num_clusters(args.num_clusters)
+
+
+def _pipeline(dataset, args, model, image_size, embeddings_field, options):
     import fiftyone_prune as fop
     from fiftyone_prune.sdk.export import check_export_dir
 
+    spec, num_clusters = options
     if args.export:  # before hours of embedding, not after
         check_export_dir(dataset, args.export, args.overwrite_export)
 
@@ -248,10 +241,10 @@ def _pipeline(dataset, args, model, image_size, embeddings_field):
     label_field = args.label_field
     scores = fop.compute_prototype_scores(
         dataset, embeddings_field, run_key=args.run_key,
-        num_clusters=_parse_k(args.num_clusters), label_field=label_field, overwrite=True)
+        num_clusters=num_clusters, label_field=label_field, overwrite=True)
     print(f"scored {scores.num_scored} samples with k={scores.num_clusters} "
           f"(fields {scores.distance_field}, {scores.cluster_field})")
-    kept = fop.select_samples(dataset, run_key=args.run_key, **_select_kwargs(args))
+    kept = fop.select_samples(dataset, run_key=args.run_key, spec=spec)
     _print_selection(dataset, args.run_key)
     if args.export:
         report = fop.export_kept_samples(
@@ -264,6 +257,7 @@ def _pipeline(dataset, args, model, image_size, embeddings_field):
 
 
 def cmd_run(args):
+    options = _pipeline_options(args)
     source = args.source
     if os.path.isdir(source):
         name = args.dataset or f"fiftyone-prune-{os.path.basename(os.path.abspath(source))}"
@@ -271,7 +265,7 @@ def cmd_run(args):
     else:
         dataset = _load_or_create_dataset(source)
     field = args.embeddings_field or _default_field(args.model)
-    return _pipeline(dataset, args, args.model, args.image_size, field)
+    return _pipeline(dataset, args, args.model, args.image_size, field, options)
 
 
 def _evaluation_progress():
@@ -289,11 +283,8 @@ def _evaluation_progress():
 def cmd_evaluate(args):
     import fiftyone_prune as fop
 
+    fractions = parse_fractions(args.fractions)
     dataset = _load_or_create_dataset(args.dataset)
-    try:
-        fractions = [float(f) for f in args.fractions.split(",") if f.strip()]
-    except ValueError:
-        raise ValueError(f"--fractions must be comma-separated numbers, got {args.fractions!r}")
     result = fop.evaluate_pruning(
         dataset, label_field=args.label_field, run_key=args.run_key,
         fractions=fractions, strategies=[s for s in args.strategies.split(",") if s.strip()],
@@ -321,6 +312,8 @@ def cmd_demo(args):
         # last time (recognised by its manifest); anything else found there is refused
         # and kept, as for any folder.
         args.export, args.overwrite_export = DEMO_EXPORT_DIR, True
+    args.label_field = "ground_truth"
+    options = _pipeline_options(args)
     if args.export:
         check_export_dir(None, args.export, args.overwrite_export)
 
@@ -328,8 +321,7 @@ def cmd_demo(args):
                                     overwrite=args.overwrite, persistent=True)
     print(f"Demo dataset {dataset.name!r}: {len(dataset)} real MNIST digit images "
           f"(labels in 'ground_truth'); model efficientnet_lite0 (offline ImageNet weights)")
-    args.label_field = "ground_truth"
-    _pipeline(dataset, args, "efficientnet_lite0", args.image_size, "embedding")
+    _pipeline(dataset, args, "efficientnet_lite0", args.image_size, "embedding", options)
     print(f"Open it in the App: FIFTYONE_PLUGINS_DIR=$PWD .venv/bin/python -c \"import "
           f"fiftyone as fo; fo.launch_app(fo.load_dataset('{dataset.name}')).wait()\"")
     return 0
@@ -463,10 +455,25 @@ def build_parser():
     return parser
 
 
+#: the CLI's name for an SDK argument where it is not ``--`` + the name with dashes
+_OPTIONS = {"num_shards": "--shards", "checkpoint_path": "--checkpoint",
+            "dataset_type": "--format", "plot_path": "--plot", "export_dir": "EXPORT_DIR",
+            "samples": "DATASET"}
+
+
+def option_name(param: str) -> str:
+    """The command-line option that sets SDK argument ``param``."""
+    return _OPTIONS.get(param, "--" + param.replace("_", "-"))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
+    except ParameterError as e:
+        # the option to change first, then the SDK's own explanation
+        print(f"error: {option_name(e.param)}: {e}", file=sys.stderr)
+        return 2
     except (ValueError, TypeError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

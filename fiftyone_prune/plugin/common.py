@@ -237,6 +237,29 @@ def error_notice(inputs, name: str, message: str):
     return prop
 
 
+def show_error(inputs, error, default: str | None = None,
+               tick: str = "Replace an existing run"):
+    """Shows an SDK check's error in the form, in the App's words, and keeps Execute
+    disabled.
+
+    A :class:`~fiftyone_prune.core.params.ParameterError` is shown under the input it
+    names (its ``param``: the form's inputs are named as the SDK's arguments); any other
+    error under ``default``, the one input the failed check is about, or at the top of
+    the form when there is none.
+
+    Args:
+        inputs: the form's ``types.Object``
+        error: the exception an SDK check raised
+        default (None): the input a plain ``ValueError`` is about
+        tick ("Replace an existing run"): the checkbox that stands for ``overwrite=True``
+    """
+    message = app_words(str(error), tick)
+    prop = inputs.properties.get(getattr(error, "param", None) or default)
+    if prop is None:
+        return error_notice(inputs, "input_error", message)
+    return mark_invalid(prop, message)
+
+
 def form(inputs, label: str, description: str | None = None):
     return types.Property(inputs, view=types.View(label=label, description=description))
 

@@ -1,5 +1,8 @@
-"""App operators: each parses its form and calls one SDK function; the long ones show
-its progress while they run (``common.execute_with_progress``)."""
+"""App operators: each is a thin class over one SDK function. Its form parses the inputs
+with :mod:`fiftyone_prune.core.params` (the parsers the CLI and the panel use too),
+runs the SDK's own checks, and shows a :class:`~fiftyone_prune.core.params.ParameterError`
+under the input it names; ``execute`` calls the SDK function, the long ones showing its
+progress while they run (``common.execute_with_progress``)."""
 
 from __future__ import annotations
 
@@ -7,27 +10,109 @@ import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
+from fiftyone_prune.core.params import (
+    EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, parse_fractions,
+    parse_keep, parse_num_clusters,
+)
 from fiftyone_prune.plugin import common
 from fiftyone_prune.sdk import validation
 
+PLUGIN = common.PLUGIN
+
+
+class _PruneOperator(foo.Operator):
+    """What every operator of this plugin declares, from four class attributes.
+
+    A ``QUICK`` operator (run management) answers at once: it is never scheduled and does
+    not stream progress; the others may be scheduled and stream their progress."""
+
+    NAME = LABEL = DESCRIPTION = ""
+    ICON = "/assets/score.svg"
+    QUICK = False
+    #: further ``OperatorConfig`` options
+    OPTIONS: dict = {}
+
+    @property
+    def config(self):
+        options = dict(self.OPTIONS)
+        if self.QUICK:
+            options.update(execute_as_generator=False, allow_delegated_execution=False)
+        return common.operator_config(name=self.NAME, label=self.LABEL,
+                                      description=self.DESCRIPTION, icon=self.ICON,
+                                      **options)
 
 
 def _reload(ctx, result):
     return [ctx.ops.reload_dataset()]
 
 
-class ComputeEmbeddings(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="compute_embeddings",
-            label="Prune: compute embeddings",
-            description=(
-                "Embed images with SwAV ResNet-50 (the data-pruning paper's model) or "
-                "another model and store the vectors as a sample field"
-            ),
-            icon="/assets/embed.svg",
-        )
+def _whole_number(value):
+    """The App's number inputs may send ``3.0`` for 3."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+# --- #14: one run split into M delegated tasks ---------------------------------------
+
+def _add_num_shards(ctx, inputs):
+    """The "Split into M tasks" input of the embedding and scoring forms; returns M.
+
+    It is always shown: the App says whether the user chose Execute or Schedule only
+    when the button is clicked (``request_delegation`` is sent with the execution, never
+    with the form), so a form cannot show it for "Schedule" only. With M > 1 either
+    button just queues the M tasks, which is quick."""
+    prop = inputs.int(
+        "num_shards", default=1, label="Split into M tasks",
+        description="1: one run. M > 1: queue M tasks over disjoint slices of these "
+                    "samples for `fiftyone delegated launch` workers (any number, on any "
+                    "machine sharing this database); the run is usable once all are done")
+    num_shards = _whole_number(ctx.params.get("num_shards") or 1)
+    try:
+        check_scalar(num_shards, "num_shards", int, min_val=1)
+    except ParameterError as e:
+        common.mark_invalid(prop, str(e))
+        return 1
+    if num_shards > 1:
+        inputs.view("shards_hint", types.Notice(label=(
+            f"Execute queues {num_shards} tasks and returns: start workers with `fiftyone "
+            f"delegated launch` (one per machine or GPU); `fiftyone-prune runs "
+            f"{ctx.dataset.name}` shows their progress, and a stale task can be re-queued "
+            f"with `fiftyone-prune requeue`")))
+    return num_shards
+
+
+def _queued(status) -> dict:
+    """What a sharded call that queued its tasks returns to the App and to Python."""
+    queued = [str(i) for i in status["queued_operations"]]
+    return {"key": status["key"], "num_shards": status["num_shards"],
+            "num_queued": len(queued), "queued_operations": queued,
+            "total": status["total"],
+            "message": (f"Queued {len(queued)} of {status['num_shards']} tasks of run "
+                        f"{status['key']!r} ({status['total']} samples): run them with "
+                        f"`fiftyone delegated launch`")}
+
+
+def _queued_output(ctx):
+    """The output of a run that was split into tasks, or None for an ordinary run."""
+    results = ctx.results or {}
+    if "num_queued" not in results:
+        return None
+    outputs = types.Object()
+    outputs.int("num_queued", label="Tasks queued")
+    outputs.str("key", label="Run")
+    outputs.md(results.get("message", ""), name="message")
+    return types.Property(outputs, view=types.View(label="Tasks queued"))
+
+
+# --- embeddings ------------------------------------------------------------------------
+
+class ComputeEmbeddings(_PruneOperator):
+    NAME = "compute_embeddings"
+    LABEL = "Prune: compute embeddings"
+    DESCRIPTION = ("Embed images with SwAV ResNet-50 (the data-pruning paper's model) or "
+                   "another model and store the vectors as a sample field")
+    ICON = "/assets/embed.svg"
 
     def resolve_execution_options(self, ctx):
         return common.execution_options(ctx)
@@ -59,22 +144,24 @@ class ComputeEmbeddings(foo.Operator):
             if not ctx.params.get("checkpoint_path"):
                 _warn_swav_download(inputs)
         default_field = "swav_embedding" if model == "swav_resnet50" else f"{model}_embedding"
-        field = inputs.str("embeddings_field", label="Embeddings field", required=True,
-                           default=default_field,
-                           description="A new vector field that receives the embeddings")
-        name = ctx.params.get("embeddings_field", default_field)
-        if name:
-            try:
-                validation.check_new_field(ctx.dataset, name, fo.VectorField, "embeddings field")
-            except ValueError as e:
-                common.mark_invalid(field, str(e))
-        batch = inputs.int("batch_size", label="Batch size", default=32, required=True,
-                           description="Images per forward pass (lower it if memory runs out)")
-        if not isinstance(ctx.params.get("batch_size", 32), int) or ctx.params.get("batch_size", 32) < 1:
-            common.mark_invalid(batch, "Batch size must be a positive integer")
+        inputs.str("embeddings_field", label="Embeddings field", required=True,
+                   default=default_field,
+                   description="A new vector field that receives the embeddings")
+        inputs.int("batch_size", label="Batch size", default=32, required=True,
+                   description="Images per forward pass (lower it if memory runs out)")
         inputs.bool("skip_existing", label="Skip samples that already have embeddings",
                     default=True,
                     description="Resume an interrupted run instead of recomputing everything")
+        _add_num_shards(ctx, inputs)
+        name = ctx.params.get("embeddings_field", default_field)
+        try:
+            if name:
+                validation.check_new_field(ctx.dataset, name, fo.VectorField,
+                                           "embeddings field", param="embeddings_field")
+            check_scalar(_whole_number(ctx.params.get("batch_size", 32)), "batch_size", int,
+                         min_val=1)
+        except ValueError as e:
+            common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs)
         return common.form(inputs, "Compute embeddings")
 
@@ -84,24 +171,32 @@ class ComputeEmbeddings(foo.Operator):
         p = ctx.params
         model = p.get("zoo_model") if p.get("model") == "zoo" else p.get("model", "swav_resnet50")
         view = common.target_view(ctx)
+        num_shards = _whole_number(p.get("num_shards") or 1)
+        kwargs = dict(model=model, embeddings_field=p.get("embeddings_field", "swav_embedding"),
+                      batch_size=_whole_number(p.get("batch_size", 32)),
+                      checkpoint_path=p.get("checkpoint_path") or None)
 
         def work(progress):
+            if num_shards > 1:
+                progress.stage(f"Embedding: queueing {num_shards} tasks")
+                # the tasks run in `fiftyone delegated launch` workers, which may fork
+                return _queued(compute_embeddings(view, num_shards=num_shards,
+                                                  delegate=True, **kwargs))
             progress.stage(f"Embedding: loading {model}")
             return compute_embeddings(
-                view,
-                model=model,
-                embeddings_field=p.get("embeddings_field", "swav_embedding"),
-                batch_size=p.get("batch_size", 32),
+                view, **kwargs,
                 # worker processes can't be forked safely inside the App server
                 num_workers=None if ctx.delegated else 0,
                 skip_existing=p.get("skip_existing", True),
-                checkpoint_path=p.get("checkpoint_path") or None,
                 progress=progress.bar("Embedding {done}/{total} images"),
             ).to_dict()
 
         return common.execute_with_progress(self, ctx, work, after=_reload)
 
     def resolve_output(self, ctx):
+        queued = _queued_output(ctx)
+        if queued is not None:
+            return queued
         outputs = types.Object()
         outputs.int("num_embedded", label="Embedded")
         outputs.int("num_skipped_existing", label="Already had embeddings")
@@ -110,10 +205,43 @@ class ComputeEmbeddings(foo.Operator):
 
     def __call__(self, sample_collection, model="swav_resnet50",
                  embeddings_field="swav_embedding", batch_size=32, skip_existing=True,
-                 checkpoint_path=None, delegate=False):
+                 checkpoint_path=None, num_shards=1, delegate=False):
+        """Embeds the images of ``sample_collection``, as the App's form does
+        (:func:`fiftyone_prune.compute_embeddings`).
+
+        Example usage::
+
+            import fiftyone.operators as foo
+            import fiftyone_prune as fop
+
+            dataset = fop.load_demo_dataset("prune-demo", max_samples=50)
+            compute_embeddings = foo.get_operator("@fiftyone-prune/prune/compute_embeddings")
+            compute_embeddings(dataset, model="efficientnet_lite0", embeddings_field="emb")
+
+            # or schedule it for `fiftyone delegated launch`
+            compute_embeddings(dataset, model="efficientnet_lite0", embeddings_field="emb",
+                               delegate=True)
+
+        Args:
+            sample_collection: a dataset or view of images
+            model ("swav_resnet50"): ``"swav_resnet50"``, ``"efficientnet_lite0"`` or the
+                name of a FiftyOne zoo model that produces embeddings
+            embeddings_field ("swav_embedding"): the vector field to write
+            batch_size (32): images per forward pass
+            skip_existing (True): embed only samples without a vector (resume)
+            checkpoint_path (None): a local SwAV checkpoint
+            num_shards (1): with M > 1, queue M tasks over disjoint slices of the view
+                for ``fiftyone delegated launch`` workers instead of embedding here
+            delegate (False): schedule the operation instead of running it now
+
+        Returns:
+            the :class:`fiftyone_prune.sdk.embeddings.EmbeddingResult` as a dict; with
+            ``num_shards`` > 1 the queued tasks (``num_queued``, ``queued_operations``);
+            with ``delegate=True`` the queued operation
+        """
         params = dict(model=model, embeddings_field=embeddings_field,
                       batch_size=batch_size, skip_existing=skip_existing,
-                      checkpoint_path=checkpoint_path)
+                      checkpoint_path=checkpoint_path, num_shards=num_shards)
         if model not in ("swav_resnet50", "efficientnet_lite0"):
             params.update(model="zoo", zoo_model=model)
         return common.call_operator(self.uri, sample_collection, params, delegate)
@@ -140,39 +268,31 @@ def _warn_swav_download(inputs):
             f"above or choose EfficientNet-Lite0")))
 
 
-def parse_num_clusters(text):
-    """'' -> None, '50' -> 50, '10, 100' -> [10, 100]; ValueError otherwise."""
-    if text is None or (isinstance(text, str) and not text.strip()):
-        return None
-    if isinstance(text, (int, list)):
-        return text
-    parts = [p for p in str(text).replace(";", ",").split(",") if p.strip()]
-    try:
-        ks = [int(p) for p in parts]
-    except ValueError:
-        raise ValueError(f"k must be an integer or comma-separated integers, got {text!r}")
-    return ks[0] if len(ks) == 1 else ks
+# --- prototype scores ------------------------------------------------------------------
+
+def _check_scoring_inputs(view, embeddings_field, run_key, method, num_clusters,
+                          label_field, overwrite):
+    """The SDK's own checks of ``compute_prototype_scores`` (nothing written)."""
+    from fiftyone_prune.sdk.scores import check_scoring_inputs
+
+    check_scoring_inputs(view, embeddings_field, run_key, method=method,
+                         num_clusters=num_clusters, label_field=label_field,
+                         overwrite=overwrite)
+    if isinstance(num_clusters, int) and num_clusters > len(view):
+        raise ParameterError(f"k={num_clusters} exceeds the number of samples in the view "
+                             f"({len(view)})", "num_clusters")
 
 
-class ComputePrototypeScores(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="compute_prototype_scores",
-            label="Prune: compute prototype scores",
-            description=(
-                "Score every sample by its cosine distance to k-means prototypes "
-                "(label-free) or to its class prototype"
-            ),
-            icon="/assets/score.svg",
-        )
+class ComputePrototypeScores(_PruneOperator):
+    NAME = "compute_prototype_scores"
+    LABEL = "Prune: compute prototype scores"
+    DESCRIPTION = ("Score every sample by its cosine distance to k-means prototypes "
+                   "(label-free) or to its class prototype")
 
     def resolve_execution_options(self, ctx):
         return common.execution_options(ctx, always_delegate_above=100_000)
 
     def resolve_input(self, ctx):
-        from fiftyone_prune.sdk.scores import _check_inputs
-
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
         vector_fields = validation.vector_fields(ctx.dataset)
@@ -182,12 +302,9 @@ class ComputePrototypeScores(foo.Operator):
                 "This dataset has no embeddings yet: run 'Prune: compute embeddings' first",
             )
             return common.form(inputs, "Compute prototype scores")
-        choices = types.Dropdown()
-        for f in vector_fields:
-            choices.add_choice(f, label=f)
-        inputs.enum("embeddings_field", choices.values(), default=vector_fields[0],
-                    required=True, label="Embeddings field", view=choices,
-                    description="The vector field to score (from 'Prune: compute embeddings')")
+        _dropdown(inputs, "embeddings_field", [(f, f) for f in vector_fields],
+                  "Embeddings field", default=vector_fields[0],
+                  description="The vector field to score (from 'Prune: compute embeddings')")
         label_fields = validation.classification_fields(ctx.dataset)
         methods = types.RadioGroup()
         methods.add_choice("kmeans", label="Self-supervised prototypes (k-means, label-free)")
@@ -198,17 +315,14 @@ class ComputePrototypeScores(foo.Operator):
                                 "embeddings, or the mean embedding of each class")
         method = ctx.params.get("method", "kmeans")
         if label_fields:
-            labels = types.Dropdown()
-            for f in label_fields:
-                labels.add_choice(f, label=f)
-            inputs.enum("label_field", labels.values(), required=method == "supervised",
-                        label="Label field" + ("" if method == "supervised" else " (optional: k = number of classes)"),
-                        view=labels,
-                        description="A Classification field; its classes are the prototypes "
-                                    "(class method) or set k (k-means)")
-        k_prop = None
+            _dropdown(inputs, "label_field", [(f, f) for f in label_fields],
+                      "Label field" + ("" if method == "supervised"
+                                       else " (optional: k = number of classes)"),
+                      required=method == "supervised",
+                      description="A Classification field; its classes are the prototypes "
+                                  "(class method) or set k (k-means)")
         if method == "kmeans":
-            k_prop = inputs.str(
+            inputs.str(
                 "num_clusters", label="Number of prototypes k (optional)",
                 description="Empty: the number of classes of the label field when one is "
                             "chosen, else round(sqrt(n/2)). Several "
@@ -216,28 +330,21 @@ class ComputePrototypeScores(foo.Operator):
             )
         # a taken default would open the form invalid: propose the next free key
         default_key = common.free_key(ctx.dataset, "prototypes")
-        key_prop = inputs.str("run_key", default=default_key, required=True, label="Run key",
-                              description="Fields <key>_distance and <key>_cluster are written")
+        inputs.str("run_key", default=default_key, required=True, label="Run key",
+                   description="Fields <key>_distance and <key>_cluster are written")
         inputs.bool("overwrite", default=False, label="Replace an existing run",
                     description="Replace the run with this key and its fields")
+        if method == "kmeans":
+            _add_num_shards(ctx, inputs)
         p = ctx.params
         try:
             ks = parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None
+            _check_scoring_inputs(common.target_view(ctx),
+                                  p.get("embeddings_field", vector_fields[0]),
+                                  p.get("run_key", default_key), method, ks,
+                                  p.get("label_field"), bool(p.get("overwrite", False)))
         except ValueError as e:
-            common.mark_invalid(k_prop, str(e))
-            ks = None
-        try:
-            _check_inputs(common.target_view(ctx), p.get("embeddings_field", vector_fields[0]),
-                          p.get("run_key", default_key), method, ks, p.get("label_field"),
-                          bool(p.get("overwrite", False)), 25, 256)
-            if isinstance(ks, int) and ks > len(common.target_view(ctx)):
-                raise ValueError(f"k={ks} exceeds the number of samples in the view")
-        except ValueError as e:
-            target = key_prop if "run key" in str(e).lower() or "Run key" in str(e) else None
-            if target is not None:
-                common.mark_invalid(target, common.app_words(str(e)))
-            else:
-                common.error_notice(inputs, "input_error", common.app_words(str(e)))
+            common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs, above=50_000)
         return common.form(inputs, "Compute prototype scores")
 
@@ -247,25 +354,33 @@ class ComputePrototypeScores(foo.Operator):
         p = ctx.params
         method = p.get("method", "kmeans")
         view = common.target_view(ctx)
+        num_shards = _whole_number(p.get("num_shards") or 1) if method == "kmeans" else 1
+        kwargs = dict(
+            embeddings_field=p["embeddings_field"], run_key=p.get("run_key", "prototypes"),
+            method=method,
+            num_clusters=parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None,
+            label_field=p.get("label_field") or None,
+            overwrite=bool(p.get("overwrite", False)))
 
         def work(progress):
+            if num_shards > 1:
+                progress.stage(f"Scoring: k-means, then queueing {num_shards} tasks")
+                return _queued(compute_prototype_scores(view, num_shards=num_shards,
+                                                        delegate=True, **kwargs))
             # reading the vectors and k-means report nothing until the writes start
             progress.stage("Scoring: reading embeddings, "
                            + ("k-means" if method == "kmeans" else "class prototypes"))
             return compute_prototype_scores(
-                view,
-                embeddings_field=p["embeddings_field"],
-                run_key=p.get("run_key", "prototypes"),
-                method=method,
-                num_clusters=parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None,
-                label_field=p.get("label_field") or None,
-                overwrite=bool(p.get("overwrite", False)),
+                view, **kwargs,
                 progress=progress.bar("Scoring: writing {done}/{total} scores"),
             ).to_dict()
 
         return common.execute_with_progress(self, ctx, work, after=_reload)
 
     def resolve_output(self, ctx):
+        queued = _queued_output(ctx)
+        if queued is not None:
+            return queued
         outputs = types.Object()
         outputs.str("distance_field", label="Distance field")
         outputs.str("cluster_field", label="Cluster field")
@@ -275,32 +390,57 @@ class ComputePrototypeScores(foo.Operator):
 
     def __call__(self, sample_collection, embeddings_field, run_key="prototypes",
                  method="kmeans", num_clusters=None, label_field=None, overwrite=False,
-                 delegate=False):
+                 num_shards=1, delegate=False):
+        """Scores every sample by its cosine distance to a prototype, as the App's form
+        does (:func:`fiftyone_prune.compute_prototype_scores`).
+
+        Example usage::
+
+            import fiftyone.operators as foo
+            import fiftyone_prune as fop
+
+            dataset = fop.load_demo_dataset("prune-demo", max_samples=50)
+            fop.compute_embeddings(dataset, model="efficientnet_lite0",
+                                   embeddings_field="emb")
+            score = foo.get_operator("@fiftyone-prune/prune/compute_prototype_scores")
+            score(dataset, "emb", run_key="prototypes", num_clusters=5)
+
+            # or split it into 4 tasks for `fiftyone delegated launch` workers
+            score(dataset, "emb", run_key="sharded", num_clusters=5, num_shards=4)
+
+        Args:
+            sample_collection: a dataset or view
+            embeddings_field: the vector field to score
+            run_key ("prototypes"): the run's key; ``<key>_distance`` and
+                ``<key>_cluster`` are written
+            method ("kmeans"): ``"kmeans"`` (label-free) or ``"supervised"`` (one
+                prototype per class of ``label_field``)
+            num_clusters (None): k, a list of k values, or text such as ``"10,100"``
+            label_field (None): a Classification field
+            overwrite (False): replace an existing run with this key
+            num_shards (1): with M > 1 (k-means), train k-means here and queue M tasks
+                that assign and write disjoint slices, for ``fiftyone delegated launch``
+            delegate (False): schedule the operation instead of running it now
+
+        Returns:
+            the :class:`fiftyone_prune.sdk.scores.ScoreResult` as a dict; with
+            ``num_shards`` > 1 the queued tasks; with ``delegate=True`` the queued
+            operation
+        """
         if isinstance(num_clusters, (list, tuple)):
             num_clusters = ",".join(str(k) for k in num_clusters)
         elif num_clusters is not None:
             num_clusters = str(num_clusters)
         params = dict(embeddings_field=embeddings_field, run_key=run_key, method=method,
-                      num_clusters=num_clusters, label_field=label_field, overwrite=overwrite)
+                      num_clusters=num_clusters, label_field=label_field, overwrite=overwrite,
+                      num_shards=num_shards)
         return common.call_operator(self.uri, sample_collection, params, delegate)
 
 
+# --- selection -------------------------------------------------------------------------
+
 #: views larger than this get no live preview in the select form (it reads every score)
 PREVIEW_LIMIT = 200_000
-
-
-def parse_keep(value):
-    """The form's number: a fraction in (0, 1], or a whole number > 1 meaning a count."""
-    if value is None:
-        return 0.8
-    if isinstance(value, str):
-        try:
-            value = float(value)
-        except ValueError:
-            return value  # the SDK check explains it
-    if isinstance(value, (int, float)) and value > 1 and float(value).is_integer():
-        return int(value)
-    return value
 
 
 def _dropdown(inputs, name, options, label, default=None, required=True, description=None):
@@ -311,20 +451,24 @@ def _dropdown(inputs, name, options, label, default=None, required=True, descrip
                        description=description, view=view)
 
 
-def _selection_kwargs(params):
+def selection_request(params) -> tuple[str, SelectionSpec, str | None]:
+    """The select form's values as the SDK takes them: ``(run_key, spec, name)``.
+
+    Raises:
+        ParameterError: naming the input (``keep``, ``balance_ratio``...) that is wrong
+    """
     balance = params.get("balance", "cluster")
     eps = params.get("dedup_eps")
-    return dict(
-        run_key=params.get("run_key"),
+    spec = SelectionSpec(
         keep=parse_keep(params.get("keep", 0.8)),
         strategy=params.get("strategy", "auto"),
         balance=None if balance == "none" else balance,
         label_field=params.get("label_field") or None,
         balance_ratio=params.get("balance_ratio", 0.5),
-        seed=params.get("seed", 51),
+        seed=_whole_number(params.get("seed", 51)),
         dedup_eps=eps if eps not in (None, "", 0) else None,
-        name=params.get("name") or None,
     )
+    return params.get("run_key"), spec.validate(), params.get("name") or None
 
 
 def _preview_markdown(plan):
@@ -340,36 +484,34 @@ def _preview_markdown(plan):
     return "\n".join(lines)
 
 
-def _offer_quick_evaluation(inputs, view, plan, kwargs):
+def _offer_quick_evaluation(inputs, view, plan, run_key, spec):
     from fiftyone_prune.sdk.evaluation import quick_evaluation_offer
 
     kept = len(plan.kept_ids)
-    offer = quick_evaluation_offer(view, kwargs["run_key"],
-                                   kept / max(1, kept + len(plan.pruned_ids)),
-                                   kwargs["balance"], kwargs["label_field"])
+    offer = quick_evaluation_offer(view, run_key, kept / max(1, kept + len(plan.pruned_ids)),
+                                   spec.balance, spec.label_field)
     if offer:
         inputs.view("quick_evaluation", types.Notice(label=(
             f"{offer['message']}: run 'Prune: evaluate pruning against random' with "
             f"fractions {offer['kwargs']['fractions'][0]} first; auto then follows it")))
 
 
-class SelectSamples(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="select_samples",
-            label="Prune: select samples to keep",
-            description=(
-                "Choose what to keep from prototype scores (hard/easy/auto/CCS/density/"
-                "random, class or cluster balance, SemDeDup); tags and a saved view, "
-                "nothing deleted"
-            ),
-            icon="/assets/select.svg",
-        )
+def _plan(view, run_key, spec, name):
+    from fiftyone_prune.sdk.selection import plan_selection
+
+    return plan_selection(view, run_key=run_key, name=name, spec=spec)
+
+
+class SelectSamples(_PruneOperator):
+    NAME = "select_samples"
+    LABEL = "Prune: select samples to keep"
+    DESCRIPTION = ("Choose what to keep from prototype scores (hard/easy/auto/CCS/density/"
+                   "random, class or cluster balance, SemDeDup); tags and a saved view, "
+                   "nothing deleted")
+    ICON = "/assets/select.svg"
 
     def resolve_input(self, ctx):
-        from fiftyone_prune.sdk import runs
-        from fiftyone_prune.sdk.selection import plan_selection, STRATEGIES
+        from fiftyone_prune.sdk.selection import check_selection
 
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
@@ -384,8 +526,8 @@ class SelectSamples(foo.Operator):
                   default=default_run,
                   description="The prototype scores to select by (default: the most recent "
                               "run that scored these samples)")
-        keep = inputs.float("keep", default=0.8, required=True, label="Keep",
-                            description="A fraction in (0, 1] (0.8 = keep 80%) or a count (e.g. 5000)")
+        inputs.float("keep", default=0.8, required=True, label="Keep",
+                     description="A fraction in (0, 1] (0.8 = keep 80%) or a count (e.g. 5000)")
         _dropdown(inputs, "strategy", [
             ("auto", "auto: what an evaluation of this data found best, else random"),
             ("hard", "hard: keep the least prototypical (abundant data)"),
@@ -414,56 +556,47 @@ class SelectSamples(foo.Operator):
         inputs.int("seed", default=51, label="Seed",
                    description="For the random choices (random, ccs, ties)")
         run_key = ctx.params.get("run_key") or default_run
-        name_prop = inputs.str(
-            "name", label="Selection name (optional)",
-            description=f"Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
-                        f"default: the run key ({run_key})")
+        inputs.str("name", label="Selection name (optional)",
+                   description=f"Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
+                               f"default: the run key ({run_key})")
         inputs.bool("overwrite", default=False, label="Replace an existing run",
                     description="Replace the tags and saved view of a selection with this name")
         name = ctx.params.get("name") or run_key
-        name_taken = common.selection_exists(ctx.dataset, name) and not ctx.params.get("overwrite")
-        if name_taken:
-            common.mark_invalid(name_prop, common.replace_refused(name))
+        if common.selection_exists(ctx.dataset, name) and not ctx.params.get("overwrite"):
+            common.mark_invalid(inputs.properties["name"], common.replace_refused(name))
         # the preview comes last: it depends on every input above
-        kwargs = _selection_kwargs(dict(ctx.params, run_key=run_key))
         try:
+            _, spec, name = selection_request(dict(ctx.params, run_key=run_key))
             if len(view) > PREVIEW_LIMIT:
-                from fiftyone_prune.sdk.selection import _check
-
-                _check(view, kwargs["run_key"], kwargs["keep"], kwargs["strategy"],
-                       kwargs["balance"], kwargs["label_field"], kwargs["balance_ratio"],
-                       kwargs["dedup_eps"], kwargs["name"])
+                check_selection(view, run_key, spec, name=name)
                 inputs.view("preview", types.Notice(
                     label=f"Preview skipped for views over {PREVIEW_LIMIT:,} samples"))
-            elif kwargs["dedup_eps"] is None:
-                plan = plan_selection(view, **kwargs)
+            elif spec.dedup_eps is None:
+                plan = _plan(view, run_key, spec, name)
                 inputs.md(f"**Preview** on {len(view)} samples\n\n" + _preview_markdown(plan),
                           name="preview")
-                if kwargs["strategy"] == "auto":
-                    _offer_quick_evaluation(inputs, view, plan, kwargs)
+                if spec.strategy == "auto":
+                    _offer_quick_evaluation(inputs, view, plan, run_key, spec)
             else:
                 inputs.view("preview", types.Notice(
                     label="Preview without SemDeDup counts (deduplication runs on Execute)"))
-                plan = plan_selection(view, **dict(kwargs, dedup_eps=None))
+                plan = _plan(view, run_key, spec.replace(dedup_eps=None), name)
                 inputs.md(_preview_markdown(plan), name="preview_table")
         except ValueError as e:
-            if "keep" in str(e):
-                common.mark_invalid(keep, str(e))
-            else:
-                common.error_notice(inputs, "input_error", common.app_words(str(e)))
+            common.show_error(inputs, e)
         return common.form(inputs, "Select samples")
 
     def execute(self, ctx):
-        from fiftyone_prune.sdk.selection import plan_selection, apply_plan, selection_names
+        from fiftyone_prune.sdk.selection import apply_plan, selection_names
 
         view = common.target_view(ctx)
-        name = ctx.params.get("name") or ctx.params.get("run_key")
-        if name and common.selection_exists(view, name) and not ctx.params.get("overwrite"):
-            raise ValueError(common.replace_refused(name))
+        run_key, spec, name = selection_request(ctx.params)
+        if common.selection_exists(view, name or run_key) and not ctx.params.get("overwrite"):
+            raise ValueError(common.replace_refused(name or run_key))
 
         def work(progress):
             progress.stage("Selecting: reading scores")
-            plan = plan_selection(view, **_selection_kwargs(ctx.params))
+            plan = _plan(view, run_key, spec, name)
             progress.stage(f"Selecting: tagging {len(plan.kept_ids)} kept and "
                            f"{len(plan.pruned_ids)} pruned samples")
             apply_plan(view, plan)
@@ -473,10 +606,10 @@ class SelectSamples(foo.Operator):
             # the App's set_view(name=...) only finds saved views it had loaded before
             # this run (FiftyOne's own save_view operator has the same "@todo"): pass the
             # view itself and say its saved name
-            name = selection_names(summary["name"])["view"]
-            kept = view._dataset.load_saved_view(name)
+            saved = selection_names(summary["name"])["view"]
+            kept = view._dataset.load_saved_view(saved)
             return [ctx.ops.reload_dataset(), ctx.ops.set_view(view=kept),
-                    ctx.ops.notify(f"Showing the kept samples: saved view '{name}' "
+                    ctx.ops.notify(f"Showing the kept samples: saved view '{saved}' "
                                    f"(in the saved views menu)", variant="success")]
 
         return common.execute_with_progress(self, ctx, work, after=after)
@@ -492,22 +625,51 @@ class SelectSamples(foo.Operator):
     def __call__(self, sample_collection, run_key="prototypes", keep=0.8, strategy="auto",
                  balance="cluster", label_field=None, balance_ratio=0.5, seed=51,
                  dedup_eps=None, name=None, overwrite=False, delegate=False):
+        """Selects the samples to keep, as the App's form does
+        (:func:`fiftyone_prune.select_samples`): tags ``<name>:kept`` /
+        ``<name>:pruned`` and saves the view ``<name>-kept``; nothing is deleted.
+
+        Example usage::
+
+            import fiftyone.operators as foo
+            import fiftyone_prune as fop
+
+            dataset = fop.load_demo_dataset("prune-demo", max_samples=50)
+            fop.compute_embeddings(dataset, model="efficientnet_lite0",
+                                   embeddings_field="emb")
+            fop.compute_prototype_scores(dataset, "emb", num_clusters=5)
+            select = foo.get_operator("@fiftyone-prune/prune/select_samples")
+            select(dataset, keep=0.8, strategy="hard", name="hard80")
+            print(dataset.load_saved_view("hard80-kept"))
+
+        Args:
+            sample_collection: the dataset or view to select from
+            run_key ("prototypes"): the scoring run
+            keep (0.8): a fraction in (0, 1] or a count
+            strategy ("auto"): ``"auto"``, ``"hard"``, ``"easy"``, ``"ccs"``,
+                ``"density"`` or ``"random"``
+            balance ("cluster"): ``"cluster"``, ``"class"`` or None
+            label_field (None): the Classification field for ``balance="class"``
+            balance_ratio (0.5): each group's floor, as a fraction of its fair share
+            seed (51): the seed of the random choices
+            dedup_eps (None): SemDeDup first, with this cosine-distance threshold
+            name (None): the selection's name (default: ``run_key``)
+            overwrite (False): replace a selection with this name
+            delegate (False): schedule the operation instead of running it now
+
+        Returns:
+            the selection's summary (``strategy``, ``num_kept``, ``num_pruned``...)
+        """
         params = dict(run_key=run_key, keep=keep, strategy=strategy,
                       balance="none" if balance is None else balance, label_field=label_field,
                       balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps, name=name,
                       overwrite=overwrite)
         return common.call_operator(self.uri, sample_collection, params, delegate)
-
-
-class ExportKeptSamples(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="export_kept_samples",
-            label="Prune: export kept samples",
-            description="Export the kept subset in any FiftyOne format, with a manifest",
-            icon="/assets/export.svg",
-        )
+class ExportKeptSamples(_PruneOperator):
+    NAME = "export_kept_samples"
+    LABEL = "Prune: export kept samples"
+    DESCRIPTION = "Export the kept subset in any FiftyOne format, with a manifest"
+    ICON = "/assets/export.svg"
 
     def resolve_execution_options(self, ctx):
         return common.execution_options(ctx, always_delegate_above=5000)
@@ -545,7 +707,7 @@ class ExportKeptSamples(foo.Operator):
                       default=_default_label_field(ctx.dataset, selections, selection,
                                                    label_fields),
                       description="The labels written by label formats")
-        out = inputs.file("export_dir", required=True, label="Export directory",
+        inputs.file("export_dir", required=True, label="Export directory",
                           description="A new or empty folder outside the dataset's media "
                                       "folders (type a path or choose one)",
                           view=types.FileExplorerView(choose_dir=True,
@@ -558,7 +720,9 @@ class ExportKeptSamples(foo.Operator):
             try:
                 check_export_dir(view, export_dir, bool(ctx.params.get("overwrite", False)))
             except ValueError as e:
-                common.mark_invalid(out, _app_words(str(e)))
+                # every problem check_export_dir finds is about the folder
+                common.show_error(inputs, e, default="export_dir",
+                                  tick="Replace a previous export")
         return common.form(inputs, "Export kept samples")
 
     def execute(self, ctx):
@@ -591,7 +755,38 @@ class ExportKeptSamples(foo.Operator):
     def __call__(self, sample_collection, export_dir, dataset_type="fiftyone",
                  label_field=None, overwrite=False, selection=None, delegate=False):
         """Exports ``sample_collection`` as it is, or with ``selection`` (a name) that
-        selection's kept samples."""
+        selection's kept samples, as the App's form does
+        (:func:`fiftyone_prune.export_kept_samples`), with a manifest.
+
+        Example usage::
+
+            import fiftyone.operators as foo
+            import fiftyone_prune as fop
+
+            dataset = fop.load_demo_dataset("prune-demo", max_samples=50)
+            fop.compute_embeddings(dataset, model="efficientnet_lite0",
+                                   embeddings_field="emb")
+            fop.compute_prototype_scores(dataset, "emb", num_clusters=5)
+            fop.select_samples(dataset, keep=0.8, name="kept80")
+            export = foo.get_operator("@fiftyone-prune/prune/export_kept_samples")
+            export(dataset, "/tmp/kept80", dataset_type="image_classification_tree",
+                   label_field="ground_truth", selection="kept80")
+
+        Args:
+            sample_collection: the samples to export (with ``selection``: the dataset
+                whose selection is exported)
+            export_dir: a new or empty folder (or a previous export, with ``overwrite``)
+            dataset_type ("fiftyone"): ``"fiftyone"``, ``"image_classification_tree"``,
+                ``"image_classification_csv"``, ``"coco"``, ``"yolo"``, ``"voc"`` or
+                ``"media"``
+            label_field (None): the labels that label formats write
+            overwrite (False): replace a previous fiftyone-prune export in ``export_dir``
+            selection (None): export this selection's kept samples
+            delegate (False): schedule the operation instead of running it now
+
+        Returns:
+            the export's report (``export_dir``, ``num_samples``, ``manifest``...)
+        """
         # what the App's file input sends
         params = dict(export_dir={"absolute_path": str(export_dir)},
                       dataset_type=dataset_type, label_field=label_field,
@@ -608,10 +803,6 @@ def _path_param(value):
     if isinstance(value, dict):
         value = value.get("absolute_path") or value.get("path")
     return value or None
-
-
-def _app_words(message: str) -> str:
-    return common.app_words(message, tick="Replace a previous export")
 
 
 def _export_view(ctx, selection):
@@ -655,23 +846,20 @@ def _default_label_field(dataset, selections, selection, label_fields):
     return (classification or label_fields or [None])[0]
 
 
-class EvaluatePruning(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="evaluate_pruning",
-            label="Prune: evaluate pruning against random",
-            description=(
-                "Train a probe on each selection and compare held-out accuracy with "
-                "random selection and with all data"
-            ),
-            icon="/assets/evaluate.svg",
-            default_choice_to_delegated=True,
-        )
+#: the evaluation form's default kept fractions
+DEFAULT_FRACTIONS = "0.1,0.2,0.3,0.5,0.7,0.9"
+
+
+class EvaluatePruning(_PruneOperator):
+    NAME = "evaluate_pruning"
+    LABEL = "Prune: evaluate pruning against random"
+    DESCRIPTION = ("Train a probe on each selection and compare held-out accuracy with "
+                   "random selection and with all data")
+    ICON = "/assets/evaluate.svg"
+    OPTIONS = dict(default_choice_to_delegated=True)
 
     def resolve_input(self, ctx):
-        from fiftyone_prune.sdk import runs
-        from fiftyone_prune.sdk.evaluation import _check, EVAL_STRATEGIES
+        from fiftyone_prune.sdk.evaluation import check_evaluation
 
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
@@ -691,7 +879,7 @@ class EvaluatePruning(foo.Operator):
         _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
                   default=label_fields[0],
                   description="Classification labels the probe learns and is tested on")
-        fr = inputs.str("fractions", default="0.1,0.2,0.3,0.5,0.7,0.9", label="Kept fractions",
+        inputs.str("fractions", default=DEFAULT_FRACTIONS, label="Kept fractions",
                         description="Comma-separated fractions in (0, 1] at which each strategy "
                                     "is compared with random")
         inputs.list("strategies", types.String(), default=["random", "easy", "hard", "ccs"],
@@ -712,17 +900,15 @@ class EvaluatePruning(foo.Operator):
                     description="Replace an evaluation with the same run key")
         p = ctx.params
         try:
-            fractions = _parse_fractions(p.get("fractions", "0.1,0.2,0.3,0.5,0.7,0.9"))
-            run_key = p.get("run_key", default_run)
-            _check(common.target_view(ctx), p.get("label_field", label_fields[0]), run_key,
-                   fractions, p.get("strategies") or ["random"], p.get("seeds", 3),
-                   p.get("probe", "linear"), None, 0.2,
-                   p.get("eval_key") or f"{run_key}_evaluation", bool(p.get("overwrite")))
+            check_evaluation(common.target_view(ctx), p.get("label_field", label_fields[0]),
+                             p.get("run_key", default_run),
+                             fractions=parse_fractions(p.get("fractions", DEFAULT_FRACTIONS)),
+                             strategies=p.get("strategies") or ["random"],
+                             seeds=_whole_number(p.get("seeds", 3)),
+                             probe=p.get("probe", "linear"), eval_key=p.get("eval_key") or None,
+                             overwrite=bool(p.get("overwrite")))
         except ValueError as e:
-            if "fraction" in str(e):
-                common.mark_invalid(fr, str(e))
-            else:
-                common.error_notice(inputs, "input_error", common.app_words(str(e)))
+            common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs, above=0)
         return common.form(inputs, "Evaluate pruning")
 
@@ -736,8 +922,9 @@ class EvaluatePruning(foo.Operator):
             progress.stage("Evaluating: reading embeddings and scores")
             result = evaluate_pruning(
                 view, label_field=p["label_field"], run_key=p["run_key"],
-                fractions=_parse_fractions(p.get("fractions", "0.1,0.2,0.3,0.5,0.7,0.9")),
-                strategies=p.get("strategies") or ["random"], seeds=p.get("seeds", 3),
+                fractions=parse_fractions(p.get("fractions", DEFAULT_FRACTIONS)),
+                strategies=p.get("strategies") or ["random"],
+                seeds=_whole_number(p.get("seeds", 3)),
                 probe=p.get("probe", "linear"), eval_key=p.get("eval_key") or None,
                 overwrite=bool(p.get("overwrite", False)),
                 progress=progress.bar("Evaluating: training probe {done}/{total}"),
@@ -755,17 +942,43 @@ class EvaluatePruning(foo.Operator):
     def __call__(self, sample_collection, label_field, run_key="prototypes",
                  fractions=(0.1, 0.2, 0.3, 0.5, 0.7, 0.9), strategies=("random", "easy", "hard", "ccs"),
                  seeds=3, probe="linear", eval_key=None, overwrite=False, delegate=False):
+        """Trains a probe on each strategy's selection at each kept fraction and compares
+        its held-out accuracy with random selection and with all data, as the App's form
+        does (:func:`fiftyone_prune.evaluate_pruning`).
+
+        Example usage::
+
+            import fiftyone.operators as foo
+            import fiftyone_prune as fop
+
+            dataset = fop.load_demo_dataset("prune-demo", max_samples=200)
+            fop.compute_embeddings(dataset, model="efficientnet_lite0",
+                                   embeddings_field="emb")
+            fop.compute_prototype_scores(dataset, "emb", num_clusters=10)
+            evaluate = foo.get_operator("@fiftyone-prune/prune/evaluate_pruning")
+            result = evaluate(dataset, "ground_truth", fractions=(0.5,), seeds=1)
+            print(result["verdicts"])
+
+        Args:
+            sample_collection: a dataset or view with labels and a scoring run
+            label_field: the Classification field the probe learns
+            run_key ("prototypes"): the scoring run whose selections are evaluated
+            fractions ((0.1, 0.2, 0.3, 0.5, 0.7, 0.9)): kept fractions in (0, 1]
+            strategies (("random", "easy", "hard", "ccs")): the strategies compared
+            seeds (3): probes trained per strategy and fraction
+            probe ("linear"): ``"linear"`` (on the embeddings) or ``"cnn"`` (on images)
+            eval_key (None): the evaluation run's key (default
+                ``<run_key>_evaluation``)
+            overwrite (False): replace an evaluation with this key
+            delegate (False): schedule the operation instead of running it now
+
+        Returns:
+            ``{"eval_key", "verdicts"}``
+        """
         params = dict(label_field=label_field, run_key=run_key,
                       fractions=",".join(str(f) for f in fractions), strategies=list(strategies),
                       seeds=seeds, probe=probe, eval_key=eval_key, overwrite=overwrite)
         return common.call_operator(self.uri, sample_collection, params, delegate)
-
-
-def _parse_fractions(text):
-    try:
-        return [float(f) for f in str(text).split(",") if f.strip()]
-    except ValueError:
-        raise ValueError(f"fractions must be comma-separated numbers in (0, 1], got {text!r}")
 
 
 # --- run management: what FiftyOne's brain plugin offers for its runs --------------------
@@ -808,15 +1021,12 @@ def run_markdown(summary: dict) -> str:
     return "\n".join(lines)
 
 
-class GetRunInfo(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="get_pruning_run_info", label="Prune: run info",
-            description="List the pruning runs of this dataset: parameters, status and "
-                        "the fields, tags and saved views each created",
-            icon="/assets/score.svg", execute_as_generator=False,
-            allow_delegated_execution=False)
+class GetRunInfo(_PruneOperator):
+    NAME = "get_pruning_run_info"
+    LABEL = "Prune: run info"
+    DESCRIPTION = ("List the pruning runs of this dataset: parameters, status and the "
+                   "fields, tags and saved views each created")
+    QUICK = True
 
     def resolve_input(self, ctx):
         from fiftyone_prune.sdk import runs
@@ -844,15 +1054,13 @@ _SELECTION_PARTS = [("kept", "its kept samples (the saved view)"),
                     ("pruned", "its pruned samples"), ("unscored", "its unscored samples")]
 
 
-class LoadRunView(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="load_pruning_run_view", label="Prune: load a run's samples",
-            description="Show a selection's kept (or pruned) samples, or a scoring run's "
-                        "samples hardest first",
-            icon="/assets/select.svg", execute_as_generator=False,
-            allow_delegated_execution=False)
+class LoadRunView(_PruneOperator):
+    NAME = "load_pruning_run_view"
+    LABEL = "Prune: load a run's samples"
+    DESCRIPTION = ("Show a selection's kept (or pruned) samples, or a scoring run's "
+                   "samples hardest first")
+    ICON = "/assets/select.svg"
+    QUICK = True
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -890,15 +1098,12 @@ def _kind(ctx, key):
     return runs.get_run_info(ctx.dataset, key).config.kind
 
 
-class RenameRun(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="rename_pruning_run", label="Prune: rename a run",
-            description="Give a scoring or evaluation run a new key (its selections and "
-                        "evaluations follow it)",
-            icon="/assets/score.svg", execute_as_generator=False,
-            allow_delegated_execution=False)
+class RenameRun(_PruneOperator):
+    NAME = "rename_pruning_run"
+    LABEL = "Prune: rename a run"
+    DESCRIPTION = ("Give a scoring or evaluation run a new key (its selections and "
+                   "evaluations follow it)")
+    QUICK = True
 
     def resolve_input(self, ctx):
         inputs = types.Object()
@@ -907,17 +1112,18 @@ class RenameRun(foo.Operator):
                                       "by its tags and saved view: select again instead)")
         if key is None:
             return common.form(inputs, "Rename a run")
-        new = inputs.str("new_run_key", required=True, label="New run key",
-                         description="Letters, digits and underscores; its fields keep "
-                                     "their names")
+        inputs.str("new_run_key", required=True, label="New run key",
+                   description="Letters, digits and underscores; its fields keep their "
+                               "names")
         new_key = ctx.params.get("new_run_key")
         if new_key:
             try:
-                validation.check_run_key(new_key)
+                validation.check_run_key(new_key, param="new_run_key")
                 if new_key in ctx.dataset.list_runs():
-                    raise ValueError(f"Run key {new_key!r} is already used: choose another")
+                    raise ParameterError(f"Run key {new_key!r} is already used: choose "
+                                         f"another", "new_run_key")
             except ValueError as e:
-                common.mark_invalid(new, str(e))
+                common.show_error(inputs, e, default="new_run_key")
         return common.form(inputs, "Rename a run")
 
     def execute(self, ctx):
@@ -928,14 +1134,11 @@ class RenameRun(foo.Operator):
                        f"{ctx.params['new_run_key']!r}", variant="success")
 
 
-class DeleteRun(foo.Operator):
-    @property
-    def config(self):
-        return common.operator_config(
-            name="delete_pruning_run", label="Prune: delete a run",
-            description="Delete a run with the fields, tags and saved views it created",
-            icon="/assets/score.svg", execute_as_generator=False,
-            allow_delegated_execution=False)
+class DeleteRun(_PruneOperator):
+    NAME = "delete_pruning_run"
+    LABEL = "Prune: delete a run"
+    DESCRIPTION = "Delete a run with the fields, tags and saved views it created"
+    QUICK = True
 
     def resolve_input(self, ctx):
         from fiftyone_prune.sdk import runs

@@ -92,7 +92,7 @@ def test_select_operator_applies_a_selection(digits_dataset):
 
 def test_select_form_previews_and_refuses_bad_keep(digits_dataset):
     _scored(digits_dataset)
-    from fiftyone_prune.plugin.operators import SelectSamples, _selection_kwargs
+    from fiftyone_prune.plugin.operators import SelectSamples, selection_request
     from fiftyone_prune.sdk.selection import plan_selection
 
     ctx = foo.ExecutionContext(request_params={
@@ -101,7 +101,8 @@ def test_select_form_previews_and_refuses_bad_keep(digits_dataset):
     form = SelectSamples().resolve_input(ctx)
     preview = form.type.properties["preview"]
     text = str(preview.to_json())
-    plan = plan_selection(digits_dataset, **_selection_kwargs(ctx.params))
+    run_key, spec, name = selection_request(ctx.params)
+    plan = plan_selection(digits_dataset, run_key, spec=spec, name=name)
     assert "Keeps 60" in text and f"`{plan.strategy}`" in text
     for group, counts in plan.groups.items():
         assert f"| {group} | {counts['kept']} | {counts['total']} |" in text

@@ -75,7 +75,8 @@ def test_score_and_runs_commands(digits_dataset):
     assert "cli_run\tprototypes" in listed
     bad = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
                   "--num-clusters", "five", check=False)
-    assert bad.returncode == 2 and "--num-clusters must be an integer" in bad.stderr
+    assert bad.returncode == 2 and "error: --num-clusters: num_clusters must be an integer" \
+        in bad.stderr
     again = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
                     "--run-key", "cli_run", check=False)
     assert again.returncode == 2 and "overwrite" in again.stderr
@@ -112,12 +113,37 @@ def test_run_command_prunes_a_folder_and_exports(digits_images, tmp_path):
 
 
 def test_keep_means_the_same_as_in_python():
-    from fiftyone_prune.cli import _parse_keep
+    from fiftyone_prune import cli
 
-    assert [(_parse_keep(t), type(_parse_keep(t))) for t in ("1", "10", "1.0", "0.8", "1e-1")] \
+    def keep(text):
+        args = cli.build_parser().parse_args(["select", "any", "--keep", text])
+        return cli.selection_spec(args).keep
+
+    assert [(keep(t), type(keep(t))) for t in ("1", "10", "1.0", "0.8", "1e-1")] \
         == [(1, int), (10, int), (1.0, float), (0.8, float), (0.1, float)]
-    with pytest.raises(ValueError, match="integer count"):
-        _parse_keep("most")
+
+
+@pytest.mark.parametrize("argv, option, message", [
+    (["select", "DS", "--keep", "most"], "--keep", "integer count such as 5000"),
+    (["select", "DS", "--keep", "1.5"], "--keep", "outside (0, 1]"),
+    (["select", "DS", "--balance-ratio", "2"], "--balance-ratio", "outside [0, 1]"),
+    (["select", "DS", "--dedup-eps", "1"], "--dedup-eps", "outside (0, 1)"),
+    (["score", "DS", "--embeddings-field", "e", "--num-clusters", "0"], "--num-clusters",
+     "got 0"),
+    (["evaluate", "DS", "--label-field", "g", "--fractions", "0.5,2"], "--fractions",
+     "outside (0, 1]"),
+    (["embed", "DS", "--delegate"], "--shards", "give their number with --shards M"),
+    (["run", "/no/such/folder", "--keep", "x"], "--keep", "integer count"),
+])
+def test_a_bad_option_is_named_and_refused_before_any_dataset_is_touched(argv, option,
+                                                                          message, capsys):
+    """A ParameterError names the CLI option of the SDK argument it is about; it is raised
+    before the dataset is loaded (``DS`` does not exist, and that is not what is said)."""
+    from fiftyone_prune import cli
+
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {option}: ") and message in err, err
 
 
 def test_folder_without_images_is_refused_and_creates_no_dataset(tmp_path):
