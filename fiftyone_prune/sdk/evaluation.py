@@ -282,7 +282,7 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
                   cnn_epochs=cnn_epochs if probe == "cnn" else None,
                   num_train=len(train_ids), num_test=len(test_ids), num_fits=len(fit_rows),
                   bootstrap_seed=BOOTSTRAP_SEED, scoring_timestamp=scoring_timestamp)
-    runs.register(samples, eval_key, "evaluation", params, [],
+    runs.register(samples, eval_key, "evaluation", params,
                   dict(result.to_dict(), test_ids=test_ids,
                        seconds=round(time.perf_counter() - t0, 2)),
                   overwrite=overwrite)

@@ -1,8 +1,11 @@
-"""Provenance: every scoring / selection run is a generic FiftyOne run.
+"""Provenance: every embeddings / scoring / selection / evaluation run is a FiftyOne run.
 
-The run config records the kind of run, every parameter, the fields the run created and
-the versions of what computed it; FiftyOne adds its own version and a timestamp. Generic
-runs (no RunConfig subclass) load even where this package is not importable.
+Each kind has its own run class (:mod:`fiftyone_prune.sdk.run_configs`), registered on
+the view it ran on (``load_run_view`` gives it back). The config records every
+parameter, the names of what the run created and the versions of what computed it;
+FiftyOne adds its own version and a timestamp. FiftyOne's own ``delete_run`` and
+``rename_run`` then do what this module's do, minus the lease; runs load where this
+package is not importable (as FiftyOne's generic ``RunConfig``).
 
 Every run also records a ``state`` (``"complete"``, or ``"in_progress"`` while a
 selection switches its tags) and a ``version`` (a fresh uuid per registration): a
@@ -18,15 +21,16 @@ import platform
 import uuid
 
 import fiftyone as fo
+import fiftyone.core.runs as fors
 
+from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import leases, validation
+from fiftyone_prune.sdk.run_configs import (COMPLETE, CONFIGS, IN_PROGRESS, METHOD_PREFIX,
+                                            recorded_tag_counts, run_for)
 
 logger = logging.getLogger(__name__)
 
-COMPLETE = "complete"
-IN_PROGRESS = "in_progress"
-
-METHOD_PREFIX = "fiftyone_prune."
+KINDS = tuple(CONFIGS)
 
 
 def versions() -> dict:
@@ -51,47 +55,65 @@ def versions() -> dict:
     return out
 
 
-def check_key_free(samples, run_key: str, overwrite: bool, kind: str) -> None:
-    """A clear error, before any work, when ``run_key`` is taken."""
-    validation.check_run_key(run_key)
+def check_key_free(samples, run_key: str, overwrite: bool, kind: str,
+                   param: str = "run_key") -> None:
+    """Raises a :class:`~fiftyone_prune.core.params.ParameterError` about ``param``,
+    before any work, when ``run_key`` is taken: by a run of another kind or tool
+    (always), or by a run of kind ``kind`` without ``overwrite``.
+
+    Args:
+        samples: a dataset or view
+        run_key: the key the run will be registered under
+        overwrite: whether a run of the same kind may be replaced
+        kind: ``"embeddings"``, ``"prototypes"``, ``"selection"`` or ``"evaluation"``
+        param ("run_key"): the SDK argument that names the key (``"eval_key"``, ...)
+    """
+    validation.check_run_key(run_key, param)
     if run_key in samples._dataset.list_runs():
         info = samples._dataset.get_run_info(run_key)
         owner = getattr(info.config, "method", None) or "another tool"
         if not overwrite:
-            raise ValueError(
+            raise ParameterError(
                 f"Run key {run_key!r} is already used (by a {owner} run); pass "
-                f"overwrite=True to replace it, or choose another run key"
-            )
+                f"overwrite=True to replace it, or choose another run key", param)
         if owner != METHOD_PREFIX + kind:
-            raise ValueError(
+            raise ParameterError(
                 f"Run key {run_key!r} belongs to a {owner} run, not a {kind} run; "
-                f"overwrite only replaces runs of the same kind: choose another key"
-            )
+                f"overwrite only replaces runs of the same kind: choose another key", param)
 
 
 def owned_fields(samples, run_key: str) -> list[str]:
-    if run_key not in samples._dataset.list_runs():
+    """The sample fields run ``run_key`` created (by its run class); [] without it."""
+    if run_key not in list_runs(samples):
         return []
-    cfg = samples._dataset.get_run_info(run_key).config
-    return list(getattr(cfg, "fields", None) or [])
+    return run_for(samples._dataset.get_run_info(run_key).config).get_fields(samples, run_key)
 
 
-def register(samples, run_key: str, kind: str, params: dict, fields: list[str],
-             results: dict, overwrite: bool = False, state: str = COMPLETE) -> None:
-    """Registers the run under its lease (taken here unless the caller holds it), after
-    checking again, under the lease, that the key may be written: a writer that checked
-    before another one registered the same key then gets the clear error, not a silent
-    replacement."""
-    dataset = samples._dataset
+def register(samples, run_key: str, kind: str, params: dict, results: dict,
+             overwrite: bool = False, state: str = COMPLETE) -> None:
+    """Registers a run of ``kind`` on ``samples`` (the view it ran on) under its lease
+    (taken here unless the caller holds it). The run class checks again, under the
+    lease, that the key may be written: a writer that checked before another one
+    registered the same key then gets the clear error, not a silent replacement.
+
+    Args:
+        samples: the dataset or view the run ran on
+        run_key: the run key
+        kind: one of :data:`KINDS`
+        params: the config's parameters (see the config classes of
+            :mod:`~fiftyone_prune.sdk.run_configs`)
+        results: JSON-serialisable values stored as the run's results
+        overwrite (False): replace a run of the same kind under ``run_key`` (what it
+            created is not cleaned up: the caller has replaced it)
+        state ("complete"): the recorded state
+    """
     with leases.hold(samples, run_key) as lease:
-        check_key_free(samples, run_key, overwrite, kind)
         lease.check()
-        config = dataset.init_run(method=METHOD_PREFIX + kind, kind=kind, fields=list(fields),
-                                  versions=versions(), state=state, version=uuid.uuid4().hex,
-                                  **params)
-        dataset.register_run(run_key, config, overwrite=overwrite, cleanup=False)
-        run_results = dataset.init_run_results(run_key, **results)
-        dataset.save_run_results(run_key, run_results, overwrite=True)
+        config = CONFIGS[kind](state=state, version=uuid.uuid4().hex, versions=versions(),
+                               **params)
+        samples.register_run(run_key, config,
+                             results=fors.RunResults(samples, config, run_key, **results),
+                             overwrite=overwrite, cleanup=False)
 
 
 def set_state(samples, run_key: str, state: str, **updates) -> None:
@@ -105,15 +127,15 @@ def set_state(samples, run_key: str, state: str, **updates) -> None:
 
 
 def list_runs(samples, kind: str | None = None) -> list[str]:
-    """Run keys of this package's runs (optionally of one kind: ``"prototypes"``,
-    ``"selection"``, ``"evaluation"``)."""
+    """Run keys of this package's runs, optionally of one kind (``"embeddings"``,
+    ``"prototypes"``, ``"selection"``, ``"evaluation"``): FiftyOne's ``list_runs``
+    filtered by ``method``, which runs recorded by older versions share."""
     dataset = samples._dataset
-    keys = []
-    for key in dataset.list_runs():
-        method = getattr(dataset.get_run_info(key).config, "method", "") or ""
-        if method.startswith(METHOD_PREFIX) and (kind is None or method == METHOD_PREFIX + kind):
-            keys.append(key)
-    return keys
+    if kind is not None:
+        return dataset.list_runs(method=METHOD_PREFIX + kind)
+    return [key for key in dataset.list_runs()
+            if str(getattr(dataset.get_run_info(key).config, "method", "") or "")
+            .startswith(METHOD_PREFIX)]
 
 
 def get_run_info(samples, run_key: str):
@@ -132,33 +154,35 @@ def run_params(samples, run_key: str) -> dict:
 
 
 def delete_run(samples, run_key: str) -> list[str]:
-    """Deletes the run and exactly the sample fields it created; returns those fields.
-    Tags and saved views a selection run created are removed too. Refused while another
-    process writes the run (its lease)."""
+    """Deletes run ``run_key`` and exactly what it created; returns the deleted fields.
+
+    What the run created is its run class's (:mod:`~fiftyone_prune.sdk.run_configs`):
+    the fields of an embeddings or scoring run (and a killed overwrite's staging
+    fields), the tags and saved view of a selection, a sharded run's coordinating
+    record. FiftyOne's ``dataset.delete_run`` does the same; this one holds the run's
+    lease (refused while another process writes the run) and lets a failed clean-up
+    raise instead of only logging it.
+
+    Args:
+        samples: a dataset or view
+        run_key: a run of this package
+
+    Returns:
+        the names of the deleted sample fields
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        fop.delete_run(dataset, "prototypes")  # its _distance/_cluster fields too
+    """
     _check_ours(samples, run_key)
     dataset = samples._dataset
     with leases.hold(samples, run_key):
-        cfg = dataset.get_run_info(run_key).config
-        deleted = []
-        fields = list(getattr(cfg, "fields", None) or [])
-        if getattr(cfg, "kind", None) == "prototypes":  # and what a killed overwrite staged
-            from fiftyone_prune.sdk.scores import staging_fields
-
-            fields += staging_fields(dataset, run_key)
-        for field in fields:
-            if dataset.get_field(field) is not None:
-                dataset.delete_sample_field(field)
-                deleted.append(field)
-        for tag in (getattr(cfg, "tags", None) or []) + (getattr(cfg, "staging_tags", None)
-                                                         or []):
-            dataset.untag_samples(tag)
-        for view_name in getattr(cfg, "saved_views", None) or []:
-            if dataset.has_saved_view(view_name):
-                dataset.delete_saved_view(view_name)
-        dataset.delete_run(run_key)
-        from fiftyone_prune.sdk import shards, storage  # shards imports this module
-
-        storage.delete_shard_plan(shards.plan_id(dataset, run_key))
+        run = run_for(dataset.get_run_info(run_key).config)
+        deleted = run.created_fields(dataset, run_key)
+        run.cleanup(dataset, run_key)
+        fors.Run.delete_run(dataset, run_key, cleanup=False)  # done just above
     return deleted
 
 
@@ -187,8 +211,7 @@ def run_status(samples, run_key: str) -> str:
         return (f"stale: scoring run {source!r} was recomputed after this selection was "
                 f"made; select again to select from the current scores")
     counts = dataset.count_sample_tags()
-    expected = {tag: getattr(cfg, f"num_{tag.rsplit(':', 1)[1]}", None)
-                for tag in getattr(cfg, "tags", None) or []}
+    expected = recorded_tag_counts(cfg)
     wrong = {tag: (counts.get(tag, 0), n) for tag, n in expected.items()
              if n is not None and counts.get(tag, 0) != n}
     if wrong:
@@ -217,33 +240,48 @@ def check_selection_usable(samples, run_key: str, allow_stale: bool = False) -> 
 def _check_ours(samples, run_key):
     if run_key not in list_runs(samples):
         known = list_runs(samples)
-        raise ValueError(
+        raise ParameterError(
             f"No fiftyone-prune run with key {run_key!r} on dataset "
-            f"{samples._dataset.name!r}; existing runs: {known or 'none'}"
-        )
+            f"{samples._dataset.name!r}; existing runs: {known or 'none'}", "run_key")
 
 
 def run_summary(samples, run_key: str) -> dict:
-    """What a run is and what it created, for listing runs: its kind, status, when it
-    was registered, every parameter, and the fields, tags and saved views it owns (what
-    :func:`delete_run` removes), plus the runs made from it."""
+    """What a run is and what it created, for listing runs.
+
+    Args:
+        samples: a dataset or view
+        run_key: a run of this package
+
+    Returns:
+        a dict: ``run_key``, ``kind``, ``status`` (:func:`run_status`), ``timestamp``,
+        ``params`` (every parameter), the ``fields``, ``tags`` and ``saved_views`` it
+        owns (what :func:`delete_run` removes) and ``dependents`` (the runs made from
+        it)
+    """
     info = get_run_info(samples, run_key)
     cfg = info.config
     params = cfg.serialize()
-    created = {name: list(params.pop(name, None) or [])
-               for name in ("fields", "tags", "saved_views")}
-    for name in ("method", "cls", "type", "versions", "staging_tags"):
+    for name in ("method", "cls", "type", "versions", "fields", "tags",
+                 "staging_tags", "saved_views", "field"):
         params.pop(name, None)
     return {"run_key": run_key, "kind": getattr(cfg, "kind", None),
             "status": run_status(samples, run_key),
             "timestamp": info.timestamp.isoformat(sep=" ", timespec="seconds")
             if info.timestamp is not None else None,
-            "params": params, "dependents": dependent_runs(samples, run_key), **created}
+            "params": params, "dependents": dependent_runs(samples, run_key),
+            "fields": run_for(cfg).get_fields(samples, run_key),
+            "tags": list(getattr(cfg, "tags", None) or []),
+            "saved_views": list(getattr(cfg, "saved_views", None) or [])}
 
 
 def dependent_runs(samples, run_key: str) -> list[str]:
-    """The selection and evaluation runs made from scoring run ``run_key``."""
+    """The runs made from run ``run_key``: the selections and evaluations of a scoring
+    run, the scoring runs of an embeddings run's field."""
     dataset = samples._dataset
+    cfg = dataset.get_run_info(run_key).config
+    if getattr(cfg, "kind", None) == "embeddings":
+        return [key for key in list_runs(samples, "prototypes")
+                if dataset.get_run_info(key).config.embeddings_field == cfg.field]
     return [key for key in list_runs(samples)
             if key != run_key and getattr(dataset.get_run_info(key).config, "kind", None)
             in ("selection", "evaluation")
@@ -251,26 +289,33 @@ def dependent_runs(samples, run_key: str) -> list[str]:
 
 
 def rename_run(samples, run_key: str, new_run_key: str) -> None:
-    """Renames a scoring or evaluation run; the selections and evaluations made from a
-    scoring run follow it (their recorded scoring run is renamed too, so they do not turn
-    stale). Its fields keep their names (the run records them). A selection is named by
-    its tags and saved view: select again under the new name instead."""
+    """Renames a run that is not a selection; the selections and evaluations made from
+    a scoring run follow it (their recorded scoring run is renamed too, so they do not
+    turn stale). Its fields keep their names (the run records them). A selection is
+    named by its tags and saved view: select again under the new name instead.
+
+    Args:
+        samples: a dataset or view
+        run_key: a run of this package
+        new_run_key: a free run key
+    """
     _check_ours(samples, run_key)
     validation.check_run_key(new_run_key)
     dataset = samples._dataset
     kind = getattr(dataset.get_run_info(run_key).config, "kind", None)
     if kind == "selection":
-        raise ValueError(
+        raise ParameterError(
             f"Run {run_key!r} is a selection, named by its tags and saved view: select "
-            f"again under the new name (and delete this one) instead of renaming it")
+            f"again under the new name (and delete this one) instead of renaming it",
+            "run_key")
     if new_run_key in dataset.list_runs():
-        raise ValueError(f"Run key {new_run_key!r} is already used: choose another key")
+        raise ParameterError(f"Run key {new_run_key!r} is already used: choose another key",
+                             "new_run_key")
     with leases.hold(samples, run_key), leases.hold(samples, new_run_key):
         if new_run_key in dataset.list_runs():  # taken while we waited for the leases
-            raise ValueError(f"Run key {new_run_key!r} is already used: choose another key")
-        dependents = dependent_runs(samples, run_key)
+            raise ParameterError(f"Run key {new_run_key!r} is already used: choose another "
+                                 f"key", "new_run_key")
+        # explicitly, not only through FiftyOne's rename_run, which logs a failure of it
+        # and does not call it for a run recorded by an older version of this package
+        run_for(dataset.get_run_info(run_key).config).rename(dataset, run_key, new_run_key)
         dataset.rename_run(run_key, new_run_key)
-        for key in dependents:
-            cfg = dataset.get_run_info(key).config
-            cfg.run_key = new_run_key
-            dataset.update_run_config(key, cfg)

@@ -14,7 +14,7 @@ import fiftyone as fo
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core import prototypes as core
-from fiftyone_prune.sdk import leases, runs, storage, validation
+from fiftyone_prune.sdk import leases, run_configs, runs, storage, validation
 from fiftyone_prune.core.params import ParameterError, check_scalar, parse_num_clusters
 
 logger = logging.getLogger(__name__)
@@ -54,7 +54,8 @@ class ScoreResult:
 
 
 def score_fields(run_key: str) -> tuple[str, str]:
-    return f"{run_key}_distance", f"{run_key}_cluster"
+    """The fields a scoring run created under ``run_key`` writes (its config owns them)."""
+    return run_configs.score_field_names(run_key)
 
 
 def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method="kmeans",
@@ -348,14 +349,13 @@ def _compute(samples, embeddings_field, run_key, method, num_clusters, label_fie
             num_clusters=ks, label_field=label_field, seed=seed, niter=niter,
             max_points_per_centroid=max_points_per_centroid,
             score_type="cosine_distance" if len(ks) == 1 else "mean_normalized_rank",
-            distance_field=distance_field, cluster_field=cluster_field,
-            num_scored=len(ids), num_skipped=len(missing), num_zero_vectors=len(zero),
+            field_prefix=run_key, num_scored=len(ids), num_skipped=len(missing), num_zero_vectors=len(zero),
             view=view_json,
         )
         lease.check()
         # an overwrite registers the new run "in progress", then switches the new values
         # in: a kill in between leaves a run that readers refuse until a rerun
-        runs.register(samples, run_key, "prototypes", params, [distance_field, cluster_field],
+        runs.register(samples, run_key, "prototypes", params,
                       dict(skipped_ids=missing, timings=timings, **results_extra),
                       overwrite=overwrite,
                       state=runs.IN_PROGRESS if target.replaces_run else runs.COMPLETE)

@@ -19,7 +19,7 @@ from fiftyone_prune.core import selection as core
 from fiftyone_prune.core.advice import auto_without_evaluation
 from fiftyone_prune.core.params import (  # STRATEGIES, BALANCES are re-exported
     BALANCES, STRATEGIES, ParameterError, SelectionSpec, check_scalar)
-from fiftyone_prune.sdk import advice, leases, runs, scores, storage, validation
+from fiftyone_prune.sdk import advice, leases, run_configs, runs, scores, storage, validation
 
 
 @dataclass
@@ -48,9 +48,8 @@ class SelectionPlan:
 
 
 def selection_names(name: str) -> dict:
-    return {"kept_tag": f"{name}:kept", "pruned_tag": f"{name}:pruned",
-            "unscored_tag": f"{name}:unscored", "view": f"{name}-kept",
-            "run_key": f"{name}_selection"}
+    """The tags, saved view and run key a selection named ``name`` owns."""
+    return run_configs.selection_names(name)
 
 
 def check_scoring_run(samples, run_key: str):
@@ -223,7 +222,7 @@ def read_score_table(samples, cfg, balance, label_field) -> ScoreTable:
     dist = np.array([np.nan if v is None else v for v in values[1]], dtype=np.float64)
     scored = ~np.isnan(dist)
     if not scored.any():
-        raise ValueError(f"No sample of this view has a score in run {cfg.distance_field[:-9]!r}")
+        raise ValueError(f"No sample of this view has a score in {cfg.distance_field!r}")
     idx = np.flatnonzero(scored)
     clusters = [values[2][i] for i in idx]
     if balance == "class":
@@ -427,19 +426,18 @@ def apply_plan(samples, plan: SelectionPlan) -> None:
                 f"Scoring run {plan.run_key!r} was recomputed after this selection was "
                 f"planned; plan it again")
         t0 = time.perf_counter()
-        final = [names["kept_tag"], names["pruned_tag"], names["unscored_tag"]]
-        staging = [f"{tag}:staging" for tag in final]
+        owned = run_configs.SelectionConfig(name=plan.name)  # the names the run owns
+        final, staging = owned.tags, owned.staging_tags
         for tag in staging:  # what a killed earlier run left
             storage.remove_tag(dataset, tag)
         for tag, ids in zip(staging, (plan.kept_ids, plan.pruned_ids, plan.unscored_ids)):
             storage.add_tag(dataset, ids, tag)
-        params = dict(plan.params, name=plan.name, tags=final, staging_tags=staging,
-                      saved_views=[names["view"]], num_kept=len(plan.kept_ids),
+        params = dict(plan.params, name=plan.name, num_kept=len(plan.kept_ids),
                       num_pruned=len(plan.pruned_ids), num_unscored=len(plan.unscored_ids),
                       num_duplicates=len(plan.duplicate_ids),
                       strategy_reason=plan.strategy_reason)
         lease.check()
-        runs.register(samples, names["run_key"], "selection", params, [],
+        runs.register(samples, names["run_key"], "selection", params,
                       dict(groups=plan.groups, duplicate_ids=plan.duplicate_ids,
                            seconds=round(time.perf_counter() - t0, 3)),
                       overwrite=True, state=runs.IN_PROGRESS)

@@ -261,19 +261,17 @@ def _train_and_register(samples, plan, label_field):
     centroids = core.spherical_kmeans(x, ks[0], **kmeans)
     train_s = round(time.perf_counter() - t, 3)
     del x
-    distance_field, cluster_field = scores.score_fields(run_key)
     serialized = fou.serialize_numpy_array(centroids, ascii=True)
     model_info = (samples.get_field(embeddings_field).info or {}).get("fiftyone_prune")
     config = dict(embeddings_field=embeddings_field, embeddings_model=model_info,
                   method_name="kmeans", num_clusters=ks, label_field=label_field,
                   seed=p["seed"], niter=p["niter"],
                   max_points_per_centroid=p["max_points_per_centroid"],
-                  score_type="cosine_distance", distance_field=distance_field,
-                  cluster_field=cluster_field, view=plan["view"],
+                  score_type="cosine_distance", field_prefix=run_key, view=plan["view"],
                   num_shards=plan["num_shards"])
     storage.update_shard_plan(plan["_id"], {"centroids": serialized, "ks": ks,
                                             "train_s": train_s})
-    runs.register(samples, run_key, "prototypes", config, [distance_field, cluster_field],
+    runs.register(samples, run_key, "prototypes", config,
                   dict(centroids=serialized, timings={"train_s": train_s}), state=SHARDED)
 
 

@@ -208,9 +208,9 @@ def test_a_run_key_checked_free_then_taken_is_not_silently_replaced(vectors_data
     """Two evaluations (or any runs) on one new key: both checked the key before either
     registered; the second registration re-checks under the lease and fails clearly."""
     runs.check_key_free(vectors_dataset, "ev", False, "evaluation")  # both pass this
-    runs.register(vectors_dataset, "ev", "evaluation", dict(seed=1), [], {})
+    runs.register(vectors_dataset, "ev", "evaluation", dict(seed=1), {})
     with pytest.raises(ValueError, match="'ev' is already used .*overwrite=True"):
-        runs.register(vectors_dataset, "ev", "evaluation", dict(seed=2), [], {})
+        runs.register(vectors_dataset, "ev", "evaluation", dict(seed=2), {})
     assert fop.get_run_info(vectors_dataset, "ev").config.seed == 1
     fop.delete_run(vectors_dataset, "ev")
 
