@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import queue
-import threading
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
@@ -13,6 +11,7 @@ import numpy as np
 import fiftyone as fo
 import fiftyone.core.utils as fou
 
+from fiftyone_prune.core.concurrency import OrderedBatchWriter
 from fiftyone_prune.sdk import storage, validation
 
 logger = logging.getLogger(__name__)
@@ -113,42 +112,6 @@ def _collate(batch):
     tensors = torch.stack([b[1] for b in batch])
     errors = [b[2] for b in batch]
     return indices, tensors, errors
-
-
-class _Writer:
-    """Writes finished chunks in a background thread, in order, so database writes
-    overlap with the model instead of stalling it. At most two chunks wait in memory."""
-
-    def __init__(self, write):
-        self.write = write
-        self.queue: queue.Queue = queue.Queue(maxsize=2)
-        self.error: BaseException | None = None
-        self.thread = threading.Thread(target=self._run, daemon=True)
-        self.thread.start()
-
-    def _run(self):
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if self.error is not None:
-                continue
-            try:
-                ids, vectors = item
-                self.write(ids, vectors)
-            except BaseException as e:  # surfaced in put()/close()
-                self.error = e
-
-    def put(self, ids, vectors):
-        if self.error is not None:
-            raise self.error
-        self.queue.put((ids, vectors))
-
-    def close(self):
-        self.queue.put(None)
-        self.thread.join()
-        if self.error is not None:
-            raise self.error
 
 
 def _declare_vector_field(dataset, path, info):
@@ -434,38 +397,13 @@ def _compute_patches(samples, embedder, patches_field, list_path, field, path, s
     dataset = samples._dataset
     _run_torch_model(
         embedder, _ImageCrops(items, embedder.transform(), embedder.image_size), keys,
-        lambda k, v: _write_label_vectors(dataset, list_path, single, field, k, v),
+        lambda k, v: storage.write_label_vectors(dataset, list_path, single, field, k, v),
         batch_size, num_workers, device, chunk_size, progress, result,
     )
     result.failed_ids = [label_id for _, label_id in result.failed_ids]
     result.failures = {k[1]: v for k, v in result.failures.items()}
     _warn_failures(result)
     return result
-
-
-def _write_label_vectors(dataset, list_path, single, field, keys, vectors):
-    """Sets attribute ``field`` of each label ``(sample id, label id)`` in one bulk write."""
-    from datetime import datetime, timezone
-
-    from bson import Binary, ObjectId
-    from pymongo import UpdateOne
-
-    vectors = np.ascontiguousarray(vectors)
-    now = datetime.now(timezone.utc)
-    ops = []
-    for (sid, label_id), v in zip(keys, vectors):
-        value = Binary(storage.encode_vector(v))
-        if single:
-            ops.append(UpdateOne({"_id": ObjectId(sid), f"{list_path}._id": ObjectId(label_id)},
-                                 {"$set": {f"{list_path}.{field}": value,
-                                           "last_modified_at": now}}))
-        else:
-            ops.append(UpdateOne({"_id": ObjectId(sid)},
-                                 {"$set": {f"{list_path}.$[label].{field}": value,
-                                           "last_modified_at": now}},
-                                 array_filters=[{"label._id": ObjectId(label_id)}]))
-    if ops:
-        dataset._sample_collection.bulk_write(ops, ordered=False)
 
 
 def _resolve_model(model, checkpoint_path, image_size):
@@ -544,12 +482,14 @@ def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, devic
         prefetch_factor=4 if num_workers > 0 else None,
         persistent_workers=False,
     )
-    writer = _Writer(write)
+    # one thread keeps the chunks in order; three in flight = one being written and two
+    # waiting, so the model never stalls on a write and at most three chunks are held
+    writer = OrderedBatchWriter(write, num_threads=1, max_in_flight=3, name="embeddings-writer")
     chunk_ids, chunk_vecs = [], []
 
     def flush():
         if chunk_ids:
-            writer.put(list(chunk_ids), np.concatenate(chunk_vecs).astype(np.float32))
+            writer.submit(list(chunk_ids), np.concatenate(chunk_vecs).astype(np.float32))
             result.num_embedded += len(chunk_ids)
             chunk_ids.clear()
             chunk_vecs.clear()
@@ -580,7 +520,5 @@ def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, devic
             flush()
     finally:
         # whatever finished before an interruption is still written
-        try:
+        with writer:
             flush()
-        finally:
-            writer.close()

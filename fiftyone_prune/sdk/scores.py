@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
@@ -14,8 +13,9 @@ import fiftyone as fo
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core import prototypes as core
-from fiftyone_prune.sdk import leases, run_configs, runs, storage, validation
+from fiftyone_prune.core.concurrency import OrderedBatchWriter
 from fiftyone_prune.core.params import ParameterError, check_scalar, parse_num_clusters
+from fiftyone_prune.sdk import leases, run_configs, runs, storage, validation
 
 logger = logging.getLogger(__name__)
 
@@ -313,8 +313,8 @@ def _compute(samples, embeddings_field, run_key, method, num_clusters, label_fie
     # mongoengine tries to dereference when the run is reloaded, and ObjectIds in stages
     # need bson's encoder
     view_json = json_util.dumps(samples._serialize()) if hasattr(samples, "_serialize") else None
-    target = _Target(dataset, run_key, distance_field, cluster_field, cluster_type, overwrite,
-                     progress, lease)
+    target = _ScoreFieldsWriter(dataset, run_key, distance_field, cluster_field,
+                                cluster_type, overwrite, progress, lease)
     try:
         if method == "supervised":
             ids, missing, distance, cluster_values, ks, results_extra = _supervised(
@@ -534,9 +534,9 @@ def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, trainin
     return ids, missing, _kmeans_extra(centroids[0], cluster, ks[0])
 
 
-class _Target:
+class _ScoreFieldsWriter:
     """The two score fields of a run, written by ``_WRITE_THREADS`` concurrent bulk
-    writes.
+    writes (an :class:`~fiftyone_prune.core.concurrency.OrderedBatchWriter`).
 
     A new run writes its fields directly (created before the first write, removed again
     if the run fails part-way; a killed run leaves them without a run, which
@@ -554,8 +554,7 @@ class _Target:
         self.fields = (tuple(f"{f}_staging_{lease.token[:8]}" for f in self.final)
                        if self.replaces_run else self.final)
         self.progress = progress
-        self.pool = self.bar = None
-        self.pending = []
+        self.writer = self.bar = None
         self.started = False  # fields created: from here on a failure removes them
 
     def begin(self, total):
@@ -572,9 +571,11 @@ class _Target:
             if field != final:
                 description = _STAGING_DESCRIPTION.format(description)
             self.dataset.add_sample_field(field, ftype, description=description)
-        self.pool = ThreadPoolExecutor(_WRITE_THREADS)
         self.bar = fou.ProgressBar(total=total, progress=self.progress)
         self.bar.start()
+        # at most two batches per thread in flight: bounded memory, live progress
+        self.writer = OrderedBatchWriter(self._write, _WRITE_THREADS,
+                                         on_written=self.bar.update, name="score-writer")
         self.t = time.perf_counter()
 
     def submit(self, ids, distance, cluster):
@@ -583,23 +584,16 @@ class _Target:
         cluster = cluster.tolist() if isinstance(cluster, np.ndarray) else list(cluster)
         for s in range(0, len(ids), _WRITE_BATCH):
             e = min(s + _WRITE_BATCH, len(ids))
-            future = self.pool.submit(
-                storage.write_scalars, self.dataset,
-                {self.fields[0]: distance[s:e], self.fields[1]: cluster[s:e]}, ids[s:e])
-            self.pending.append((future, e - s))
-            while len(self.pending) > 2 * _WRITE_THREADS:  # bounded memory, live progress
-                self._collect_oldest()
+            self.writer.submit(ids[s:e], distance[s:e], cluster[s:e])
 
-    def _collect_oldest(self):
-        future, rows = self.pending.pop(0)
-        future.result()
-        self.bar.update(rows)
+    def _write(self, ids, distance, cluster):
+        storage.write_scalars(self.dataset, {self.fields[0]: distance,
+                                             self.fields[1]: cluster}, ids)
+        return len(ids)  # rows, for the progress bar
 
     def finish(self):
-        while self.pending:
-            self._collect_oldest()
-        self.pool.shutdown()
-        self.pool = None
+        self.writer.close()
+        self.writer = None
         self.bar.close()
         self.write_s = round(time.perf_counter() - self.t, 3)
 
@@ -636,9 +630,9 @@ class _Target:
         (the old run and its values were never touched)."""
         if not self.started:
             return
-        if self.pool is not None:
-            self.pool.shutdown(wait=True, cancel_futures=True)
-            self.pool = None
+        if self.writer is not None:
+            self.writer.cancel()
+            self.writer = None
             self.bar.close()
         existing = [f for f in self.fields if self.dataset.get_field(f) is not None]
         if existing:

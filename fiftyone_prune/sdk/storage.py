@@ -15,7 +15,7 @@ from __future__ import annotations
 import io
 import os
 import zlib
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import closing
 from datetime import datetime, timezone
 from typing import Iterator
 
@@ -24,6 +24,8 @@ from bson import Binary, ObjectId
 from pymongo import UpdateOne
 
 import fiftyone as fo
+
+from fiftyone_prune.core.concurrency import OrderedBatchWriter, Prefetcher
 
 try:  # ISA-L inflates the same zlib streams ~1.8x faster (level 6) to ~2x (level 0)
     from isal.isal_zlib import decompress as _inflate
@@ -34,6 +36,15 @@ except ImportError:  # pragma: no cover - isal is a dependency; keep working wit
 #: every later read ~6x faster to inflate (12.6 vs 72 us per 2048-d vector here) for 8 %
 #: more bytes: float32 embeddings barely compress (7,597 vs 8,203 bytes at level 1 vs 0).
 _ZLIB_LEVEL = 0
+
+#: documents per read batch of :func:`iter_vector_blocks` (2,048 x 8 KB = 16 MB a batch:
+#: large enough that per-batch costs vanish, small enough that a few batches in flight
+#: stay small next to the data). Tests lower it to get several batches from few samples.
+READ_BATCH_SIZE = 2048
+#: ids per ``update_many`` of :func:`add_tag`: a single ``$in``
+#: of a million ids would pass MongoDB's 16 MB command limit. Tests lower it to get many
+#: write steps at which a run can be interrupted.
+UPDATE_CHUNK_SIZE = 50000
 
 
 def _npy_header(dtype: np.dtype, shape: tuple) -> bytes:
@@ -91,49 +102,12 @@ def decode_value(value, decoder: _Decoder):
 
 def _iter_raw_batches(samples, field: str, batch_size: int) -> Iterator[tuple[list, list]]:
     """``(ids, stored values)`` per batch of documents, in view order. A thread drains the
-    MongoDB cursor into a 2-batch queue while the caller decodes, so the database read
-    and the decoding overlap; an error in the thread is re-raised here."""
-    import queue
-    import threading
-
+    MongoDB cursor two batches ahead while the caller decodes, so the database read and
+    the decoding overlap; the cursor is closed however the caller stops."""
     cursor = samples._aggregate(post_pipeline=[{"$project": {"_id": 1, field: 1}}])
-    batches: queue.Queue = queue.Queue(maxsize=2)
-    stop = threading.Event()
-
-    def produce():
-        try:
-            ids, raws = [], []
-            for doc in cursor:
-                if stop.is_set():
-                    return
-                ids.append(str(doc["_id"]))
-                raws.append(doc.get(field))
-                if len(ids) >= batch_size:
-                    batches.put((ids, raws))
-                    ids, raws = [], []
-            if ids:
-                batches.put((ids, raws))
-            batches.put(None)
-        except BaseException as e:  # re-raised in the consumer
-            batches.put(e)
-
-    producer = threading.Thread(target=produce, daemon=True)
-    producer.start()
-    try:
-        while True:
-            item = batches.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
-    finally:
-        stop.set()
-        while producer.is_alive():  # unblock a producer waiting on a full queue
-            try:
-                batches.get_nowait()
-            except queue.Empty:
-                producer.join(0.05)
+    with Prefetcher(cursor, depth=2, batch_size=batch_size, name="vector-reader") as docs:
+        for batch in docs:
+            yield [str(d["_id"]) for d in batch], [d.get(field) for d in batch]
 
 
 def _default_threads(num_threads):
@@ -154,7 +128,7 @@ class VectorDimensionError(ValueError):
 
 
 def iter_vector_blocks(
-    samples, field: str, destination=None, batch_size: int = 2048,
+    samples, field: str, destination=None, *, batch_size: int | None = None,
     num_threads: int | None = None,
 ) -> Iterator[tuple[list[str], np.ndarray, list[str], np.ndarray]]:
     """Yields ``(ids, block, missing, nonfinite)`` per batch of documents, in view order:
@@ -162,13 +136,21 @@ def iter_vector_blocks(
     without a value, ``nonfinite`` the rows of ``block`` holding NaN or inf. Raises
     :class:`VectorDimensionError` on a vector whose size differs from the first one.
 
-    ``destination(num_rows, dim)`` returns the array each batch is inflated into
-    (default: one buffer reused for every batch, so a consumer that keeps a block must
-    copy it). A thread pool inflates straight into it (no per-vector arrays) and checks
-    finiteness while the rows are in cache, while the next batch is read.
+    Args:
+        samples: a FiftyOne collection
+        field: the vector field to read
+        destination (None): ``destination(num_rows, dim)`` returns the array each batch
+            is inflated into; default: one buffer reused for every batch, so a consumer
+            that keeps a block must copy it
+        batch_size (None): documents per batch; ``None``: :data:`READ_BATCH_SIZE`
+        num_threads (None): inflating threads; ``None``: the CPU count, at most 8
+
+    Worker threads inflate straight into the block (no per-vector arrays) and check
+    finiteness while the rows are in cache, while the next batch is read. Stopping the
+    iteration early closes the cursor and ends every thread.
     """
+    batch_size = READ_BATCH_SIZE if batch_size is None else batch_size
     num_threads = _default_threads(num_threads)
-    pool = ThreadPoolExecutor(num_threads) if num_threads > 1 else None
     decoder = _Decoder()
     dim = None
     buffer = None
@@ -189,8 +171,11 @@ def iter_vector_blocks(
             block[j] = vector
         return None, np.flatnonzero(~np.isfinite(block).all(axis=1)) + first
 
-    try:
-        for batch_ids, raws in _iter_raw_batches(samples, field, batch_size):
+    results = []  # fill()'s returns for the current batch, in row order
+    with OrderedBatchWriter(fill, num_threads, max_in_flight=num_threads,
+                            on_written=results.append, name="vector-inflater") as inflater, \
+            closing(_iter_raw_batches(samples, field, batch_size)) as raw_batches:
+        for batch_ids, raws in raw_batches:
             present = [i for i, r in enumerate(raws) if decode_value_present(r)]
             missing = []
             if len(present) < len(raws):
@@ -205,9 +190,11 @@ def iter_vector_blocks(
                         f"Sample {batch_ids[0]} has an empty vector in {field!r}; recompute it"
                     )
             block = destination(len(raws), dim) if raws else np.empty((0, dim or 0), np.float32)
-            step = max(1, len(raws) if pool is None else -(-len(raws) // num_threads))
-            jobs = [(block[s : s + step], raws[s : s + step], s) for s in range(0, len(raws), step)]
-            results = pool.map(lambda a: fill(*a), jobs) if pool else [fill(*j) for j in jobs]
+            step = max(1, -(-len(raws) // num_threads))
+            results.clear()
+            for s in range(0, len(raws), step):
+                inflater.submit(block[s : s + step], raws[s : s + step], s)
+            inflater.flush()
             nonfinite = []
             for bad_row, info in results:
                 if bad_row is not None:
@@ -215,13 +202,10 @@ def iter_vector_blocks(
                 nonfinite.append(info)
             nonfinite = np.concatenate(nonfinite) if nonfinite else np.empty(0, np.int64)
             yield batch_ids, block, missing, nonfinite
-    finally:
-        if pool is not None:
-            pool.shutdown()
 
 
 def read_vector_matrix(
-    samples, field: str, batch_size: int = 2048, num_threads: int | None = None
+    samples, field: str, *, batch_size: int | None = None, num_threads: int | None = None
 ) -> tuple[list[str], np.ndarray | None, list[str], np.ndarray]:
     """Reads ``field`` of every sample of ``samples`` into one float32 matrix.
 
@@ -256,7 +240,7 @@ def read_vector_matrix(
     missing: list[str] = []
     nonfinite: list[np.ndarray] = []
     for batch_ids, _, batch_missing, batch_nonfinite in iter_vector_blocks(
-        samples, field, rows_of_matrix, batch_size, num_threads
+        samples, field, rows_of_matrix, batch_size=batch_size, num_threads=num_threads
     ):
         nonfinite.append(batch_nonfinite + len(ids))
         ids.extend(batch_ids)
@@ -292,6 +276,30 @@ def write_vectors(dataset: fo.Dataset, field: str, ids, vectors: np.ndarray) -> 
     dataset._sample_collection.bulk_write(ops, ordered=False)
 
 
+def write_label_vectors(dataset: fo.Dataset, list_path: str, single: bool, field: str,
+                        keys, vectors: np.ndarray) -> None:
+    """Sets attribute ``field`` of each label ``(sample id, label id)`` of ``keys`` to the
+    rows of ``vectors`` in one bulk write. ``list_path`` is the labels' path (e.g.
+    ``"ground_truth.detections"``); ``single`` says it holds one label per sample (e.g.
+    a ``Detection`` field) rather than a list."""
+    vectors = np.ascontiguousarray(vectors)
+    now = datetime.now(timezone.utc)
+    ops = []
+    for (sid, label_id), v in zip(keys, vectors):
+        value = Binary(encode_vector(v))
+        if single:
+            ops.append(UpdateOne({"_id": ObjectId(sid), f"{list_path}._id": ObjectId(label_id)},
+                                 {"$set": {f"{list_path}.{field}": value,
+                                           "last_modified_at": now}}))
+        else:
+            ops.append(UpdateOne({"_id": ObjectId(sid)},
+                                 {"$set": {f"{list_path}.$[label].{field}": value,
+                                           "last_modified_at": now}},
+                                 array_filters=[{"label._id": ObjectId(label_id)}]))
+    if ops:
+        dataset._sample_collection.bulk_write(ops, ordered=False)
+
+
 def write_scalars(dataset: fo.Dataset, updates: dict[str, list], ids) -> None:
     """Sets several scalar fields of the samples ``ids`` in one unordered bulk write:
     ``updates[field][i]`` is the value for ``ids[i]``. (Measured here on 50,000 samples:
@@ -308,27 +316,17 @@ def write_scalars(dataset: fo.Dataset, updates: dict[str, list], ids) -> None:
     dataset._sample_collection.bulk_write(ops, ordered=False)
 
 
-def add_tag(dataset: fo.Dataset, ids, tag: str, chunk_size: int = 50000) -> None:
-    """Adds ``tag`` to the samples ``ids`` in chunked bulk updates (a single ``$in`` of a
-    million ids would exceed MongoDB's 16 MB command limit)."""
+def add_tag(dataset: fo.Dataset, ids, tag: str) -> None:
+    """Adds ``tag`` to the samples ``ids`` in bulk updates of :data:`UPDATE_CHUNK_SIZE`
+    ids each."""
     ids = list(ids)
     now = datetime.now(timezone.utc)
+    chunk_size = UPDATE_CHUNK_SIZE
     for s in range(0, len(ids), chunk_size):
         chunk = [ObjectId(i) for i in ids[s : s + chunk_size]]
         dataset._sample_collection.update_many(
             {"_id": {"$in": chunk}},
             {"$addToSet": {"tags": tag}, "$set": {"last_modified_at": now}},
-        )
-
-
-def unset_fields(dataset: fo.Dataset, fields: list[str], object_ids: list,
-                 chunk_size: int = 50000) -> None:
-    """Removes ``fields`` from the samples ``object_ids`` (ObjectIds), in chunks."""
-    now = datetime.now(timezone.utc)
-    for s in range(0, len(object_ids), chunk_size):
-        dataset._sample_collection.update_many(
-            {"_id": {"$in": object_ids[s : s + chunk_size]}},
-            {"$unset": {f: "" for f in fields}, "$set": {"last_modified_at": now}},
         )
 
 

@@ -33,7 +33,7 @@ def main():
     for call, kwargs, batch, signal in args["tasks"]:
         scores._WRITE_BATCH = batch
         scores._WRITE_THREADS = 1
-        storage.add_tag.__defaults__ = (batch,)
+        storage.UPDATE_CHUNK_SIZE = batch
         deadline = time.time() + 900
         while not os.path.exists(os.path.join(folder, signal)):
             if time.time() > deadline:

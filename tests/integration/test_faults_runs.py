@@ -357,7 +357,7 @@ def test_delete_run_removes_what_a_killed_overwrite_staged(vectors_dataset):
     """Staging fields left by a killed overwrite (declared like the real writer declares
     them) go with the run."""
     fop.compute_prototype_scores(vectors_dataset, "emb", run_key="left", num_clusters=4)
-    target = scores._Target(vectors_dataset, "left", "left_distance", "left_cluster",
+    target = scores._ScoreFieldsWriter(vectors_dataset, "left", "left_distance", "left_cluster",
                             fo.IntField, True, False, leases.Lease(vectors_dataset, "left", 1))
     target.begin(0)
     target.finish()

@@ -205,9 +205,7 @@ def test_overwrite_in_place_leaves_no_stale_score(embedded):
 def _small_batches(monkeypatch, rows=16):
     """Several read batches on 120 samples, as on a large dataset (our own reader's
     batch size; FiftyOne and MongoDB are untouched)."""
-    defaults = list(storage.iter_vector_blocks.__defaults__)
-    defaults[1] = rows  # (destination, batch_size, num_threads)
-    monkeypatch.setattr(storage.iter_vector_blocks, "__defaults__", tuple(defaults))
+    monkeypatch.setattr(storage, "READ_BATCH_SIZE", rows)
 
 
 def test_streamed_kmeans_trains_on_a_seeded_subsample_and_assigns_every_sample(
