@@ -67,17 +67,53 @@ def test_selection_invariants(scored, keep, strategy, balance, ratio, seed):
     if groups is not None:
         ids = scored.values("id")
         labels, sizes = np.unique([str(g) for g in groups], return_counts=True)
-        floors = np.minimum(sizes, math.ceil(ratio * len(kept) / len(sizes) - 1e-9))
-        # when ceil pushes the floors past the budget, which group gives a unit back is
-        # strategy-specific (covered by the core unit tests); check the plain case here
-        if floors.sum() > len(kept):
-            floors = np.zeros_like(floors)
+        floors = guaranteed_floors(sizes, len(kept), ratio)
         for label, floor in zip(labels, floors):
             got = sum(1 for i, g in zip(ids, groups) if str(g) == label and i in kept)
             assert got >= floor, (label, got, floor)
     # deterministic for a seed
     again = fop.plan_selection(scored, **kwargs)
     assert set(again.kept_ids) == kept
+
+
+def guaranteed_floors(sizes, budget, ratio):
+    """What every group keeps at least, whatever the strategy breaks ties by.
+
+    The floor is ``min(size, ceil(ratio * budget / groups))``. When ceil pushes the
+    floors' sum past the budget, the largest are lowered one unit at a time; which group
+    gives a unit back differs by strategy, but all end at the level ``L`` or ``L + 1``
+    (``L`` the largest level whose floors fit the budget), so each keeps at least
+    ``min(size, L)``."""
+    sizes = np.asarray(sizes)
+    share = math.ceil(ratio * budget / len(sizes) - 1e-9)
+    floors = np.minimum(sizes, share)
+    if floors.sum() <= budget:
+        return floors
+    level = max(v for v in range(share) if np.minimum(sizes, v).sum() <= budget)
+    return np.minimum(sizes, level)
+
+
+@pytest.mark.parametrize("strategy", ["hard", "easy", "ccs"])
+@pytest.mark.parametrize("keep, over_budget, floor", [
+    (30, False, 3),  # ceil(30 / 10) = 3 per class, 30 in all: the floors fit exactly
+    (15, True, 1),   # ceil(15 / 10) = 2 per class is 20 > 15: lowered to 1 or 2 each
+])
+def test_class_floors_hold_in_both_regimes(scored, strategy, keep, over_budget, floor):
+    """12 images per digit class, ratio 1 (an even split): every class keeps its floor,
+    both where the floors fit the budget and where ceil pushes them past it."""
+    labels, sizes = np.unique(scored.values("ground_truth.label"), return_counts=True)
+    assert len(labels) == 10 and sizes.min() >= 3
+    assert (np.minimum(sizes, math.ceil(keep / 10)).sum() > keep) == over_budget
+    assert guaranteed_floors(sizes, keep, 1.0).min() == floor
+    plan = fop.plan_selection(scored, "proto", keep=keep, strategy=strategy,
+                              balance="class", balance_ratio=1.0)
+    per_class = {g: c["kept"] for g, c in plan.groups.items()}
+    assert len(plan.kept_ids) == keep and set(per_class) == set(labels)
+    assert min(per_class.values()) >= floor, per_class
+    if over_budget:  # lowered floors stay as even as possible: 1 or 2 each
+        assert max(per_class.values()) == 2 and sum(per_class.values()) == keep
+    else:
+        assert set(per_class.values()) == {3}
 
 
 def test_hard_unbalanced_keeps_exactly_the_top_scores(scored):
