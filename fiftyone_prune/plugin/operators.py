@@ -67,7 +67,8 @@ def _add_num_shards(ctx, inputs):
         description="1: one run. M > 1: queue M tasks over disjoint slices of these "
                     "samples for `fiftyone delegated launch` workers (any number, on any "
                     "machine sharing this database); the run is usable once all are done")
-    num_shards = _whole_number(ctx.params.get("num_shards") or 1)
+    num_shards = ctx.params.get("num_shards")
+    num_shards = 1 if num_shards is None else _whole_number(num_shards)
     try:
         check_scalar(num_shards, "num_shards", int, min_val=1)
     except ParameterError as e:

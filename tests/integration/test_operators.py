@@ -395,3 +395,127 @@ def test_long_forms_say_to_schedule_large_views(digits_dataset):
     _scored(digits_dataset)
     assert "choose 'Schedule'" in hint("evaluate_pruning", digits_dataset.view())
     assert hint("compute_embeddings", digits_dataset.limit(5)) is None
+
+
+# ------------------------------------------------------------- one input marked per error
+
+def _form(dataset, name, params, view=None):
+    """The form the App shows for ``params``: {input: error message} of the invalid
+    inputs, and the form-level notice (or None)."""
+    ctx = foo.ExecutionContext(request_params={
+        "dataset_name": dataset.name, "view": (view or dataset.view())._serialize(),
+        "params": params})
+    props = foo.get_operator(URI + name).resolve_input(ctx).type.properties
+    invalid = {k: p.error_message for k, p in props.items()
+               if getattr(p, "invalid", False) and k != "input_error"}
+    notice = props.get("input_error")
+    return invalid, notice and notice.error_message
+
+
+@pytest.mark.parametrize("name, params, marked, words", [
+    ("select_samples", {"run_key": "proto", "keep": "most"}, "keep", "integer count"),
+    ("select_samples", {"run_key": "proto", "keep": 1.5}, "keep", "outside (0, 1]"),
+    ("select_samples", {"run_key": "proto", "balance_ratio": 2.0}, "balance_ratio",
+     "outside [0, 1]"),
+    ("select_samples", {"run_key": "proto", "name": "1bad"}, "name", "Invalid"),
+    ("compute_prototype_scores", {"embeddings_field": "emb", "num_clusters": "ten"},
+     "num_clusters", "comma-separated integers"),
+    ("compute_prototype_scores", {"embeddings_field": "emb", "run_key": "proto"}, "run_key",
+     "tick 'Replace an existing run'"),
+    ("evaluate_pruning", {"run_key": "proto", "label_field": "ground_truth",
+                          "fractions": "0.5,2"}, "fractions", "outside (0, 1]"),
+    ("evaluate_pruning", {"run_key": "proto", "label_field": "ground_truth",
+                          "seeds": 0}, "seeds", "seeds"),
+    ("compute_embeddings", {"model": "efficientnet_lite0", "embeddings_field": "x",
+                            "batch_size": 0}, "batch_size", "batch_size"),
+    ("compute_embeddings", {"model": "efficientnet_lite0", "embeddings_field": "x",
+                            "num_shards": 0}, "num_shards", "num_shards"),
+])
+def test_a_bad_input_marks_exactly_that_input(digits_dataset, name, params, marked, words):
+    """A ParameterError from the SDK's checks (or the shared parsers) is shown under the
+    input it names, in the App's words, and under no other; Execute stays disabled."""
+    _scored(digits_dataset)
+    invalid, notice = _form(digits_dataset, name, params)
+    assert list(invalid) == [marked] and notice is None, (invalid, notice)
+    assert words in invalid[marked]
+    assert "overwrite=True" not in invalid[marked]  # Python's words stay in Python
+    good = {k: v for k, v in params.items() if k != marked}
+    if marked == "run_key":
+        good["run_key"] = "fresh"
+    assert _form(digits_dataset, name, good) == ({}, None)
+
+
+# ------------------------------------------------------------- #14: split into M tasks
+
+def _shard_ops(dataset, key=None):
+    """The queued run_shard operations of ``dataset`` (of run ``key``), by shard index."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    from fiftyone_prune.sdk.shards import SHARD_OPERATOR
+
+    docs = DelegatedOperationService().list_operations(operator=SHARD_OPERATOR,
+                                                       dataset_name=dataset.name)
+    return {d.context.request_params["params"]["shard"]: d for d in docs
+            if key is None or d.context.request_params["params"]["key"] == key}
+
+
+def _execute_all(docs):
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    service = DelegatedOperationService()
+    for doc in docs:
+        service.execute_operation(doc)
+        assert service.get(doc.id).run_state == "completed", service.get(doc.id).result
+
+
+def test_scores_split_into_tasks_queue_run_shard_operations(digits_dataset):
+    """Split into M tasks: the operator trains k-means and queues M delegated run_shard
+    operations (nothing scored yet); run by a worker, they give the single-process
+    scores."""
+    import numpy as np
+
+    from fiftyone_prune.sdk import runs
+
+    _with_random_embeddings(digits_dataset)
+    op = foo.get_operator(URI + "compute_prototype_scores")
+    op(digits_dataset, embeddings_field="emb", run_key="whole", num_clusters=4)
+    invalid, _ = _form(digits_dataset, "compute_prototype_scores",
+                       {"embeddings_field": "emb", "run_key": "split", "num_shards": 3})
+    assert not invalid
+    result = op(digits_dataset, embeddings_field="emb", run_key="split", num_clusters=4,
+                num_shards=3)
+    assert result["num_queued"] == 3 and "fiftyone delegated launch" in result["message"]
+    queued = _shard_ops(digits_dataset, "split")
+    assert sorted(queued) == [0, 1, 2]
+    assert sorted(result["queued_operations"]) == sorted(str(d.id) for d in queued.values())
+    assert all(d.run_state == "queued" for d in queued.values())
+    assert digits_dataset.count("split_distance") == 0
+    assert runs.run_status(digits_dataset, "split") != "complete"
+    _execute_all(queued.values())
+    digits_dataset.reload()
+    assert runs.run_status(digits_dataset, "split") == "complete"
+    np.testing.assert_allclose(digits_dataset.values("split_distance"),
+                               digits_dataset.values("whole_distance"), rtol=1e-5)
+    assert digits_dataset.values("split_cluster") == digits_dataset.values("whole_cluster")
+
+
+def test_a_scheduled_embedding_split_into_tasks_queues_them_when_it_runs(digits_dataset):
+    """Scheduled from the App with M tasks: the scheduled operation, once a worker runs
+    it, queues the M shard operations and says so in its stored result."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    view = digits_dataset.limit(6)
+    scheduled = foo.get_operator(URI + "compute_embeddings")(
+        view, model="efficientnet_lite0", embeddings_field="emb", num_shards=2,
+        delegate=True)
+    assert _shard_ops(digits_dataset) == {}  # nothing queued until it runs
+    service = DelegatedOperationService()
+    service.execute_operation(service.get(scheduled["id"]))
+    doc = service.get(scheduled["id"])
+    assert doc.run_state == "completed", doc.result
+    assert doc.result.result["num_queued"] == 2
+    queued = _shard_ops(digits_dataset, "emb")
+    assert sorted(queued) == [0, 1]
+    assert sorted(doc.result.result["queued_operations"]) == sorted(
+        str(d.id) for d in queued.values())
+    assert digits_dataset.count("emb") == 0
