@@ -12,7 +12,7 @@ import fiftyone as fo
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core.concurrency import OrderedBatchWriter
-from fiftyone_prune.sdk import storage, validation
+from fiftyone_prune.sdk import run_configs, runs, storage, validation
 
 logger = logging.getLogger(__name__)
 
@@ -307,6 +307,8 @@ def compute_embeddings(
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
         raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     torch_device = _check_device(device)
+    run_key = run_configs.embeddings_run_key(embeddings_field, patches_field)
+    runs.check_key_free(samples, run_key, True, "embeddings", "embeddings_field")
 
     embedder = _resolve_model(model, checkpoint_path, image_size)
     settings = _settings(model, embedder)
@@ -316,9 +318,10 @@ def compute_embeddings(
     from fiftyone_prune.core.models import EmbeddingModel
 
     if patches_field is not None:
-        return _compute_patches(samples, embedder, patches_field, list_path, embeddings_field,
-                                path, settings, batch_size, num_workers, torch_device,
-                                skip_existing, chunk_size, progress, result)
+        result = _compute_patches(samples, embedder, patches_field, list_path,
+                                  embeddings_field, path, settings, batch_size, num_workers,
+                                  torch_device, skip_existing, chunk_size, progress, result)
+        return _registered(samples, run_key, embeddings_field, list_path, settings, result)
 
     todo = samples
     if skip_existing and samples.get_field(embeddings_field) is not None:
@@ -327,14 +330,14 @@ def compute_embeddings(
     num_todo = len(todo)
     result.num_skipped_existing = num_total - num_todo
     if num_todo == 0:
-        return result
+        return _registered(samples, run_key, embeddings_field, None, settings, result)
 
     if not isinstance(embedder, EmbeddingModel):
         result = _compute_with_fiftyone_model(
             todo, embedder, embeddings_field, batch_size, num_workers, progress, result
         )
         _declare_vector_field(samples._dataset, embeddings_field, {"fiftyone_prune": settings})
-        return result
+        return _registered(samples, run_key, embeddings_field, None, settings, result)
 
     _declare_vector_field(samples._dataset, embeddings_field, {"fiftyone_prune": settings})
     ids, filepaths = todo.values(["id", "filepath"])
@@ -345,6 +348,15 @@ def compute_embeddings(
         batch_size, num_workers, torch_device, chunk_size, progress, result,
     )
     _warn_failures(result)
+    return _registered(samples, run_key, embeddings_field, None, settings, result)
+
+
+def _registered(samples, run_key, embeddings_field, patches_path, settings, result):
+    """Registers the embeddings run on ``samples`` (again after a resume, with this
+    call's counts), so that ``fop.delete_run(dataset, run_key)`` removes the field."""
+    runs.register(samples, run_key, "embeddings",
+                  dict(embeddings_field=embeddings_field, patches_path=patches_path,
+                       settings=settings), result.to_dict(), overwrite=True)
     return result
 
 

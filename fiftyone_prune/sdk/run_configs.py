@@ -117,6 +117,13 @@ class PruneRun(fors.Run):
         pass
 
 
+def embeddings_run_key(embeddings_field: str, patches_field: str | None = None) -> str:
+    """The key of the embeddings run that wrote ``embeddings_field``: the field's own
+    name (what users already call it), ``<patches_field>_<embeddings_field>`` for the
+    vectors of the objects of ``patches_field``."""
+    return embeddings_field if patches_field is None else f"{patches_field}_{embeddings_field}"
+
+
 class EmbeddingsConfig(PruneRunConfig):
     """An embeddings run (:func:`fiftyone_prune.compute_embeddings`); its key is the
     embeddings field's name (the name users already know it by).
@@ -269,4 +276,6 @@ def run_for(config) -> PruneRun:
     ``distance_field``, ``tags``, ...: the run classes read the same names from it)."""
     if isinstance(config, PruneRunConfig):
         return config.build()
-    return _RUNS[config.kind](config)
+    run = object.__new__(_RUNS[config.kind])  # its constructor insists on its own config class
+    run.config = config
+    return run
