@@ -100,7 +100,11 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
     validation.check_classification_field(samples, label_field,
                                           required_by="evaluate_pruning")
     cfg = check_scoring_run(samples, run_key)
-    parse_fractions(fractions)
+    try:
+        parse_fractions(fractions)
+    except ParameterError as e:  # the message names the whole list, not one entry
+        raise ParameterError(f"fractions must be kept fractions in (0, 1], got "
+                             f"{fractions!r} ({e})", "fractions") from None
     if isinstance(strategies, str) or not strategies:
         raise ParameterError(f"strategies must be a non-empty list such as "
                              f"['random', 'hard'], got {strategies!r}", "strategies")

@@ -27,6 +27,7 @@ import time
 import fiftyone as fo
 from fiftyone import ViewField as F
 
+from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import runs, validation
 from fiftyone_prune.sdk.selection import selection_names
 
@@ -66,10 +67,9 @@ def resolve_dataset_type(dataset_type):
         cls = getattr(fot, name, None)
         if isinstance(cls, type) and issubclass(cls, fot.Dataset):
             return cls
-    raise ValueError(
+    raise ParameterError(
         f"Unknown dataset_type {dataset_type!r}; use one of {sorted(DATASET_TYPES)} or a "
-        f"fiftyone.types class name (e.g. 'ImageClassificationDirectoryTree')"
-    )
+        f"fiftyone.types class name (e.g. 'ImageClassificationDirectoryTree')", "dataset_type")
 
 
 def _find_selection(view):
@@ -163,35 +163,47 @@ def _nearest_existing(path: str) -> str:
 
 def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
     """Checks that ``export_dir`` can receive an export of ``samples`` without losing
-    anything, and returns it as an absolute path. Raises ``ValueError`` naming the
-    problem and the fix; writes nothing. ``samples=None`` skips the media-folder check
-    (for front ends that check the folder before the dataset exists)."""
+    anything; writes nothing.
+
+    Args:
+        samples: the view to export, or None to skip the media-folder check (for front
+            ends that check the folder before the dataset exists)
+        export_dir: the folder to export to
+        overwrite (False): whether a previous fiftyone-prune export there may be replaced
+
+    Returns:
+        ``export_dir`` as an absolute path
+
+    Raises:
+        ParameterError: (``param="export_dir"``) naming the problem and the fix
+    """
     if not isinstance(export_dir, str) or not export_dir:
-        raise ValueError("export_dir must be a directory path")
+        raise ParameterError("export_dir must be a directory path", "export_dir")
     target = os.path.abspath(os.path.expanduser(export_dir))
     if os.path.islink(target):  # the folder it points to is the export target
         target = os.path.realpath(target)
     existing = _nearest_existing(target)
     if existing == target and not os.path.isdir(target):
-        raise ValueError(f"export_dir {target!r} is a file; choose a directory")
+        raise ParameterError(f"export_dir {target!r} is a file; choose a directory",
+                             "export_dir")
     if not os.path.isdir(existing):
-        raise ValueError(
+        raise ParameterError(
             f"export_dir {target!r} is under {existing!r}, which is a file, not a folder; "
-            f"choose a directory path"
-        )
+            f"choose a directory path", "export_dir")
     if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"export_dir {target!r} can't be written: {existing!r} is read-only "
-                         f"for this user; choose a writable folder")
+        raise ParameterError(f"export_dir {target!r} can't be written: {existing!r} is "
+                             f"read-only for this user; choose a writable folder",
+                             "export_dir")
     real = os.path.realpath(target)
     clash = None if samples is None else _media_overlap(real, _media_folders(samples))
     if clash is not None:
         relation = ("is" if clash == real else
                     "contains" if clash.startswith(real.rstrip(os.sep) + os.sep) else "is inside")
-        raise ValueError(
+        raise ParameterError(
             f"export_dir {target!r} {relation} the media folder {clash!r} of dataset "
             f"{samples._dataset.name!r}: an export there could overwrite or delete the "
-            f"dataset's own images. Choose a folder outside the dataset's media folders"
-        )
+            f"dataset's own images. Choose a folder outside the dataset's media folders",
+            "export_dir")
     _check_replaceable(target, overwrite)
     return target
 
@@ -199,18 +211,16 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
 def _check_replaceable(target, overwrite):
     if os.path.isdir(target) and os.listdir(target):
         if not overwrite:
-            raise ValueError(
+            raise ParameterError(
                 f"Export directory {target!r} is not empty; choose an empty or new "
                 f"directory, or pass overwrite=True to replace a previous fiftyone-prune "
-                f"export there"
-            )
+                f"export there", "export_dir")
         problem = previous_export_problem(target)
         if problem is not None:
-            raise ValueError(
+            raise ParameterError(
                 f"overwrite=True replaces only a previous fiftyone-prune export, and "
                 f"{target!r} is not one: {problem}. Nothing was deleted; choose another "
-                f"folder or empty this one yourself"
-            )
+                f"folder or empty this one yourself", "export_dir")
 
 
 # --- what is exported ----------------------------------------------------------------
@@ -228,22 +238,20 @@ def _is(cls, names):
 def _check_format(view, cls):
     media = view.media_type
     if media == "image" and _is(cls, _VIDEO_TYPES):
-        raise ValueError(
+        raise ParameterError(
             f"dataset_type {cls.__name__} is a video format and this collection holds "
             f"images; choose an image format, e.g. 'media', 'fiftyone', "
-            f"'image_classification_tree' or 'coco'"
-        )
+            f"'image_classification_tree' or 'coco'", "dataset_type")
     if media == "video" and _is(cls, _IMAGE_TYPES) and not _is(cls, ("VideoDirectory",)):
-        raise ValueError(
+        raise ParameterError(
             f"dataset_type {cls.__name__} is an image format and this collection holds "
-            f"videos; choose a video format, e.g. 'fiftyone' or 'VideoDirectory'"
-        )
+            f"videos; choose a video format, e.g. 'fiftyone' or 'VideoDirectory'",
+            "dataset_type")
     if _is(cls, ("GeoJSONDataset",)) and not view.get_field_schema(
             embedded_doc_type=fo.GeoLocation):
-        raise ValueError(
+        raise ParameterError(
             "dataset_type GeoJSONDataset needs a GeoLocation field and this collection has "
-            "none; add locations (fo.GeoLocation) or choose another format"
-        )
+            "none; add locations (fo.GeoLocation) or choose another format", "dataset_type")
 
 
 def _copies_media(cls, export_media) -> bool:
@@ -408,18 +416,19 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     validation.check_not_empty(view)
     cls = resolve_dataset_type(dataset_type)
     if export_media == "move":
-        raise ValueError("export_media='move' would take the images away from the dataset "
-                         "(its filepaths would point nowhere); use True (copy) or 'symlink'")
+        raise ParameterError("export_media='move' would take the images away from the "
+                             "dataset (its filepaths would point nowhere); use True (copy) "
+                             "or 'symlink'", "export_media")
     if label_field is not None and view.get_field(label_field) is None:
-        raise ValueError(f"Label field {label_field!r} does not exist in the view")
+        raise ParameterError(f"Label field {label_field!r} does not exist in the view",
+                             "label_field")
     needs = _NEEDS_LABELS.get(cls.__name__, False)
     if needs is not False and label_field is None:
-        raise ValueError(f"dataset_type {cls.__name__} needs label_field=")
+        raise ParameterError(f"dataset_type {cls.__name__} needs label_field=",
+                             "label_field")
     if needs is fo.Classification:
-        f = view.get_field(label_field)
-        if not (isinstance(f, fo.EmbeddedDocumentField) and f.document_type is fo.Classification):
-            raise ValueError(f"{cls.__name__} needs a Classification label field; "
-                             f"{label_field!r} is not one")
+        validation.check_classification_field(view, label_field,
+                                              required_by=f"dataset_type {cls.__name__}")
     _check_format(view, cls)
     sel_key, sel_cfg = (None, None)
     if selection is not None:
