@@ -10,6 +10,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
+from fiftyone_prune.core.params import ParameterError, parse_keep
 from fiftyone_prune.plugin import common
 from fiftyone_prune.plugin.common import PLUGIN
 
@@ -37,8 +38,11 @@ PLOT_HEIGHT = 270
 def _layout(title, xtitle, ytitle, **extra):
     layout = {
         "height": PLOT_HEIGHT, "showlegend": True,
-        "margin": {"t": 56, "b": 48, "l": 56, "r": 16},
-        "title": {"text": title, "font": {"size": 13}},
+        # the title at the very top and room under it for a legend of two lines: in
+        # a narrow panel the curve's four entries wrap, and must not cover the title
+        "margin": {"t": 76, "b": 48, "l": 56, "r": 16},
+        "title": {"text": title, "font": {"size": 13}, "y": 1, "yref": "container",
+                  "yanchor": "top", "pad": {"t": 6}},
         # stacked bars list their legend reversed by default: kept first, as drawn
         "legend": {"orientation": "h", "x": 0, "y": 1.0, "yanchor": "bottom",
                    "traceorder": "normal"},
@@ -105,9 +109,9 @@ class PruningPanel(foo.Panel):
     def apply_selection(self, ctx):
         s = ctx.panel.state
         try:
-            keep = _parse_keep(s.keep or 0.8)
-        except ValueError as e:
-            ctx.ops.notify(str(e), variant="error")
+            keep = parse_keep(s.keep or 0.8)
+        except ParameterError as e:
+            _show_error(ctx, e)
             return
         # the form's samples are the panel's: the current view
         ctx.prompt(f"{PLUGIN}/select_samples", params={
@@ -147,18 +151,22 @@ class PruningPanel(foo.Panel):
         group = s.group if s.group not in (None, "", "all") else None
         try:
             hist = selection_histogram(ctx.view, ctx.panel.state.run_key,
-                                       keep=_parse_keep(keep), strategy=strategy,
+                                       keep=parse_keep(keep), strategy=strategy,
                                        balance=None if balance == "none" else balance,
                                        group=group)
             ctx.panel.state.error = None
+            ctx.panel.state.error_param = None
         except ValueError as e:
-            ctx.panel.state.error = str(e)
+            _show_error(ctx, e)
             return
         plan = hist["plan"]
+        # one short line above the plots; the (long) reason goes below them, so that
+        # the plots, the pruning curve first, are on screen without scrolling
         ctx.panel.state.summary = (
-            f"**{plan['strategy']}** ({plan['strategy_reason']}): keeps **{plan['num_kept']}**, "
+            f"**{plan['strategy']}** keeps **{plan['num_kept']}**, "
             f"prunes {plan['num_pruned']}"
             + (f", {plan['num_unscored']} unscored" if plan["num_unscored"] else ""))
+        ctx.panel.state.reason = f"Why **{plan['strategy']}**: {plan['strategy_reason']}"
         ctx.panel.state.groups = list(plan["groups"])
         histogram = [
             {"type": "bar", "x": hist["centers"], "y": hist["kept"], "name": "kept",
@@ -254,70 +262,95 @@ class PruningPanel(foo.Panel):
             panel.btn("score", label="Compute prototype scores", on_click=self.open_scores)
             return types.Property(panel, view=types.GridView(orientation="vertical", gap=2,
                                                               padding=2))
-        # two short rows: they fit a panel beside the grid in a 1000 px window
+        # two short rows of controls, each as wide as its content: they fit the panel
+        # beside the grid at 1000 px (~350 px) and at 1400 px (~540 px)
         controls = panel.v_stack("controls", gap=1)
-        row = controls.h_stack("run", align_x="left", gap=2)
-        run_choices = types.DropdownView()
-        for k in keys:
-            run_choices.add_choice(k, label=k)
-        row.enum("run_key", run_choices.values(), default=s.run_key or keys[0],
-                 label="Scoring run", view=run_choices, on_change=self.on_change_run)
-        # short labels: five controls on one line in a panel beside the grid
-        row.str("keep", default=str(s.keep or 0.8), label="Keep",
-                on_change=self.on_change_keep)
-        strat = types.DropdownView()
-        for name in STRATEGIES:
-            strat.add_choice(name, label=name)
-        row.enum("strategy", strat.values(), default=s.strategy or "auto", label="Strategy",
-                 view=strat, on_change=self.on_change_strategy)
-        row = controls.h_stack("groups", align_x="left", gap=2)
-        bal = types.DropdownView()
-        for name in ("cluster", "class", "none"):
-            bal.add_choice(name, label=name)
-        row.enum("balance", bal.values(), default=s.balance or "cluster", label="Balance",
-                 view=bal, on_change=self.on_change_balance)
-        grp = types.DropdownView()
-        grp.add_choice("all", label="all groups")
-        for g in s.groups or []:
-            grp.add_choice(str(g), label=str(g))
-        row.enum("group", grp.values(), default=s.group or "all", label="Group",
-                 view=grp, on_change=self.on_change_group)
-        # the actions sit right under the controls: the plots (the pruning curve too)
-        # follow without scrolling past them
-        buttons = panel.h_stack("buttons", align_x="left", gap=2)
-        buttons.btn("easiest", label="Show easiest", on_click=self.show_easiest)
-        buttons.btn("hardest", label="Show hardest", on_click=self.show_hardest)
-        # bad input (e.g. Keep "abc") is explained above and can't be applied
+        rows = {"run": controls.h_stack("run", align_x="left", gap=2)}
+        bad = s.error_param
+
+        def control(row, name, choices, label, default, on_change):
+            dropdown = types.DropdownView(componentsProps=_FIT)
+            for value, text in choices:
+                dropdown.add_choice(value, label=text)
+            prop = row.enum(name, dropdown.values(), default=default, label=label,
+                            view=dropdown, on_change=on_change)
+            if bad == name:
+                common.mark_invalid(prop, s.error)
+
+        control(rows["run"], "run_key", [(k, k) for k in keys], "Scoring run",
+                s.run_key or keys[0], self.on_change_run)
+        keep = rows["run"].str("keep", default=str(s.keep or 0.8), label="Keep",
+                               on_change=self.on_change_keep,
+                               view=types.TextFieldView(componentsProps={
+                                   "item": {"sx": {"width": "88px", "flex": "0 0 auto"}}}))
+        if bad == "keep":
+            common.mark_invalid(keep, s.error)
+        control(rows["run"], "strategy", [(n, n) for n in STRATEGIES], "Strategy",
+                s.strategy or "auto", self.on_change_strategy)
+        if bad in ("run_key", "keep", "strategy"):
+            controls.view("run_error", types.Error(label=s.error))
+        rows["groups"] = controls.h_stack("groups", align_x="left", gap=2)
+        control(rows["groups"], "balance", [(n, n) for n in ("cluster", "class", "none")],
+                "Balance", s.balance or "cluster", self.on_change_balance)
+        control(rows["groups"], "group",
+                [("all", "all groups")] + [(str(g), str(g)) for g in s.groups or []],
+                "Group", s.group or "all", self.on_change_group)
+        if bad in ("balance", "group"):
+            controls.view("groups_error", types.Error(label=s.error))
+        # the actions sit right under the controls, on one line where the panel is wide
+        # enough and on two (whole buttons, never a broken label) where it is not
+        buttons = panel.grid("buttons", gap=2)
+        buttons.btn("easiest", label="Show easiest", on_click=self.show_easiest,
+                    componentsProps=_NOWRAP_BUTTON)
+        buttons.btn("hardest", label="Show hardest", on_click=self.show_hardest,
+                    componentsProps=_NOWRAP_BUTTON)
+        # bad input (e.g. Keep "abc") is explained under its control and can't be applied
         buttons.btn("apply", label="Apply selection", on_click=self.apply_selection,
-                    variant="contained", disabled=bool(s.error))
-        buttons.btn("export", label="Export kept", on_click=self.open_export)
+                    variant="contained", disabled=bool(s.error),
+                    componentsProps=_NOWRAP_BUTTON)
+        buttons.btn("export", label="Export kept", on_click=self.open_export,
+                    componentsProps=_NOWRAP_BUTTON)
         # a markdown property shows the panel state of its name
         panel.md(s.target or "", name="target")
-        if s.error:
+        if s.error and not bad:
             panel.view("error", types.Error(label=s.error))
-        else:
+        elif not s.error:
             panel.md(s.summary or "", name="summary")
         plots = panel.grid("plots", gap=2)
+        # the pruning curve first: whether pruning pays is the panel's first question,
+        # and it is on screen without scrolling at 1400x900
+        if s.verdicts:
+            plots.plot("curve", layout=_layout(
+                "pruning curve (held-out accuracy, 95% intervals)", "fraction kept",
+                "held-out accuracy"), config={"displayModeBar": False})
         if not s.error:
             plots.plot("histogram", layout=s.histogram_layout or {},
                        config={"displayModeBar": False})
             plots.plot("groups", layout=s.groups_layout or {},
                        config={"displayModeBar": False})
+            panel.md(s.reason or "", name="reason")
         if s.verdicts:
-            plots.plot("curve", layout=_layout(
-                "pruning curve (held-out accuracy, 95% intervals)", "fraction kept",
-                "held-out accuracy"), config={"displayModeBar": False})
             panel.md(s.verdicts, name="verdicts")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2,
                                                           padding=2))
 
 
-def _parse_keep(value):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"Keep must be a fraction in (0, 1] or a count, got {value!r}")
-    return int(v) if v > 1 and v.is_integer() else v
+def _show_error(ctx, error):
+    """Puts ``error`` in the panel state; a :class:`ParameterError` about one of the
+    panel's controls is shown under that control (``render``), any other at the top."""
+    ctx.panel.state.error = common.app_words(str(error))
+    param = getattr(error, "param", None)
+    ctx.panel.state.error_param = param if param in _CONTROL_ROWS else None
+
+
+#: the panel's controls, by the SDK argument each one sets, and the row it sits in
+_CONTROL_ROWS = {"run_key": "run", "keep": "run", "strategy": "run",
+                 "balance": "groups", "group": "groups"}
+
+#: a control or button as wide as its content (the App's grid items are full width),
+#: its text on one line: the panel beside the grid is ~350 px wide in a 1000 px window
+_FIT = {"item": {"sx": {"width": "auto", "flex": "0 0 auto"}}}
+_NOWRAP_BUTTON = {**_FIT, "button": {"sx": {"whiteSpace": "nowrap"}}}
 
 
 PANELS = [PruningPanel]
