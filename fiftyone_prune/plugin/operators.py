@@ -608,7 +608,7 @@ class SelectSamples(_PruneOperator):
             # this run (FiftyOne's own save_view operator has the same "@todo"): pass the
             # view itself and say its saved name
             saved = selection_names(summary["name"])["view"]
-            kept = view._dataset.load_saved_view(saved)
+            kept = ctx.dataset.load_saved_view(saved)
             return [ctx.ops.reload_dataset(), ctx.ops.set_view(view=kept),
                     ctx.ops.notify(f"Showing the kept samples: saved view '{saved}' "
                                    f"(in the saved views menu)", variant="success")]
