@@ -101,7 +101,29 @@ def test_panel_group_filter_and_sorted_views(scored):
     assert "SortBy" in stages and "proto_distance" in stages
 
 
-def test_panel_bad_keep_is_shown_not_raised(scored):
+def test_panel_bad_keep_is_shown_under_keep_not_raised(scored):
     out = run_event(scored, "on_change_keep", state={"run_key": "proto"}, params={"value": "2.5"})
-    assert "keep" in out["state"]["error"].lower()
-    assert "Error" in str(render(scored, out["state"]).to_json()) or out["state"]["error"]
+    assert out["state"]["error"].startswith("keep=2.5 is outside (0, 1]")
+    assert out["state"]["error_param"] == "keep"
+    # rendered under the row holding Keep, Keep marked invalid, nothing to apply
+    props = render(scored, out["state"]).type.properties
+    controls = props["controls"].type.properties
+    assert list(controls) == ["run", "run_error", "groups"]
+    assert controls["run_error"].view.label == out["state"]["error"]
+    keep = controls["run"].type.properties["keep"]
+    assert keep.invalid and keep.error_message == out["state"]["error"]
+    assert props["buttons"].type.properties["apply"].view.to_json()["disabled"]
+    assert "error" not in props and "summary" not in props
+    # a valid value clears it
+    out = run_event(scored, "on_change_keep", state=out["state"], params={"value": "0.5"})
+    assert out["state"]["error"] is None and "keeps **60**" in out["state"]["summary"]
+    props = render(scored, out["state"]).type.properties
+    assert "run_error" not in props["controls"].type.properties
+    assert not props["buttons"].type.properties["apply"].view.to_json()["disabled"]
+
+
+def test_panel_apply_with_bad_keep_prompts_nothing(scored):
+    out = run_event(scored, "apply_selection", state={"run_key": "proto", "keep": "abc"})
+    assert out["other"] == []
+    assert "keep must be a fraction" in out["state"]["error"]
+    assert out["state"]["error_param"] == "keep"

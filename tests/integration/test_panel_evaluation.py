@@ -22,3 +22,11 @@ def test_panel_curve_has_interval_error_bars_and_honest_verdicts(scored):  # noq
         assert bars["array"][0] > 0.05  # ~24 held-out digits: several points wide
     assert "Held out: " in out["state"]["verdicts"]
     assert "Warning: " in out["state"]["verdicts"]
+    # the curve comes first among the plots, the strategy's long reason after them
+    from tests.integration.test_panel import render
+
+    props = render(scored, out["state"]).type.properties
+    assert list(props["plots"].type.properties) == ["curve", "histogram", "groups"]
+    order = list(props)
+    assert order.index("summary") < order.index("plots") < order.index("reason")
+    assert out["state"]["reason"].startswith("Why **hard**")
