@@ -245,7 +245,8 @@ def plan_from_table(samples, cfg, table: ScoreTable, spec: SelectionSpec, *, nam
     n = len(ids_s)
     keep, strategy, balance = spec.keep, spec.strategy, spec.balance
     try:
-        budget = core.kept_count(n, int(keep) if isinstance(keep, numbers.Integral) else float(keep))
+        budget = core.kept_count(n, int(keep) if isinstance(keep, numbers.Integral)
+                                 else float(keep))
     except ValueError as e:
         raise ParameterError(f"{e} (the view has {n} scored samples)", "keep") from None
 
