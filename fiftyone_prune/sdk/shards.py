@@ -43,7 +43,7 @@ import fiftyone.core.utils as fou
 from fiftyone import ViewField as F
 
 from fiftyone_prune.core import prototypes as core
-from fiftyone_prune.sdk import leases, runs, storage, validation
+from fiftyone_prune.sdk import leases, run_configs, runs, storage, validation
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +128,8 @@ def compute_embeddings_sharded(samples, num_shards, delegate=False, model="swav_
     from fiftyone_prune.sdk import embeddings
 
     _check_num_shards(num_shards)
+    runs.check_key_free(samples, run_configs.embeddings_run_key(embeddings_field), True,
+                        "embeddings", "embeddings_field")
     if not isinstance(model, str):
         raise ValueError("num_shards needs a model given by name (each worker loads it): "
                          "e.g. model='efficientnet_lite0'")
@@ -157,11 +159,34 @@ def compute_embeddings_sharded(samples, num_shards, delegate=False, model="swav_
 
 
 def _embed_slice(dataset, plan, index, on_chunk):
+    """Embeds the samples of shard ``index`` that have no vector yet. The slice's work
+    without ``compute_embeddings``' run registration: M shards registering one run key at
+    once would contend for its lease and record a slice as the run's view; the run is
+    registered once, on the whole view, by whoever finishes the last shard."""
+    from fiftyone_prune.core.models import EmbeddingModel
     from fiftyone_prune.sdk import embeddings
 
-    view = _slice(_view(dataset, plan), plan, index)
-    params = plan["params"]
-    result = embeddings.compute_embeddings(view, skip_existing=True, progress=False, **params)
+    p = plan["params"]
+    field = p["embeddings_field"]
+    todo = _slice(_view(dataset, plan), plan, index).exists(field, False)
+    device = embeddings._check_device(p.get("device"))
+    embedder = embeddings._resolve_model(p["model"], p.get("checkpoint_path"),
+                                         p.get("image_size", 224))
+    # a worker whose model files differ from the planning machine's is refused here
+    embeddings._check_resume(dataset, field, embeddings._settings(p["model"], embedder))
+    result = embeddings.EmbeddingResult(field, p["model"])
+    if isinstance(embedder, EmbeddingModel):
+        ids, filepaths = todo.values(["id", "filepath"])
+        if ids:
+            embeddings._run_torch_model(
+                embedder, embeddings._ImageFiles(filepaths, embedder.transform(),
+                                                 embedder.image_size),
+                ids, lambda keys, vectors: storage.write_vectors(dataset, field, keys, vectors),
+                p.get("batch_size", 32), p.get("num_workers"), device,
+                p.get("chunk_size", embeddings.DEFAULT_CHUNK_SIZE), False, result)
+    elif len(todo):
+        embeddings._compute_with_fiftyone_model(todo, embedder, field, p.get("batch_size", 32),
+                                                p.get("num_workers"), False, result)
     return {"num_embedded": result.num_embedded, "failed_ids": list(result.failed_ids)}
 
 
@@ -355,6 +380,22 @@ def _finalize_scores(dataset, plan):
         pass
 
 
+def _finalize_embeddings(dataset, plan):
+    """Registers the embeddings run (keyed by its field, on the planned view, with every
+    shard's counts) once every shard is done; whoever comes second finds the lease held
+    and leaves it."""
+    field = plan["params"]["embeddings_field"]
+    combined = _embedding_result(plan, [s.get("result") or {} for s in plan["shards"]])
+    settings = (dataset.get_field(field).info or {}).get("fiftyone_prune")
+    try:
+        runs.register(_view(dataset, plan), run_configs.embeddings_run_key(field),
+                      "embeddings", dict(embeddings_field=field, patches_path=None,
+                                         settings=settings),
+                      combined.to_dict(), overwrite=True)
+    except leases.RunLockedError:  # another worker registers it right now
+        pass
+
+
 # --- common machinery ----------------------------------------------------------------
 
 _KINDS = {
@@ -521,8 +562,9 @@ def run_shard(dataset, key: str, index: int) -> dict:
             storage.update_shard(plan["_id"], index, {"state": DONE, "result": out},
                                  stamp=("finished_at", "heartbeat_at"))
     plan = _load_plan(dataset, key)
-    if plan["kind"] == "prototypes" and _complete(plan):
-        _finalize_scores(dataset, plan)
+    if _complete(plan):
+        (_finalize_scores if plan["kind"] == "prototypes" else _finalize_embeddings)(dataset,
+                                                                                    plan)
     return plan["shards"][index].get("result") or {}
 
 

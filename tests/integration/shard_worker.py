@@ -4,9 +4,10 @@ inherits the test session's database name and plugins folder.
 
     python -m tests.integration.shard_worker DELAY_S CHUNK
 
-Scoring shards write ``CHUNK`` samples per write (a module constant) and each write
-waits ``DELAY_S`` first, so that a shard takes long enough for the test to SIGKILL its
-worker between two writes; what is written is unchanged.
+Scoring shards write ``CHUNK`` samples per write (a module constant; embedding shards
+take the run's ``chunk_size``) and each write of scores or vectors waits ``DELAY_S``
+first, so that a shard takes long enough for the test to SIGKILL its worker between two
+writes; what is written is unchanged.
 """
 
 import sys
@@ -18,13 +19,15 @@ def main():
     from fiftyone_prune.sdk import shards, storage
 
     shards.SCORE_CHUNK = chunk
-    write = storage.write_scalars
 
-    def slowed_write(*args, **kwargs):
-        time.sleep(delay)
-        return write(*args, **kwargs)
+    def slowed(write):
+        def slowed_write(*args, **kwargs):
+            time.sleep(delay)
+            return write(*args, **kwargs)
+        return slowed_write
 
-    storage.write_scalars = slowed_write
+    storage.write_scalars = slowed(storage.write_scalars)
+    storage.write_vectors = slowed(storage.write_vectors)
     from fiftyone.core.cli import _launch_delegated_local
 
     _launch_delegated_local()

@@ -145,6 +145,10 @@ def test_sharded_embeddings_equal_the_single_process_run(digits_dataset):
     status = shards.shard_status(digits_dataset, "three")
     assert status["complete"] and status["samples_done"] == 40
     assert digits_dataset.count("three") == 40  # nothing outside the view
+    from fiftyone_prune.sdk import runs
+
+    assert runs.run_status(digits_dataset, "three") == "complete"
+    assert digits_dataset.load_run_view("three").count() == 40  # the run's view, not a shard
     # a rerun skips everything: every shard is done
     again = fop.compute_embeddings(view, model="efficientnet_lite0", image_size=32,
                                    embeddings_field="three", num_workers=0, num_shards=3)
@@ -153,8 +157,10 @@ def test_sharded_embeddings_equal_the_single_process_run(digits_dataset):
 
 @pytest.fixture()
 def workers(tmp_path):
+    # one OpenMP thread per worker: three workers' spinning thread pools on 2 cores made
+    # one 32 px forward pass take seconds
     env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT, FIFTYONE_PRUNE_LEASE_SECONDS="3",
-               FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true")
+               FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true", OMP_NUM_THREADS="1")
     procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker",
                                "0.2", "5"], cwd=REPO_ROOT, env=env,
                               stdout=open(tmp_path / f"worker{i}.log", "w"),
@@ -298,3 +304,82 @@ def test_deleting_a_sharded_run_removes_its_coordinating_record(vectors):
     assert storage.get_shard_plan(shards.plan_id(vectors, "gone")) is None
     assert "gone" not in shards.list_sharded_runs(vectors)
     assert not vectors.has_field("gone_distance")
+
+
+@pytest.mark.slow  # ~50 s: three worker processes, each loading the model per shard
+def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
+        digits_dataset, workers):
+    """Six embedding shards of 120 real digits on three ``fiftyone delegated launch``
+    workers, one SIGKILLed between two writes of its shard. Nothing is written twice:
+    every vector present when the dead worker's shard shows stale keeps its stored
+    bytes and its ``last_modified_at`` (every vector write stamps it), and the shards'
+    own write counts (``num_embedded``, counted as chunks are written) add up to exactly
+    the number of samples."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset = digits_dataset
+    common = dict(model="efficientnet_lite0", image_size=32, num_workers=0, batch_size=2,
+                  chunk_size=2)
+    fop.compute_embeddings(dataset, embeddings_field="one", **common)
+    queued = fop.compute_embeddings(dataset, embeddings_field="d", num_shards=6,
+                                    delegate=True, **common)
+    assert len(queued["queued_operations"]) == 6 and not queued["complete"]
+    pids = {p.pid: p for p in workers}
+    pid_id = shards.plan_id(dataset, "d")
+
+    def shard_mid_write():
+        plan = storage.get_shard_plan(pid_id)
+        for s in plan["shards"]:
+            if s["state"] == "running" and s["owner"]:
+                pid = int(s["owner"].split("/pid ")[1].split("/")[0])
+                view = shards._slice(shards._view(dataset, plan), plan, s["index"])
+                if pid in pids and 2 <= view.exists("d").count() <= 14:  # of 20
+                    return s["index"], pid
+        return None
+
+    index, pid = wait_for(shard_mid_write, 120, "a shard partly written")
+    os.kill(pid, signal.SIGKILL)
+    pids[pid].wait()
+
+    def others_done_killed_stale():
+        status = shards.shard_status(dataset, "d")
+        states = [s["state"] for s in status["shards"]]
+        return states if (states.count("done") == 5 and states[index] == "stale") else None
+
+    wait_for(others_done_killed_stale, 120, "5 shards done and the killed one stale")
+    before = {i: (v, t) for i, v, t in zip(*dataset.values(["id", "d", "last_modified_at"]))
+              if v is not None}
+    plan = storage.get_shard_plan(pid_id)
+    killed_slice = shards._slice(shards._view(dataset, plan), plan, index)
+    written_by_killed = killed_slice.exists("d").count()
+    assert 2 <= written_by_killed < 20  # the killed worker left its shard half done
+    assert len(before) == 100 + written_by_killed
+
+    assert shards.requeue_stale_shards(dataset, "d") == [index]
+    wait_for(lambda: shards.shard_status(dataset, "d")["complete"], 120, "the requeued shard")
+    plan = storage.get_shard_plan(pid_id)
+    results = [s["result"] for s in plan["shards"]]
+    assert [r["num_embedded"] for i, r in enumerate(results) if i != index] == [20] * 5
+    # the rerun embedded only what the killed worker had not written
+    assert results[index]["num_embedded"] == 20 - written_by_killed
+    assert sum(r["num_embedded"] for r in results) + written_by_killed == 120
+    dataset.reload()
+    after = dict(zip(*dataset.values(["id", "last_modified_at"])))
+    assert {i: after[i] for i in before} == {i: t for i, (_, t) in before.items()}
+    ids, one, d = dataset.values(["id", "one", "d"])
+    assert dataset.count("d") == 120 and all(v is not None for v in d)
+    for i, v in zip(ids, d):
+        if i in before:
+            np.testing.assert_array_equal(v, before[i][0])
+    np.testing.assert_allclose(np.array(d), np.array(one), rtol=1e-4, atol=1e-5)
+    status = shards.shard_status(dataset, "d")
+    assert status["samples_done"] == 120 and status["counts"] == {"done": 6}
+    # registered once, on the whole view, by the worker that finished the last shard
+    from fiftyone_prune.sdk import runs
+
+    dataset.reload()
+    assert runs.run_status(dataset, "d") == "complete"
+    assert dataset.load_run_view("d").count() == 120
+    service = DelegatedOperationService()
+    for op_id in queued["queued_operations"]:
+        service.delete_operation(op_id)
