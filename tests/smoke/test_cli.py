@@ -60,33 +60,40 @@ def test_cli_errors_are_clear_and_nonzero():
     assert "--images-dir" in out.stderr
 
 
-def test_score_and_runs_commands(digits_dataset):
+def main_in_process(capsys, *args):
+    """``fiftyone-prune ARGS`` in this process (the subprocess tests above and the slow
+    ones cover the real command; these check what each command does, quickly)."""
+    from fiftyone_prune import cli
+
+    code = cli.main(list(args))
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def test_score_and_runs_commands(digits_dataset, capsys):
     import numpy as np
 
-    digits_dataset.persistent = True  # visible to the subprocess
     rng = np.random.default_rng(0)
     digits_dataset.set_values("emb", list(rng.normal(size=(len(digits_dataset), 8)).astype(np.float32)))
-    out = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
-                  "--num-clusters", "5", "--run-key", "cli_run")
-    assert last_json(out.stdout)["num_scored"] == len(digits_dataset)
+    name = digits_dataset.name
+    code, out, _ = main_in_process(capsys, "score", name, "--embeddings-field", "emb",
+                                   "--num-clusters", "5", "--run-key", "cli_run")
+    assert code == 0 and last_json(out)["num_scored"] == len(digits_dataset)
     digits_dataset.reload()
     assert digits_dataset.count("cli_run_distance") == len(digits_dataset)
-    listed = run_cli("runs", digits_dataset.name).stdout
+    code, listed, _ = main_in_process(capsys, "runs", name)
     assert "cli_run\tprototypes" in listed
-    bad = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
-                  "--num-clusters", "five", check=False)
-    assert bad.returncode == 2 and "error: --num-clusters: num_clusters must be an integer" \
-        in bad.stderr
-    again = run_cli("score", digits_dataset.name, "--embeddings-field", "emb",
-                    "--run-key", "cli_run", check=False)
-    assert again.returncode == 2 and "overwrite" in again.stderr
-    one = run_cli("select", digits_dataset.name, "--run-key", "cli_run", "--keep", "1",
-                  "--name", "one", "--strategy", "hard")
-    assert "kept 1, pruned 119" in one.stdout  # "1" is a count, as keep=1 in Python
-    run_cli("runs", digits_dataset.name, "--delete", "one_selection")
-    run_cli("runs", digits_dataset.name, "--delete", "cli_run")
+    code, _, err = main_in_process(capsys, "score", name, "--embeddings-field", "emb",
+                                   "--run-key", "cli_run")
+    assert code == 2 and err.startswith("error: --run-key: ") and "overwrite" in err
+    code, one, _ = main_in_process(capsys, "select", name, "--run-key", "cli_run", "--keep",
+                                   "1", "--name", "one", "--strategy", "hard")
+    assert "kept 1, pruned 119" in one  # "1" is a count, as keep=1 in Python
+    main_in_process(capsys, "runs", name, "--delete", "one_selection")
+    main_in_process(capsys, "runs", name, "--delete", "cli_run")
     digits_dataset.reload()
     assert "cli_run_distance" not in digits_dataset.get_field_schema()
+    assert "one-kept" not in digits_dataset.list_saved_views()
 
 
 @pytest.mark.slow
@@ -146,33 +153,34 @@ def test_a_bad_option_is_named_and_refused_before_any_dataset_is_touched(argv, o
     assert err.startswith(f"error: {option}: ") and message in err, err
 
 
-def test_folder_without_images_is_refused_and_creates_no_dataset(tmp_path):
+def test_folder_without_images_is_refused_and_creates_no_dataset(tmp_path, capsys):
     empty = tmp_path / "empty"
     (empty / "sub").mkdir(parents=True)
     (empty / "sub" / "notes.txt").write_text("not an image")
     name = unique_name("noimg")
     for args in (("embed", name, "--images-dir", str(empty)),
                  ("run", str(empty), "--dataset", name)):
-        out = run_cli(*args, check=False)
-        assert out.returncode == 2 and "no images found" in out.stderr, out.stderr
+        code, _, err = main_in_process(capsys, *args)
+        assert code == 2 and "no images found" in err, err
     assert not fo.dataset_exists(name)
 
 
-def test_demo_refuses_a_non_empty_export_folder(tmp_path):
+def test_demo_refuses_a_non_empty_export_folder(tmp_path, capsys):
     target = tmp_path / "kept"
     target.mkdir()
     (target / "mine.txt").write_text("keep me")
     name = unique_name("demo")
-    out = run_cli("demo", "--dataset", name, "--max-samples", "20", "--export", str(target),
-                  check=False)
-    assert out.returncode == 2 and "not empty" in out.stderr and "--overwrite-export" not in out.stdout
-    out = run_cli("demo", "--dataset", name, "--max-samples", "20", "--export", str(target),
-                  "--overwrite-export", check=False)
-    assert out.returncode == 2 and "Nothing was deleted" in out.stderr
+    code, out, err = main_in_process(capsys, "demo", "--dataset", name, "--max-samples", "20",
+                                     "--export", str(target))
+    assert code == 2 and "not empty" in err and "--overwrite-export" not in out
+    code, _, err = main_in_process(capsys, "demo", "--dataset", name, "--max-samples", "20",
+                                   "--export", str(target), "--overwrite-export")
+    assert code == 2 and "Nothing was deleted" in err
     assert (target / "mine.txt").read_text() == "keep me" and os.listdir(target) == ["mine.txt"]
     assert not fo.dataset_exists(name)  # refused before any work
 
 
+@pytest.mark.slow  # three demo runs, each a process that embeds
 def test_demo_reruns_into_its_own_folder_and_refuses_what_is_not_its_export(tmp_path):
     """The README's demo command must work twice in a row; its default folder is replaced
     only when it holds the previous demo export."""
