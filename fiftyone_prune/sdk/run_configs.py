@@ -99,6 +99,20 @@ class PruneRun(fors.Run):
             if type(existing.config) is type(self.config):
                 self._validate_run(samples, key, existing)
 
+    def _validate_run(self, samples, key, existing_info):
+        """An overwrite must own the same names as the run it replaces: the fields of a
+        renamed scoring run keep their old names, and replacing the run by one with new
+        fields would leave the old ones without an owner."""
+        from fiftyone_prune.core.params import ParameterError
+
+        old = run_for(existing_info.config).get_fields(samples, key)
+        new = self.get_fields(samples, key)
+        if old != new:
+            raise ParameterError(
+                f"Run {key!r} owns the field(s) {old}, this run would write {new} (was it "
+                f"renamed?): delete it first (fop.delete_run) or choose another key",
+                "run_key")
+
     def cleanup(self, samples, key):
         from fiftyone_prune.sdk import leases, shards, storage
 

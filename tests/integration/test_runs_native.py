@@ -73,6 +73,13 @@ def test_fiftyones_own_delete_and_rename_act_on_what_the_run_created(vectors):
     assert not any(t.startswith("half:") for t in vectors.count_sample_tags())
     assert "half-kept" not in vectors.list_saved_views()
     assert vectors.get_field("p_distance") is not None
+    # overwriting the renamed run would orphan its fields: refused, nothing lost
+    before = vectors.values("p_distance")
+    with pytest.raises(fop.ParameterError, match="owns the field"):
+        fop.compute_prototype_scores(vectors, "emb", run_key="q", num_clusters=3,
+                                     overwrite=True)
+    assert vectors.get_field("q_distance") is None and vectors.values("p_distance") == before
+    assert vectors.get_run_info("q").config.distance_field == "p_distance"
     vectors.delete_run("q")
     assert vectors.get_field("p_distance") is None and vectors.get_field("p_cluster") is None
     assert vectors.get_field("emb") is not None and vectors.list_runs() == []
