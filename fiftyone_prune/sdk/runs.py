@@ -127,9 +127,23 @@ def set_state(samples, run_key: str, state: str, **updates) -> None:
 
 
 def list_runs(samples, kind: str | None = None) -> list[str]:
-    """Run keys of this package's runs, optionally of one kind (``"embeddings"``,
-    ``"prototypes"``, ``"selection"``, ``"evaluation"``): FiftyOne's ``list_runs``
-    filtered by ``method``, which runs recorded by older versions share."""
+    """Run keys of this package's runs: FiftyOne's ``list_runs`` filtered by
+    ``method`` (``"fiftyone_prune.<kind>"``, shared by runs of older versions).
+
+    Args:
+        samples: a dataset or view (runs are listed for its dataset)
+        kind (None): ``"embeddings"``, ``"prototypes"``, ``"selection"`` or
+            ``"evaluation"``; None for every kind
+
+    Returns:
+        a sorted list of run keys
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        fop.list_runs(dataset, "prototypes")  # == dataset.list_runs(method="fiftyone_prune.prototypes")
+    """
     dataset = samples._dataset
     if kind is not None:
         return dataset.list_runs(method=METHOD_PREFIX + kind)
@@ -139,11 +153,31 @@ def list_runs(samples, kind: str | None = None) -> list[str]:
 
 
 def get_run_info(samples, run_key: str):
+    """FiftyOne's ``RunInfo`` of run ``run_key`` of this package.
+
+    Args:
+        samples: a dataset or view
+        run_key: a run of this package
+
+    Returns:
+        a ``fiftyone.core.runs.RunInfo``: ``config`` (a config class of
+        :mod:`~fiftyone_prune.sdk.run_configs`), ``timestamp``, ``version``
+    """
     _check_ours(samples, run_key)
     return samples._dataset.get_run_info(run_key)
 
 
 def load_run_results(samples, run_key: str):
+    """The stored results of run ``run_key`` of this package (centroids and skipped ids
+    of a scoring run, an evaluation's table, ...).
+
+    Args:
+        samples: a dataset or view
+        run_key: a run of this package
+
+    Returns:
+        a ``fiftyone.core.runs.RunResults`` (None if the run stored none)
+    """
     _check_ours(samples, run_key)
     return samples._dataset.load_run_results(run_key, load_view=False)
 
