@@ -13,7 +13,9 @@ random/easy/hard/ccs/density, 3 seeds, linear probe, 20 % held out (4,000 sample
 ``--keep`` leaves the dataset (``bench-evaluation-20k``) for a second run, e.g. of an
 older checkout with ``PYTHONPATH=<that checkout>``; the dataset is reused when it exists.
 It also prints the measured cost of one fit per training sample and dimension, the
-figure behind ``FIT_SECONDS_PER_SAMPLE_DIM`` (the quick-evaluation time estimate).
+figure behind ``FIT_SECONDS_PER_SAMPLE_DIM`` (the quick-evaluation time estimate), and
+the machine's load average (the 2 cores are often shared: compare runs by fit counts and
+by in-process ratios such as ``probe_fit.py``'s old-vs-new fit, not by wall time alone).
 """
 
 from __future__ import annotations
@@ -83,7 +85,8 @@ def main():
     t = time.perf_counter()
     core_probe.train_linear_probe(x[rows], y[rows])
     fit = time.perf_counter() - t
-    print(f"one fit on 8,000 x {DIM}: {fit:.2f} s = {fit / (8000 * DIM):.2e} s per sample x dim")
+    print(f"one fit on 8,000 x {DIM}: {fit:.2f} s = {fit / (8000 * DIM):.2e} s per sample x dim"
+          f" (cold start; load average {os.getloadavg()[0]:.1f})")
     if not keep:
         fo.delete_dataset(NAME)
 
