@@ -23,6 +23,40 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 BUILTIN_MODELS = ("swav_resnet50", "efficientnet_lite0")
 
 
+#: arithmetic of the embedding forward pass (``compute_embeddings(precision=...)``)
+PRECISIONS = ("fp32", "fp16", "bf16")
+
+
+def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
+    """The ``torch.autocast`` dtype of ``precision`` on a ``"cpu"``/``"cuda"`` device,
+    ``None`` for ``"fp32"`` (no autocast: the vectors do not depend on the device's
+    mixed-precision kernels). Raises :class:`~fiftyone_prune.core.params.ParameterError`
+    about ``precision`` for an unknown name or a pair the device cannot run.
+
+    ``"fp16"`` is CUDA only: torch's CPU autocast to float16 has no fast convolution
+    kernels on x86 (it runs slower than fp32) and float16's 5-bit exponent buys nothing
+    there; a CPU's reduced precision is bfloat16 (AVX512-BF16 / AMX on recent Xeons,
+    fp32's exponent range), hence ``"bf16"`` on CPU and on CUDA GPUs that support it.
+    fp16 is the GPU choice: Tensor Cores run it on every CUDA GPU since Volta, and conv
+    nets with batch norm folded in the eval pass stay well inside its range."""
+    from fiftyone_prune.core.params import ParameterError
+
+    if precision not in PRECISIONS:
+        raise ParameterError(f"precision must be one of {PRECISIONS}, got {precision!r}",
+                             "precision")
+    if precision == "fp32":
+        return None
+    if device_type == "cuda":
+        if precision == "bf16" and not torch.cuda.is_bf16_supported():
+            raise ParameterError("precision='bf16' needs a GPU with bfloat16 support "
+                                 "(Ampere or newer); use precision='fp16'", "precision")
+        return torch.float16 if precision == "fp16" else torch.bfloat16
+    if device_type == "cpu" and precision == "bf16":
+        return torch.bfloat16
+    raise ParameterError(f"precision={precision!r} is not available on a {device_type} "
+                         f"device: use 'fp16' on CUDA, 'bf16' on CPU, or 'fp32'", "precision")
+
+
 class WeightsNotFoundError(RuntimeError):
     """The pretrained weights are neither cached nor downloadable."""
 

@@ -180,14 +180,14 @@ def _check_view_kind(samples, patches_field):
     )
 
 
-def _settings(model, embedder) -> dict:
+def _settings(model, embedder, precision="fp32") -> dict:
     """What the vectors of a field depend on, recorded in the field's info."""
     from fiftyone_prune.core.models import EmbeddingModel
 
     if isinstance(embedder, EmbeddingModel):
         return {"model": embedder.name, "weights": embedder.weights,
                 "weights_sha1": embedder.fingerprint(), "image_size": embedder.image_size,
-                "dim": embedder.dim}
+                "dim": embedder.dim, "precision": precision}
     name = model if isinstance(model, str) else type(embedder).__name__
     return {"model": name, "weights": None, "image_size": None, "dim": None}
 
@@ -198,8 +198,11 @@ def _differences(recorded: dict, settings: dict) -> list[str]:
         keys.append("weights_sha1")
     else:
         keys.append("weights")
-    return [f"{k} {recorded.get(k)!r} (stored) vs {settings.get(k)!r} (now)"
+    diff = [f"{k} {recorded.get(k)!r} (stored) vs {settings.get(k)!r} (now)"
             for k in keys if recorded.get(k) != settings.get(k)]
+    # fields written before precision was recorded were fp32 on CPU
+    stored, now = recorded.get("precision") or "fp32", settings.get("precision") or "fp32"
+    return diff + ([f"precision {stored!r} (stored) vs {now!r} (now)"] if stored != now else [])
 
 
 def _check_resume(samples, path, settings):
@@ -240,6 +243,7 @@ def compute_embeddings(
     patches_field: str | None = None,
     num_shards: int | None = None,
     delegate: bool = False,
+    precision: str = "fp32",
 ) -> EmbeddingResult:
     """Embeds every image of ``samples`` (or every object crop of ``patches_field``) and
     stores the vectors in ``embeddings_field``.
@@ -276,6 +280,11 @@ def compute_embeddings(
             with ``delegate=True`` queued as one delegated operation per shard for
             ``fiftyone delegated launch`` workers (then the run's status is returned)
         delegate: queue the shards instead of running them (needs ``num_shards``)
+        precision ("fp32"): the forward pass's arithmetic, for the built-in models:
+            ``"fp32"`` (vectors independent of the device), ``"fp16"`` (CUDA autocast
+            to float16, the Tensor Core path) or ``"bf16"`` (autocast to bfloat16, on
+            CPU or a bfloat16 GPU); see :func:`fiftyone_prune.core.models.autocast_dtype`.
+            Recorded in the field's info: a resume with another precision is refused
 
     Returns:
         an :class:`EmbeddingResult`; unreadable images are listed in ``failed_ids``
@@ -289,7 +298,7 @@ def compute_embeddings(
             embeddings_field=embeddings_field, batch_size=batch_size,
             num_workers=num_workers, device=device, skip_existing=skip_existing,
             checkpoint_path=checkpoint_path, image_size=image_size, chunk_size=chunk_size,
-            patches_field=patches_field)
+            patches_field=patches_field, precision=precision)
     validation.check_collection(samples, images=True)
     list_path = _check_view_kind(samples, patches_field)
     if patches_field is None:
@@ -307,11 +316,19 @@ def compute_embeddings(
     if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
         raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
     torch_device = _check_device(device)
+    from fiftyone_prune.core import models as core_models
+    from fiftyone_prune.core.params import ParameterError
+
+    core_models.autocast_dtype(precision, torch_device.type)
     run_key = run_configs.embeddings_run_key(embeddings_field, patches_field)
     runs.check_key_free(samples, run_key, True, "embeddings", "embeddings_field")
 
     embedder = _resolve_model(model, checkpoint_path, image_size)
-    settings = _settings(model, embedder)
+    if precision != "fp32" and not isinstance(embedder, core_models.EmbeddingModel):
+        raise ParameterError(f"precision={precision!r} applies to the built-in models "
+                             f"{core_models.BUILTIN_MODELS}; a FiftyOne model runs in its "
+                             f"own precision: leave precision='fp32'", "precision")
+    settings = _settings(model, embedder, precision)
     _check_resume(samples, path, settings)
     result = EmbeddingResult(embeddings_field, str(settings["model"]))
 
@@ -320,7 +337,8 @@ def compute_embeddings(
     if patches_field is not None:
         result = _compute_patches(samples, embedder, patches_field, list_path,
                                   embeddings_field, path, settings, batch_size, num_workers,
-                                  torch_device, skip_existing, chunk_size, progress, result)
+                                  torch_device, skip_existing, chunk_size, progress, result,
+                                  precision)
         return _registered(samples, run_key, embeddings_field, list_path, settings, result)
 
     todo = samples
@@ -345,7 +363,7 @@ def compute_embeddings(
     _run_torch_model(
         embedder, _ImageFiles(filepaths, embedder.transform(), embedder.image_size), ids,
         lambda keys, vectors: storage.write_vectors(dataset, embeddings_field, keys, vectors),
-        batch_size, num_workers, torch_device, chunk_size, progress, result,
+        batch_size, num_workers, torch_device, chunk_size, progress, result, precision,
     )
     _warn_failures(result)
     return _registered(samples, run_key, embeddings_field, None, settings, result)
@@ -371,7 +389,7 @@ def _warn_failures(result):
 
 def _compute_patches(samples, embedder, patches_field, list_path, field, path, settings,
                      batch_size, num_workers, device, skip_existing, chunk_size, progress,
-                     result):
+                     result, precision="fp32"):
     from fiftyone_prune.core.models import EmbeddingModel
 
     if not isinstance(embedder, EmbeddingModel):
@@ -410,7 +428,7 @@ def _compute_patches(samples, embedder, patches_field, list_path, field, path, s
     _run_torch_model(
         embedder, _ImageCrops(items, embedder.transform(), embedder.image_size), keys,
         lambda k, v: storage.write_label_vectors(dataset, list_path, single, field, k, v),
-        batch_size, num_workers, device, chunk_size, progress, result,
+        batch_size, num_workers, device, chunk_size, progress, result, precision,
     )
     result.failed_ids = [label_id for _, label_id in result.failed_ids]
     result.failures = {k[1]: v for k, v in result.failures.items()}
@@ -473,17 +491,26 @@ def _compute_with_fiftyone_model(todo, model, field, batch_size, num_workers, pr
 
 
 def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, device,
-                     chunk_size, progress, result):
+                     chunk_size, progress, result, precision="fp32"):
     """Embeds ``items`` (a torch Dataset yielding ``(index, tensor, error)``) and hands
-    each finished chunk ``(ids, vectors)`` to ``write`` in a background thread."""
+    each finished chunk ``(ids, vectors)`` to ``write`` in a background thread.
+
+    On CUDA the GPU is kept fed: images are decoded in the loader's worker processes,
+    batches land in pinned memory and are copied with ``non_blocking=True`` (the copy
+    overlaps the previous batch's compute), the model runs channels-last (the Tensor
+    Core layout), and ``precision`` picks autocast to fp16/bf16. On CPU pinning and
+    non-blocking copies are no-ops and fp32 is the plain forward pass."""
     import torch
+
+    from fiftyone_prune.core.models import autocast_dtype
+
+    dtype = autocast_dtype(precision, device.type)
 
     if num_workers is None:
         num_workers = _default_num_workers()
     module = embedder.module.to(device).eval()
     use_cuda = device.type == "cuda"
     if use_cuda:
-        # channels-last + fp16 autocast: the Tensor Core path for conv nets
         module = module.to(memory_format=torch.channels_last)
     loader = torch.utils.data.DataLoader(
         items,
@@ -512,10 +539,11 @@ def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, devic
                 batch = batch.to(device, non_blocking=True)
                 if use_cuda:
                     batch = batch.contiguous(memory_format=torch.channels_last)
-                    with torch.autocast("cuda", dtype=torch.float16):
-                        out = module(batch)
-                else:
+                if dtype is None:
                     out = module(batch)
+                else:
+                    with torch.autocast(device.type, dtype=dtype):
+                        out = module(batch)
                 out = out.float().cpu().numpy()
                 good = [k for k, err in enumerate(errors) if err is None]
                 for k, err in enumerate(errors):

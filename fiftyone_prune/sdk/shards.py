@@ -43,6 +43,7 @@ import fiftyone.core.utils as fou
 from fiftyone import ViewField as F
 
 from fiftyone_prune.core import prototypes as core
+from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import leases, run_configs, runs, storage, validation
 
 logger = logging.getLogger(__name__)
@@ -125,6 +126,7 @@ def compute_embeddings_sharded(samples, num_shards, delegate=False, model="swav_
     sharded embedding run keyed by ``embeddings_field`` and runs its shards here in order
     (returns the combined :class:`EmbeddingResult`) or queues one delegated operation per
     unfinished shard (returns the plan's status)."""
+    from fiftyone_prune.core import models as core_models  # torch: imported when used
     from fiftyone_prune.sdk import embeddings
 
     _check_num_shards(num_shards)
@@ -146,9 +148,18 @@ def compute_embeddings_sharded(samples, num_shards, delegate=False, model="swav_
     validation.check_collection(samples, images=True)
     validation.check_new_field(samples, embeddings_field, fo.VectorField, "embeddings field")
     device = embeddings._check_device(kwargs.get("device"))
+    precision = kwargs.get("precision", "fp32")
+    if kwargs.get("device") is not None or precision not in core_models.PRECISIONS:
+        # with the device unset the workers' devices decide: a CPU-only machine may
+        # queue fp16 shards for GPU workers (a worker without one fails its shard)
+        core_models.autocast_dtype(precision, device.type)
     embedder = embeddings._resolve_model(model, kwargs.get("checkpoint_path"),
                                          kwargs.get("image_size", 224))
-    settings = embeddings._settings(model, embedder)
+    if precision != "fp32" and not isinstance(embedder, core_models.EmbeddingModel):
+        raise ParameterError(f"precision={precision!r} applies to the built-in models "
+                             f"{core_models.BUILTIN_MODELS}: leave precision='fp32'",
+                             "precision")
+    settings = embeddings._settings(model, embedder, precision)
     embeddings._check_resume(samples, embeddings_field, settings)
     del embedder, device
     embeddings._declare_vector_field(samples._dataset, embeddings_field,
@@ -163,17 +174,21 @@ def _embed_slice(dataset, plan, index, on_chunk):
     without ``compute_embeddings``' run registration: M shards registering one run key at
     once would contend for its lease and record a slice as the run's view; the run is
     registered once, on the whole view, by whoever finishes the last shard."""
-    from fiftyone_prune.core.models import EmbeddingModel
+    from fiftyone_prune.core import models as core_models  # torch: imported when used
     from fiftyone_prune.sdk import embeddings
 
+    EmbeddingModel = core_models.EmbeddingModel
     p = plan["params"]
     field = p["embeddings_field"]
     todo = _slice(_view(dataset, plan), plan, index).exists(field, False)
     device = embeddings._check_device(p.get("device"))
     embedder = embeddings._resolve_model(p["model"], p.get("checkpoint_path"),
                                          p.get("image_size", 224))
+    precision = p.get("precision", "fp32")
+    core_models.autocast_dtype(precision, device.type)
     # a worker whose model files differ from the planning machine's is refused here
-    embeddings._check_resume(dataset, field, embeddings._settings(p["model"], embedder))
+    embeddings._check_resume(dataset, field,
+                             embeddings._settings(p["model"], embedder, precision))
     result = embeddings.EmbeddingResult(field, p["model"])
     if isinstance(embedder, EmbeddingModel):
         ids, filepaths = todo.values(["id", "filepath"])
@@ -183,7 +198,7 @@ def _embed_slice(dataset, plan, index, on_chunk):
                                                  embedder.image_size),
                 ids, lambda keys, vectors: storage.write_vectors(dataset, field, keys, vectors),
                 p.get("batch_size", 32), p.get("num_workers"), device,
-                p.get("chunk_size", embeddings.DEFAULT_CHUNK_SIZE), False, result)
+                p.get("chunk_size", embeddings.DEFAULT_CHUNK_SIZE), False, result, precision)
     elif len(todo):
         embeddings._compute_with_fiftyone_model(todo, embedder, field, p.get("batch_size", 32),
                                                 p.get("num_workers"), False, result)

@@ -300,3 +300,54 @@ def test_frames_views_are_refused(digits_images, efficientnet_small, tmp_path):
         assert frames.get_field("emb") is None
     finally:
         video.delete()
+
+
+def test_default_precision_is_the_plain_fp32_forward_pass_bit_for_bit(digits_dataset,
+                                                                     efficientnet_small):
+    # one batch of the same 12 images: the same kernels, so the same bits
+    view = digits_dataset.limit(12)
+    fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="emb",
+                           batch_size=12, num_workers=0)
+    stored = np.stack(view.values("emb"))
+    np.testing.assert_array_equal(stored, bare_forward(efficientnet_small,
+                                                       view.values("filepath")))
+    assert digits_dataset.get_field("emb").info["fiftyone_prune"]["precision"] == "fp32"
+
+
+def test_bad_precision_is_refused_before_any_write(digits_dataset, efficientnet_small):
+    from fiftyone_prune.core.params import ParameterError
+
+    for precision, match in [("fp8", "one of"), ("half", "one of"),
+                             ("fp16", "not available on a cpu device.*'bf16' on CPU")]:
+        with pytest.raises(ParameterError, match=match) as info:
+            fop.compute_embeddings(digits_dataset, model=efficientnet_small,
+                                   embeddings_field="emb", device="cpu", precision=precision)
+        assert info.value.param == "precision"
+        with pytest.raises(ParameterError, match=match):  # the sharded path checks too
+            fop.compute_embeddings(digits_dataset, model="efficientnet_lite0", image_size=32,
+                                   embeddings_field="emb", device="cpu",
+                                   precision=precision, num_shards=2)
+    assert not digits_dataset.has_field("emb") and "emb" not in digits_dataset.list_runs()
+
+
+def test_bf16_on_cpu_is_close_to_fp32_recorded_and_not_mixed_on_resume(digits_dataset,
+                                                                      efficientnet_small):
+    """bf16 is the CPU's reduced precision (autocast): vectors within bf16's ~3
+    significant digits of fp32, the choice recorded so that an fp32 resume is refused."""
+    view = digits_dataset.limit(12)
+    fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="fp32",
+                           num_workers=0)
+    fop.compute_embeddings(view.limit(6), model=efficientnet_small, embeddings_field="bf16",
+                           num_workers=0, precision="bf16")
+    a, b = np.stack(view.limit(6).values("fp32")), np.stack(view.limit(6).values("bf16"))
+    assert b.dtype == np.float32 and not np.array_equal(a, b)  # autocast really ran
+    cosine = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cosine.min() > 0.99
+    assert digits_dataset.get_field("bf16").info["fiftyone_prune"]["precision"] == "bf16"
+    with pytest.raises(ValueError, match="precision 'bf16' \\(stored\\) vs 'fp32'"):
+        fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="bf16",
+                               num_workers=0)
+    assert digits_dataset.count("bf16") == 6  # nothing mixed in
+    done = fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="bf16",
+                                  num_workers=0, precision="bf16")
+    assert done.num_embedded == 6 and done.num_skipped_existing == 6
