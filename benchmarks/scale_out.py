@@ -1,19 +1,30 @@
-"""Benchmark: throughput of a sharded scoring pass with 1, 2 (, 4) delegated workers.
+"""Benchmark: throughput of a sharded embedding pass and of a sharded scoring pass with
+1, 2 and 4 delegated workers.
 
-Builds (once, kept) N x D clustered float32 vectors in a FiftyOne dataset of its own
-database (``fiftyone_prune_bench``; real mongod), then times the same scoring run
+Embedding pass: N real photos (400x300 JPEG crops of scikit-learn's two sample photos,
+``embedding_throughput.write_photos``) embedded with ``efficientnet_lite0`` (offline
+ImageNet weights) at ``--image-size``
 
 1. in one process, without shards (the reference),
-2. with ``num_shards=M`` in this process (what the sharding itself costs),
-3. with ``num_shards=M, delegate=True`` on W real ``fiftyone delegated launch`` workers
-   (started and warmed before the clock starts; the clock runs from the queueing call,
-   which trains k-means, until the run is registered complete),
+2. with ``num_shards=M, delegate=True`` on W real ``fiftyone delegated launch`` workers,
+   each with ``OMP_NUM_THREADS = max(1, cores // W)`` (one worker per core share, as one
+   worker per GPU on a GPU machine); the clock runs from the queueing call until every
+   shard is done,
 
-checks that every variant gives the reference's clusters, and prints seconds and
-samples/s. Embedding throughput scales the same way per worker (one model per worker;
-``benchmarks/embedding_throughput.py`` gives the per-worker rate), so it is not re-run.
+checking that every variant's vectors equal the reference (float tolerance).
 
-    .venv/bin/python benchmarks/scale_out.py --num-samples 50000 --workers 1 2
+Scoring pass: (once, kept) N x D clustered float32 vectors in a FiftyOne dataset of its
+own database (``fiftyone_prune_bench``; real mongod), the same scoring run in one
+process, with ``num_shards=M`` in this process, and on W workers (started and warmed
+before the clock starts; the clock runs from the queueing call, which trains k-means,
+until the run is registered complete), checking the reference's clusters.
+
+Prints seconds, samples/s, the ratio to 1 worker measured in the same run, and the load
+average before and after (other jobs on the machine distort every number).
+
+    .venv/bin/python benchmarks/scale_out.py --passes embedding --embed-samples 256 \
+        --workers 1 2 4
+    .venv/bin/python benchmarks/scale_out.py --passes scoring --num-samples 50000 --workers 1 2
 """
 
 from __future__ import annotations
@@ -36,14 +47,15 @@ sys.path.insert(0, os.path.join(REPO_ROOT, "benchmarks"))
 import numpy as np  # noqa: E402
 
 
-def start_workers(n, log_dir):
+def start_workers(n, log_dir, env=None):
     fiftyone = os.path.join(os.path.dirname(sys.executable), "fiftyone")
     procs, logs = [], []
     for i in range(n):
-        log = os.path.join(log_dir, f"worker{i}.log")
+        log = os.path.join(log_dir, f"worker{n}_{i}.log")
         logs.append(log)
         procs.append(subprocess.Popen([fiftyone, "delegated", "launch"], cwd=REPO_ROOT,
-                                      stdout=open(log, "w"), stderr=subprocess.STDOUT))
+                                      stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                                      env=dict(os.environ, **(env or {}))))
     deadline = time.time() + 120
     while not all("service running" in open(log).read() for log in logs):
         if time.time() > deadline:
@@ -68,15 +80,101 @@ def clear(dataset, key):
     storage.delete_shard_plan(shards.plan_id(dataset, key))
 
 
+def delete_operations(queued):
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    service = DelegatedOperationService()
+    for op_id in queued.get("queued_operations", []):
+        service.delete_operation(op_id)
+
+
+def print_table(title, n, rows):
+    base = next((sec for name, sec in rows if name.startswith("1 delegated")), None)
+    print(f"\n| {title} ({n} samples) | seconds | samples/s | vs 1 worker |\n|---|---|---|---|")
+    for name, seconds in rows:
+        ratio = f"{base / seconds:.2f}x" if base and "delegated" in name else ""
+        print(f"| {name} | {seconds:.1f} | {n / seconds:,.1f} | {ratio} |")
+
+
+def embedding_pass(args):
+    import tempfile
+
+    import fiftyone as fo
+    import fiftyone_prune as fop
+    from fiftyone_prune.sdk import shards, storage
+    from embedding_throughput import write_photos
+
+    folder = tempfile.mkdtemp(prefix="fop-scale-out-")
+    paths = write_photos(folder, args.embed_samples)
+    name = "scale_out_embedding"
+    if fo.dataset_exists(name):
+        fo.delete_dataset(name)
+    ds = fo.Dataset(name)
+    ds.add_samples([fo.Sample(filepath=p) for p in paths])
+    n = len(ds)
+    common = dict(model="efficientnet_lite0", image_size=args.image_size,
+                  batch_size=args.batch_size, num_workers=0)
+    print(f"embedding pass: {n} photos, efficientnet_lite0 at {args.image_size} px, "
+          f"{args.shards} shards, {os.cpu_count()} CPU cores")
+    rows = []
+    t = time.perf_counter()
+    fop.compute_embeddings(ds, embeddings_field="single", **common)
+    rows.append(("one process, no shards", time.perf_counter() - t))
+    reference = np.stack(ds.values("single"))
+    log_dir = os.path.join("/tmp", f"scale_out_{os.getpid()}")
+    os.makedirs(log_dir, exist_ok=True)
+    for w in args.workers:
+        field = f"w{w}"
+        threads = max(1, (os.cpu_count() or 1) // w)
+        procs = start_workers(w, log_dir, {"OMP_NUM_THREADS": str(threads)})
+        queued = {}
+        try:
+            t = time.perf_counter()
+            queued = fop.compute_embeddings(ds, embeddings_field=field,
+                                            num_shards=args.shards, delegate=True, **common)
+            queue_s = time.perf_counter() - t
+            while True:
+                status = shards.shard_status(ds, field)
+                if status["complete"]:
+                    break
+                if status["counts"].get("failed"):
+                    raise RuntimeError(f"a shard failed: {status}")
+                time.sleep(0.1)
+            rows.append((f"{w} delegated worker(s) x {threads} thread(s), {args.shards} "
+                         f"shards (queueing {queue_s:.1f} s)", time.perf_counter() - t))
+            ds.reload()
+            got = np.stack(ds.values(field))
+            np.testing.assert_allclose(got, reference, rtol=1e-4, atol=1e-4)
+        finally:
+            stop_workers(procs)
+            delete_operations(queued)
+            storage.delete_shard_plan(shards.plan_id(ds, field))
+    fo.delete_dataset(name)
+    print_table("embedding pass", n, rows)
+
+
 def main():
     ap = argparse.ArgumentParser()
-    ap.add_argument("--num-samples", type=int, default=50000)
+    ap.add_argument("--passes", nargs="+", default=["embedding", "scoring"],
+                    choices=["embedding", "scoring"])
+    ap.add_argument("--num-samples", type=int, default=50000, help="scoring pass")
+    ap.add_argument("--embed-samples", type=int, default=256, help="embedding pass")
+    ap.add_argument("--image-size", type=int, default=224, help="embedding pass")
+    ap.add_argument("--batch-size", type=int, default=16, help="embedding pass")
     ap.add_argument("--dim", type=int, default=2048)
     ap.add_argument("--k", type=int, default=100)
     ap.add_argument("--shards", type=int, default=8)
-    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--workers", type=int, nargs="+", default=[1, 2, 4])
     args = ap.parse_args()
+    print(f"load average before: {os.getloadavg()}")
+    if "embedding" in args.passes:
+        embedding_pass(args)
+    if "scoring" in args.passes:
+        scoring_pass(args)
+    print(f"\nload average after: {os.getloadavg()}")
 
+
+def scoring_pass(args):
     import fiftyone_prune as fop
     from fiftyone_prune.sdk import runs, shards
     from scoring import make_dataset
@@ -112,6 +210,7 @@ def main():
         key = f"w{w}"
         clear(ds, key)
         procs = start_workers(w, log_dir)
+        queued = {}
         try:
             t = time.perf_counter()
             queued = fop.compute_prototype_scores(ds, run_key=key, num_shards=args.shards,
@@ -130,17 +229,10 @@ def main():
             check(key)
         finally:
             stop_workers(procs)
-            from fiftyone.operators.delegated import DelegatedOperationService
-
-            service = DelegatedOperationService()
-            for op_id in queued.get("queued_operations", []):
-                service.delete_operation(op_id)
+            delete_operations(queued)
             clear(ds, key)
     clear(ds, "single")
-
-    print(f"\n| variant ({n} samples) | seconds | samples/s |\n|---|---|---|")
-    for name, seconds in rows:
-        print(f"| {name} | {seconds:.1f} | {n / seconds:,.0f} |")
+    print_table("scoring pass", n, rows)
 
 
 if __name__ == "__main__":

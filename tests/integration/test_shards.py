@@ -377,7 +377,7 @@ def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
     # registered once, on the whole view, by the worker that finished the last shard
     from fiftyone_prune.sdk import runs
 
-    dataset.reload()
+    wait_for(lambda: dataset.reload() or "d" in dataset.list_runs(), 30, "the registration")
     assert runs.run_status(dataset, "d") == "complete"
     assert dataset.load_run_view("d").count() == 120
     service = DelegatedOperationService()
