@@ -288,7 +288,8 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
                   num_train=len(train_ids), num_test=len(test_ids), num_fits=len(fit_rows),
                   bootstrap_seed=BOOTSTRAP_SEED, scoring_timestamp=scoring_timestamp)
     runs.register(samples, eval_key, "evaluation", params,
-                  dict(result.to_dict(), test_ids=test_ids,
+                  dict(result.to_dict(), test_ids=test_ids, train_ids=train_ids,
+                       training_sets=_training_sets(points, fit_rows, train, test),
                        seconds=round(time.perf_counter() - t0, 2)),
                   overwrite=overwrite)
     return result
@@ -396,6 +397,23 @@ def _fit_probes(probe, fit_rows, full_key, feats, labels, test, cnn_epochs, prog
                 full_probe = fitted
             pb.update()
     return correct
+
+
+def _training_sets(points, fit_rows, train, test) -> list:
+    """What each fit of each curve point (table order, fits in ``correct`` order) trained
+    on: packed bits over the labelled samples in the order ``train_ids + test_ids``, so
+    that anyone can check from the stored run that no held-out sample was trained on
+    (about 2.5 kB per fit at 20,000 samples)."""
+    split_order = np.concatenate([train, test])
+    position = np.empty(len(split_order), dtype=np.int64)
+    position[split_order] = np.arange(len(split_order))
+
+    def packed(rows):
+        mask = np.zeros(len(split_order), dtype=bool)
+        mask[position[rows]] = True
+        return significance.pack_correct(mask)
+
+    return [[packed(fit_rows[key]) for key in keys] for *_, keys in points]
 
 
 def _curve_table(bootstrap, points, correct) -> list:

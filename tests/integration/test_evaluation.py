@@ -78,9 +78,23 @@ def test_curve_is_deterministic_sane_and_stored(digits, tmp_path):
     from fiftyone_prune.core.significance import unpack_correct
     for r in loaded.table:
         assert [unpack_correct(c, 120).mean() for c in r["correct"]] == r["accuracies"]
-    # the held-out part is never among the candidates
-    test_ids = set(fop.load_run_results(digits, "proto_evaluation").test_ids)
-    assert len(test_ids) == num_test
+    # no held-out sample is in any fit's training set: the stored training sets are bits
+    # over train_ids + test_ids, so a held-out sample trained on would be a set bit in
+    # the test part
+    stored = fop.load_run_results(digits, "proto_evaluation")
+    test_ids, train_ids = list(stored.test_ids), list(stored.train_ids)
+    assert len(test_ids) == num_test and len(train_ids) == num_train
+    assert not set(test_ids) & set(train_ids)
+    assert set(test_ids) | set(train_ids) == set(digits.values("id"))
+    split_order = np.array(train_ids + test_ids)
+    assert len(stored.training_sets) == len(result.table)
+    for row, sets in zip(result.table, stored.training_sets):
+        assert len(sets) == row["fits"]
+        for packed in sets:
+            trained = unpack_correct(packed, len(split_order))
+            assert trained.sum() == row["kept"]
+            assert not trained[num_train:].any()
+            assert not set(split_order[trained]) & set(test_ids)
     # select_samples' auto strategy now follows the matching measurement
     plan = fop.plan_selection(digits, "proto", keep=0.5, strategy="auto")
     assert "evaluation 'again' at 50% kept" in plan.strategy_reason
