@@ -214,7 +214,11 @@ def test_panel_bad_keep_and_apply_on_the_current_view(page, app_server, forms_da
     keep = page.locator("xpath=//p[normalize-space()='Keep']"
                         "/following::input[1]")
     keep.fill("abc")
-    expect(page.get_by_text("Keep must be a fraction")).to_be_visible(timeout=30_000)
+    # the message sits under the row holding Keep, Keep itself is marked invalid
+    error = page.get_by_role("alert").filter(has_text="keep must be a fraction")
+    expect(error).to_be_visible(timeout=30_000)
+    keep_box, error_box = keep.bounding_box(), error.bounding_box()
+    assert keep_box["y"] + keep_box["height"] <= error_box["y"] + 1, (keep_box, error_box)
     expect(apply).to_be_disabled()
     shoot(page, "panel_bad_keep")
     helpers.assert_no_page_errors(page)

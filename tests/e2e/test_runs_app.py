@@ -3,8 +3,10 @@
 The dataset is the session's 120 real digits with a small, real embedding (each image
 downscaled to 8x8 pixels: digits of a class cluster, unlike random vectors), class
 prototype scores, a selection and a quick evaluation, all made from Python. The panel
-is checked at 1400 px: every plot has a legend and axis titles, the per-class chart
-labels every class, and the buttons sit above the plots. ``panel.png`` (the README's picture) is saved with the other screenshots.
+is checked at 1400x900 and in a 1000 px window: every plot has a legend and axis titles,
+the per-class chart labels every class, the buttons sit above the plots, the pruning
+curve is on screen without scrolling, and no control or button is clipped or broken over
+two lines. ``panel.png`` (the README's picture) is saved with the other screenshots.
 Then run info, load a run's samples, rename and delete (behind its tick) are used from
 their forms, and the database is checked.
 """
@@ -82,7 +84,7 @@ def test_panel_plots_have_legends_axes_and_fit(page, app_server, runs_dataset, s
     expect(groups).to_have_count(1, timeout=30_000)
     expect(histogram.locator("g.legend")).to_have_count(1)
     # the cut line is drawn (and named) where the strategy cuts the scores
-    cut = [] if page.get_by_text(re.compile(r"^random \(")).count() else ["cut"]
+    cut = [] if page.get_by_text(re.compile(r"^random keeps")).count() else ["cut"]
     assert _legend(histogram) == ["kept", "pruned"] + cut, _legend(histogram)
     assert _axis_titles(histogram) == ["cosine distance to prototype (hard →)", "samples"]
     assert _legend(groups) == ["kept", "pruned"]
@@ -92,19 +94,84 @@ def test_panel_plots_have_legends_axes_and_fit(page, app_server, runs_dataset, s
     assert ticks == [str(d) for d in range(10)], ticks
     assert _legend(curve) == ["random", "easy", "hard", "all data"], _legend(curve)
     assert _axis_titles(curve) == ["fraction kept", "held-out accuracy"]
-    # the buttons sit above the plots: no scrolling past them to reach the curve
-    buttons = page.get_by_role("button", name="Apply selection", exact=True)
-    assert buttons.bounding_box()["y"] < histogram.bounding_box()["y"]
+    # the buttons sit above the plots, and the curve first among them: at 1400x900 the
+    # whole curve is on screen without scrolling
+    boxes = _panel_boxes(page)
+    assert boxes["Apply selection"][3] < boxes["plot:pruning curve"][1], boxes
+    assert boxes["plot:pruning curve"][1] < boxes["plot:prototypes_distance"][1], boxes
+    assert boxes["plot:pruning curve"][3] <= 900, boxes
     _try_shoot(shoot, page, "panel")
+    _assert_controls_fit(boxes, 1400)
 
-    # at 1400 px the controls (two rows by design) stay inside the panel
-    controls = [page.locator(f"xpath=//p[normalize-space()='{label}']")
-                for label in ("Scoring run", "Keep", "Strategy", "Balance", "Group")]
-    tops = sorted({round(c.bounding_box()["y"]) for c in controls})
-    assert len(tops) == 2, tops
-    right = max(c.bounding_box()["x"] + c.bounding_box()["width"] for c in controls)
-    assert right <= 1400, right
+    # the App opened in a 1000 px window (the panel stays open): beside the grid it is
+    # ~350 px wide; still no control or button clipped or broken over two lines. (A live
+    # resize keeps the panel's old width in FiftyOne 1.22's split layout: reload.)
+    page.set_viewport_size({"width": 1000, "height": 900})
+    page.reload()
+    expect(plots).to_have_count(3, timeout=60_000)
+    helpers.wait_until(lambda: _panel_boxes(page)["plot:pruning curve"][2] <= 1001, 30,
+                       what="the panel to fit the narrower window", page=page)
+    boxes = _panel_boxes(page)
+    _assert_controls_fit(boxes, 1000)
+    _try_shoot(shoot, page, "panel_1000px")
+    page.set_viewport_size({"width": 1400, "height": 900})
     _no_page_errors_but_recoil_loading(page)
+
+
+#: what the panel lays out, by label
+_CONTROLS = ("Scoring run", "Keep", "Strategy", "Balance", "Group")
+_BUTTONS = ("Show easiest", "Show hardest", "Apply selection", "Export kept")
+
+#: [left, top, right, bottom] of each control's label and its input or dropdown, each
+#: button, each plot (``plot:<its title>``) and the panel's tab, in one round trip
+_PANEL_BOXES_JS = """([controls, buttons]) => {
+    const box = e => { const b = e.getBoundingClientRect();
+                       return [b.left, b.top, b.right, b.bottom]; };
+    const out = {};
+    for (const p of document.querySelectorAll('p')) {
+        const label = p.textContent.trim();
+        if (!controls.includes(label) || out[label]) continue;
+        out[label] = box(p);
+        // the input or dropdown that follows the label
+        const all = [...document.querySelectorAll('input:not([type=hidden]):not([aria-hidden=true]), [role=combobox]')];
+        const input = all.find(i => p.compareDocumentPosition(i) & Node.DOCUMENT_POSITION_FOLLOWING);
+        out[label + ':input'] = box(input);
+    }
+    for (const b of document.querySelectorAll('button')) {
+        const label = b.textContent.trim();
+        if (buttons.includes(label)) out[label] = box(b);
+    }
+    for (const plot of document.querySelectorAll('.js-plotly-plot')) {
+        const title = plot.querySelector('.gtitle');
+        if (title) out['plot:' + title.textContent.split(' (')[0]] = box(plot);
+    }
+    const tab = [...document.querySelectorAll('[data-cy^=panel-tab-]')]
+        .find(t => t.textContent.includes('Data pruning'));
+    out.tab = box(tab);
+    return out;
+}"""
+
+
+def _panel_boxes(page):
+    return page.evaluate(_PANEL_BOXES_JS, [list(_CONTROLS), list(_BUTTONS)])
+
+
+def _assert_controls_fit(boxes, width):
+    """Every control (label and input) and button lies inside the panel, which runs from
+    its tab's left edge to the window's right edge; labels and button texts are on one
+    line; the controls form their two rows."""
+    left = boxes["tab"][0] - 1
+    for name in _CONTROLS + tuple(f"{c}:input" for c in _CONTROLS) + _BUTTONS:
+        x0, _, x1, _ = boxes[name]
+        assert left <= x0 and x1 <= width, (width, name, boxes[name], left)
+    for name in _CONTROLS:  # one line of text: ~21 px
+        assert boxes[name][3] - boxes[name][1] < 30, (width, name, boxes[name])
+    for name in _BUTTONS:  # one line: ~33 px, two lines (a broken label): ~54 px
+        assert boxes[name][3] - boxes[name][1] < 45, (width, name, boxes[name])
+    tops = sorted({round(boxes[c][1]) for c in _CONTROLS})
+    assert len(tops) == 2, (width, tops)
+    for plot in ("plot:pruning curve", "plot:prototypes_distance", "plot:kept per class"):
+        assert left <= boxes[plot][0] and boxes[plot][2] <= width + 1, (width, plot, boxes)
 
 
 def _try_shoot(shoot, page, name):
