@@ -133,13 +133,8 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
                 "label_field")
     if eval_key is not None:
         validation.check_run_key(eval_key, "eval_key")
-    try:
-        runs.check_key_free(samples, eval_key or f"{run_key}_evaluation", overwrite,
-                            "evaluation")
-    except ParameterError:
-        raise
-    except ValueError as e:  # a taken key: the argument to change is eval_key
-        raise ParameterError(str(e), "eval_key") from None
+    runs.check_key_free(samples, eval_key or f"{run_key}_evaluation", overwrite, "evaluation",
+                        "eval_key")
     return cfg
 
 
