@@ -214,3 +214,12 @@ def test_compute_embeddings_registers_a_run_that_owns_the_field(digits_dataset,
     assert runs.dependent_runs(digits_dataset, "emb") == ["taken"]
     digits_dataset.delete_run("emb")  # FiftyOne's own delete removes the field
     assert digits_dataset.get_field("emb") is None
+
+
+def test_a_taken_evaluation_key_names_eval_key(vectors):
+    _score_and_select(vectors)
+    with pytest.raises(fop.ParameterError, match="belongs to a fiftyone_prune.selection") as error:
+        fop.evaluate_pruning(vectors, "ground_truth", run_key="p", eval_key="half_selection",
+                             overwrite=True)
+    assert error.value.param == "eval_key"
+    assert vectors.list_runs(kind="evaluation") == []
