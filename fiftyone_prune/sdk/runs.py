@@ -147,9 +147,7 @@ def list_runs(samples, kind: str | None = None) -> list[str]:
     dataset = samples._dataset
     if kind is not None:
         return dataset.list_runs(method=METHOD_PREFIX + kind)
-    return [key for key in dataset.list_runs()
-            if str(getattr(dataset.get_run_info(key).config, "method", "") or "")
-            .startswith(METHOD_PREFIX)]
+    return sorted(set().union(*(dataset.list_runs(method=METHOD_PREFIX + k) for k in KINDS)))
 
 
 def get_run_info(samples, run_key: str):
