@@ -605,7 +605,9 @@ class SelectSamples(_PruneOperator):
 
         def after(ctx, summary):
             # the App's set_view(name=...) only finds saved views it had loaded before
-            # this run (FiftyOne's own save_view operator has the same "@todo"): pass the
+            # this run (FiftyOne's own save_view operator has the same "@todo"); neither
+            # reload_dataset first nor a set_view(name=...) from a triggered follow-up
+            # operator refreshes that list (tried in Chromium, FiftyOne 1.22): pass the
             # view itself and say its saved name
             saved = selection_names(summary["name"])["view"]
             kept = ctx.dataset.load_saved_view(saved)
