@@ -4,7 +4,7 @@ The pruning evaluation asks one question per (strategy, kept fraction): if we
 train only on the kept samples, what accuracy do we reach on a fixed held-out
 split? This module supplies the split and two probes that answer it:
 
-* :func:`train_linear_probe` -- multinomial logistic regression on fixed
+* :func:`train_linear_probe` -- multinomial logistic regression (scikit-learn) on fixed
   feature vectors (embeddings or raw pixels). Convex, cheap, and the standard
   way to judge a subset when features already exist.
 * :func:`train_small_cnn` -- a small ConvNet trained from scratch on small
@@ -208,7 +208,8 @@ class LinearProbe:
         ``mean``/``std`` are the scaler's statistics."""
         if self.pipeline is None:
             zeros = np.zeros((1, self.num_features))
-            return zeros, np.zeros(1), np.zeros(self.num_features), np.ones(self.num_features)
+            d = self.num_features
+            return zeros, np.zeros(1), np.zeros(d), np.ones(d)
         scaler, model = self.pipeline[1], self.pipeline[-1]
         weight = np.asarray(model.coef_, dtype=np.float64)
         bias = np.asarray(model.intercept_, dtype=np.float64)
