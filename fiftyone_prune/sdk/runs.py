@@ -222,7 +222,21 @@ def run_status(samples, run_key: str) -> str:
     """``"complete"``, or one line saying why the run must not be used as it is:
     ``"being written by <host/pid/..> since <time>"``, ``"interrupted ..."`` (a
     selection killed while switching its tags), ``"stale: ..."`` (a selection whose
-    scoring run was recomputed or deleted since), ``"tag counts do not match ..."``."""
+    scoring run was recomputed or deleted since), ``"tag counts do not match ..."``.
+
+    Args:
+        samples: a dataset or view
+        run_key: a run of this package
+
+    Returns:
+        ``"complete"`` or the reason, as one line
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        fop.run_status(dataset, "prototypes_selection")  # "complete"
+    """
     _check_ours(samples, run_key)
     dataset = samples._dataset
     cfg = dataset.get_run_info(run_key).config
