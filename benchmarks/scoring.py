@@ -122,7 +122,7 @@ def main():
     import fiftyone as fo
     import fiftyone_prune as fop
     from fiftyone_prune.core import prototypes as core
-    from fiftyone_prune.sdk.scores import _read_embeddings
+    from fiftyone_prune.sdk.scores import read_embeddings
 
     if args.build_only:
         make_dataset(args.num_samples, args.dim, 50, 0, args.writer)
@@ -142,7 +142,7 @@ def main():
     rows = []
 
     with PeakRSS() as m:
-        ids, x, _ = _read_embeddings(ds, "emb")
+        ids, x, _ = read_embeddings(ds, "emb")
     rows.append(("fiftyone-prune read", m))
 
     core.l2_normalize(x, out=x)

@@ -179,7 +179,7 @@ def _print_selection(dataset, name):
 
 
 def _print_quick_evaluation_hint(dataset, info):
-    from fiftyone_prune.sdk.evaluation import quick_evaluation_offer
+    from fiftyone_prune.sdk.advice import quick_evaluation_offer
 
     offer = quick_evaluation_offer(dataset, info.run_key,
                                    info.num_kept / max(1, info.num_kept + info.num_pruned),
@@ -203,7 +203,6 @@ def cmd_select(args):
 
 
 def cmd_export(args):
-    import fiftyone as fo
     import fiftyone_prune as fop
 
     dataset = _load_or_create_dataset(args.dataset)

@@ -486,7 +486,7 @@ def _preview_markdown(plan):
 
 
 def _offer_quick_evaluation(inputs, view, plan, run_key, spec):
-    from fiftyone_prune.sdk.evaluation import quick_evaluation_offer
+    from fiftyone_prune.sdk.advice import quick_evaluation_offer
 
     kept = len(plan.kept_ids)
     offer = quick_evaluation_offer(view, run_key, kept / max(1, kept + len(plan.pruned_ids)),

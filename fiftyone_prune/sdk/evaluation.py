@@ -139,7 +139,6 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
 
 
 #: the earlier private name (the App form imported it)
-_check = check_evaluation
 
 
 def _split(ids, labels, test_tag, tags, test_fraction, split_seed):

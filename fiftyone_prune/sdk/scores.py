@@ -121,10 +121,6 @@ def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method
             f"choose another run key (nothing is overwritten)", "run_key")
 
 
-#: the earlier private name (the App form and shards import it)
-_check_inputs = check_scoring_inputs
-
-
 def _field_descriptions(run_key):
     distance_field, cluster_field = score_fields(run_key)
     return {distance_field: f"prototype distance, run {run_key}",
@@ -182,10 +178,6 @@ def read_embeddings(samples, embeddings_field: str):
         raise ValueError(_nonfinite_message(embeddings_field, len(nonfinite),
                                             ids[nonfinite[0]]))
     return ids, matrix, missing
-
-
-#: the earlier private name (shards and benchmarks/scoring.py import it)
-_read_embeddings = read_embeddings
 
 
 def _zero_rows(x: np.ndarray) -> np.ndarray:

@@ -123,15 +123,6 @@ def check_selection(samples, run_key: str, spec: SelectionSpec, name: str | None
     return cfg
 
 
-def _check(samples, run_key, keep, strategy, balance, label_field, balance_ratio, dedup_eps,
-           name):
-    """The earlier private, positional form of :func:`check_selection` (the App form
-    called it)."""
-    return check_selection(samples, run_key, SelectionSpec(
-        keep=keep, strategy=strategy, balance=balance, label_field=label_field,
-        balance_ratio=balance_ratio, dedup_eps=dedup_eps), name)
-
-
 def as_selection_spec(spec, **knobs) -> SelectionSpec:
     """``spec``, or one built from the keyword arguments ``knobs`` (the fields of
     :class:`~fiftyone_prune.core.params.SelectionSpec`); both at once only where the

@@ -248,7 +248,7 @@ def compute_prototype_scores_sharded(samples, embeddings_field, run_key, num_sha
     if resuming:
         plan = _plan_or_resume(samples, run_key, "prototypes", num_shards, params)
     else:
-        scores._check_inputs(samples, embeddings_field, run_key, method, num_clusters,
+        scores.check_scoring_inputs(samples, embeddings_field, run_key, method, num_clusters,
                              label_field, False, niter, mppc)
         with leases.hold(samples, run_key):
             plan = _plan_or_resume(samples, run_key, "prototypes", num_shards, params,
@@ -291,7 +291,7 @@ def _train_and_register(samples, plan, label_field):
         _, x, _ = scores._read_scorable(samples, embeddings_field, [])
     else:
         train_ids = [present_ids[i] for i in rows]
-        parts = [scores._read_embeddings(samples.select(train_ids[s: s + scores._SELECT_CHUNK]),
+        parts = [scores.read_embeddings(samples.select(train_ids[s: s + scores._SELECT_CHUNK]),
                                          embeddings_field)[1]
                  for s in range(0, len(train_ids), scores._SELECT_CHUNK)]
         x = parts[0] if len(parts) == 1 else np.concatenate(parts)
