@@ -105,16 +105,20 @@ def test_select_form_newest_run_saved_view_by_name_and_taken_names(
     shoot(page, "form_select")
     expect(execute).to_be_enabled()
     execute.click()
+    # the App names the new saved view in a notice (FiftyOne 1.22 can't select a saved
+    # view it has not listed yet); it hides after a few seconds: look while it shows
+    notice = page.locator("#notistack-snackbar").filter(
+        has_text=f"saved view '{NEW_KEY}-kept'")
+    expect(notice).to_be_visible(timeout=60_000)
+    shoot(page, "select_done_saved_view")
     output = helpers.close_output(page, "Selection applied")
     assert re.search(r"Kept:\s*16\b", output), output
     forms_dataset.reload()
     assert forms_dataset.count_sample_tags().get(f"{NEW_KEY}:kept") == 16
     assert f"{NEW_KEY}-kept" in forms_dataset.list_saved_views()
-    # the App shows the kept samples and names their new saved view
+    # the App shows the kept samples
     expect(helpers.sample_count(page)).to_have_text(re.compile(r"^\s*16\s+samples?\b"),
                                                     timeout=30_000)
-    expect(page.get_by_text(f"saved view '{NEW_KEY}-kept'").first).to_be_visible()
-    shoot(page, "select_done_saved_view")
 
     # the same name again: refused in the App's words until "Replace" is ticked
     execute = helpers.open_operator(page, helpers.OPERATOR_LABELS["select_samples"])
