@@ -252,7 +252,7 @@ class PruningPanel(foo.Panel):
         keys = self._runs(ctx)
         if not keys:
             panel.md(
-                "### No prototype scores yet\n"
+                "##### No prototype scores yet\n"
                 "1. **Prune: compute embeddings** (SwAV ResNet-50, or reuse a vector field)\n"
                 "2. **Prune: compute prototype scores**\n\n"
                 "Then this panel shows the distance histograms, what a selection keeps per "
