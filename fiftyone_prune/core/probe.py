@@ -292,8 +292,9 @@ def train_linear_probe(
     keep the same objective. Convex with one optimal decision function: the probe
     measures the *subset*, not the optimiser, and involves no randomness.
 
-    Features are fitted in float32, the precision the earlier torch probe used:
-    half the memory traffic of float64 per L-BFGS iteration (BENCHMARKS.md).
+    Features are fitted in float64: scikit-learn's loss multiplies them by float64
+    coefficients (scipy's L-BFGS works in float64), so float32 features were upcast
+    on every iteration, 1.4x slower per iteration here (BENCHMARKS.md).
 
     Args:
         features: ``(n, d)`` float array.
@@ -348,7 +349,7 @@ def train_linear_probe(
     # Constant features (e.g. always-black border pixels) carry no signal; the scaler
     # divides them by 1, keeping them at zero instead of exploding.
     preprocess = Pipeline([("l2", Normalizer()), ("standardise", StandardScaler())])
-    z = preprocess.fit_transform(x.astype(np.float32, copy=False))
+    z = preprocess.fit_transform(x.astype(np.float64, copy=False))
     c = 1.0 / (len(y) * weight_decay) * (2 if len(classes) == 2 else 1)
     model = LogisticRegression(C=c, tol=tol, max_iter=max_iter, warm_start=init is not None)
     if init is not None:
