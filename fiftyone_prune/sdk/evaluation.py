@@ -26,10 +26,11 @@ from fiftyone_prune.sdk.scores import read_embeddings
 from fiftyone_prune.sdk.selection import (
     as_selection_spec, check_scoring_run, plan_from_table, read_score_table)
 # advice (recommend_strategy, quick_evaluation_offer) reads evaluations without importing
-# this module, so selection can use it; re-exported here for existing imports
-from fiftyone_prune.sdk.advice import (  # noqa: F401
-    DEFAULT_STRATEGIES, MATCH_FRACTION_DISTANCE, beats_random, format_points as _pts,
-    quick_evaluation_offer, recommend_strategy, scoring_version as _scoring_version)
+# this module, so that selection can use it: imports go selection -> advice, evaluation ->
+# selection and advice, never back
+from fiftyone_prune.sdk.advice import (
+    DEFAULT_STRATEGIES, beats_random, format_points as _pts,
+    scoring_version as _scoring_version)
 
 PROBES = ("linear", "cnn")
 DEFAULT_FRACTIONS = (0.1, 0.2, 0.3, 0.5, 0.7, 0.9)

@@ -9,7 +9,7 @@ import fiftyone as fo
 
 import fiftyone_prune as fop
 from fiftyone_prune.sdk.demo import write_demo_images
-from fiftyone_prune.sdk.evaluation import recommend_strategy
+from fiftyone_prune.sdk.advice import recommend_strategy
 from tests.conftest import unique_name
 
 
@@ -252,7 +252,7 @@ def test_quick_evaluation_is_offered_then_followed(digits):
     import fiftyone.operators as foo
 
     from fiftyone_prune.plugin.operators import SelectSamples
-    from fiftyone_prune.sdk.evaluation import quick_evaluation_offer
+    from fiftyone_prune.sdk.advice import quick_evaluation_offer
 
     fop.compute_prototype_scores(digits, "pixels", run_key="quick", num_clusters=10,
                                  label_field="ground_truth")
