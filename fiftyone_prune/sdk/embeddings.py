@@ -22,7 +22,19 @@ DEFAULT_CHUNK_SIZE = 1024
 
 @dataclass
 class EmbeddingResult:
-    """What a ``compute_embeddings`` call did."""
+    """What a :func:`compute_embeddings` call did.
+
+    Attributes:
+        embeddings_field: the field (or, with ``patches_field``, the label attribute)
+            written
+        model: the model's name (or its class name for a model instance)
+        num_embedded: samples (objects) embedded by this call
+        num_skipped_existing: samples (objects) that already had a vector
+            (``skip_existing=True``)
+        failed_ids: ids of the unreadable images (label ids with ``patches_field``)
+        failures: id -> error message of each failure
+        num_failed: ``len(failed_ids)``
+    """
 
     embeddings_field: str
     model: str
@@ -289,6 +301,15 @@ def compute_embeddings(
     Returns:
         an :class:`EmbeddingResult`; unreadable images are listed in ``failed_ids``
         (with ``patches_field``: the counts are objects, ``failed_ids`` label ids)
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        dataset = fop.load_demo_dataset("prune-demo", max_samples=200)
+        result = fop.compute_embeddings(dataset, model="efficientnet_lite0",
+                                        embeddings_field="emb")
+        print(result.num_embedded, result.num_failed)  # 200 0
     """
     if num_shards is not None or delegate:
         from fiftyone_prune.sdk import shards

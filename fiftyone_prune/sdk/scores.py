@@ -31,6 +31,23 @@ _SELECT_CHUNK = 100_000
 
 @dataclass
 class ScoreResult:
+    """What a :func:`compute_prototype_scores` call did.
+
+    Attributes:
+        run_key: the scoring run's key
+        method: ``"kmeans"`` or ``"supervised"``
+        distance_field: ``<run_key>_distance``, the score (large = hard)
+        cluster_field: ``<run_key>_cluster``, the cluster (or class) of each sample
+        num_clusters: the k values used (one per combined k; the number of classes for
+            ``"supervised"``)
+        num_scored: samples given a score
+        skipped_ids: ids of the samples left unscored (no embedding, an all-zero
+            vector, or no label for ``"supervised"``)
+        timings: seconds per phase (``read_s``, ``train_s``, ``prototypes_s``,
+            ``stream_s``, ``write_s``, ``total_s``: those the path taken has)
+        num_skipped: ``len(skipped_ids)``
+    """
+
     run_key: str
     method: str
     distance_field: str
@@ -272,6 +289,20 @@ def compute_prototype_scores(
     writing are removed again. ``overwrite=True`` writes the new values into staging
     fields and switches them in only when they are complete, so a failure or a kill
     leaves the old run and every old value intact; rerun to score.
+
+    Returns:
+        a :class:`ScoreResult`; with ``delegate=True`` instead the sharded run's status
+        (see :func:`~fiftyone_prune.sdk.shards.shard_status`)
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        dataset = fop.load_demo_dataset("prune-demo", max_samples=200)
+        fop.compute_embeddings(dataset, model="efficientnet_lite0", embeddings_field="emb")
+        result = fop.compute_prototype_scores(dataset, "emb", run_key="prototypes",
+                                              num_clusters=10)
+        print(result.num_scored, result.distance_field)  # 200 prototypes_distance
     """
     if num_shards is not None or delegate:
         from fiftyone_prune.sdk import shards
@@ -664,5 +695,23 @@ def _assign_in_batches(x, centroids, batch_size=65536):
 
 
 def load_centroids(samples, run_key: str) -> np.ndarray:
+    """The prototypes of scoring run ``run_key``.
+
+    Args:
+        samples: a dataset or view
+        run_key: a :func:`compute_prototype_scores` run
+
+    Returns:
+        a ``(k, d)`` array of unit-norm prototypes: the k-means centroids (of the first
+        k when several were combined), or for ``"supervised"`` one per class in the
+        order of the run's recorded ``classes``
+
+    Raises:
+        ParameterError: when ``run_key`` is not a run of this package
+
+    Example::
+
+        centroids = fop.load_centroids(dataset, "prototypes")  # (10, 1280) for k=10, lite0
+    """
     results = runs.load_run_results(samples, run_key)
     return fou.deserialize_numpy_array(results.centroids, ascii=True)
