@@ -4,14 +4,14 @@ The pruning evaluation asks one question per (strategy, kept fraction): if we
 train only on the kept samples, what accuracy do we reach on a fixed held-out
 split? This module supplies the split and two probes that answer it:
 
-* :func:`train_linear_probe` -- multinomial logistic regression (scikit-learn) on fixed
+* :func:`train_linear_probe` -- multinomial logistic regression (torch L-BFGS) on fixed
   feature vectors (embeddings or raw pixels). Convex, cheap, and the standard
   way to judge a subset when features already exist.
 * :func:`train_small_cnn` -- a small ConvNet trained from scratch on small
   images, for when the question is "does this subset still teach a model to
   see", not just "is it linearly separable in someone else's embedding".
 
-Everything here is arrays in, arrays out (numpy, scikit-learn, torch; no FiftyOne) and
+Everything here is arrays in, arrays out (numpy, torch; no FiftyOne) and
 deterministic for a given ``seed`` on CPU: the same inputs and seed give
 bit-identical predictions within one process/thread configuration.
 
@@ -34,6 +34,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from fiftyone_prune.core.params import check_scalar
+from fiftyone_prune.core.prototypes import l2_normalize
 
 __all__ = [
     "CNNProbe",
@@ -172,24 +173,27 @@ def _cosine_lr(optimizer, total_steps):
 class LinearProbe:
     """A trained multinomial logistic-regression probe.
 
-    Wraps the fitted scikit-learn pipeline (``Normalizer`` -> ``StandardScaler``
-    -> ``LogisticRegression``) so that every probe, whatever number of classes
-    its training labels held, answers with one logit column per class.
+    Its logits are ``((l2(x) - mean) / std) @ weight.T + bias``, one column per class
+    whatever number of classes its training labels held.
 
     Attributes:
         classes: sorted label values the probe can predict (those present in
             its training labels).
-        pipeline: the fitted :class:`sklearn.pipeline.Pipeline`, or ``None``
-            when the training labels held a single class (it is then always
-            predicted; scikit-learn refuses to fit one class).
+        weight: ``(n_classes, n_features)`` weights in the standardised feature space.
+        bias: ``(n_classes,)`` biases.
+        mean, std: per-feature statistics of the L2-normalised training features.
         num_features: the feature dimension the probe was trained on.
-        n_iter: L-BFGS iterations the fit took (0 for a single class).
+        n_iter: L-BFGS iterations the fit took (0 for a single class, which needs no
+            fit: it is always predicted).
     """
 
-    def __init__(self, classes, pipeline, num_features, n_iter=0):
+    def __init__(self, classes, weight, bias, mean, std, n_iter=0):
         self.classes = classes
-        self.pipeline = pipeline
-        self.num_features = num_features
+        self.weight = weight
+        self.bias = bias
+        self.mean = mean
+        self.std = std
+        self.num_features = weight.shape[1]
         self.n_iter = n_iter
 
     def _check(self, features):
@@ -201,32 +205,14 @@ class LinearProbe:
         return x
 
     def logit_parameters(self):
-        """``(weight, bias, mean, std)`` in the standardised feature space:
-        ``weight`` is ``(n_classes, n_features)``, one row per class (a binary
-        model's single row becomes the symmetric pair ``-w/2, +w/2``, the
-        multinomial form with the same decision and the smallest penalty).
-        ``mean``/``std`` are the scaler's statistics."""
-        if self.pipeline is None:
-            zeros = np.zeros((1, self.num_features))
-            d = self.num_features
-            return zeros, np.zeros(1), np.zeros(d), np.ones(d)
-        scaler, model = self.pipeline[1], self.pipeline[-1]
-        weight = np.asarray(model.coef_, dtype=np.float64)
-        bias = np.asarray(model.intercept_, dtype=np.float64)
-        if len(self.classes) == 2:
-            weight = np.vstack([-weight[0] / 2, weight[0] / 2])
-            bias = np.array([-bias[0] / 2, bias[0] / 2])
-        return weight, bias, scaler.mean_, scaler.scale_
+        """``(weight, bias, mean, std)``: the logits are ``((l2(x) - mean) / std) @
+        weight.T + bias``, ``weight`` ``(n_classes, n_features)`` (float64 arrays)."""
+        return self.weight, self.bias, self.mean, self.std
 
     def decision_function(self, features):
         """Per-class logits, shape ``(n, n_classes)``."""
-        x = self._check(features)
-        if self.pipeline is None:
-            return np.zeros((len(x), 1))
-        scores = self.pipeline.decision_function(x)
-        if scores.ndim == 1:  # binary: scikit-learn returns the logit of classes[1]
-            scores = np.column_stack([-scores / 2, scores / 2])
-        return scores
+        z = _standardise(self._check(features), self.mean, self.std)
+        return z @ self.weight.T + self.bias
 
     def predict(self, features):
         """Predicted labels (values from :attr:`classes`)."""
@@ -240,16 +226,23 @@ class LinearProbe:
 
 #: Stopping tolerance of the linear probe: L-BFGS stops when the largest entry of the
 #: gradient of (mean cross-entropy + weight_decay/2 ||W||^2) is below this.
-#: Measured with benchmarks/probe_fit.py (BENCHMARKS.md, "The linear probe on
-#: scikit-learn"): on 8,000 x 1,280 features, 1e-5 ends 2e-6 (0.005 %) above a 1e-8
-#: solution, closer than the old 100-iteration torch probe (2.1e-5, 0.05 %);
-#: 1e-4 stops 2-4e-4 (0.5-0.8 %) above it, a weaker probe, so it is not the default.
+#: Measured with benchmarks/probe_fit.py --tight (BENCHMARKS.md, "The linear probe back
+#: on torch"): see the measured gaps there; the tolerance is chosen so the objective ends
+#: no further above a tight (tol 1e-8, float64) solution than the old 100-iteration
+#: probe did (+2.1e-5 on 8,000 x 1,280 features).
 LINEAR_PROBE_TOL = 1e-5
 
 
-def _warm_start(model, init, classes, mean, std):
-    """Sets ``model``'s coefficients to ``init``'s decision function, re-expressed in
-    this training set's standardisation and restricted to its classes.
+def _standardise(x, mean, std):
+    z = l2_normalize(x)
+    z -= mean.astype(z.dtype)
+    z /= std.astype(z.dtype)
+    return z
+
+
+def _warm_start(init, classes, mean, std):
+    """``init``'s decision function, re-expressed in this training set's
+    standardisation and restricted to its classes: ``(weight, bias)``.
 
     ``init`` was standardised with its own (mean_f, std_f); with
     ``x' = (x - mean) / std`` here, ``W_f x_f + b_f = (W_f * std / std_f) x' +
@@ -263,10 +256,7 @@ def _warm_start(model, init, classes, mean, std):
     for k, c in enumerate(classes.tolist()):
         if c in index:  # a class init never saw starts at zero
             weight[k], bias[k] = weight_f[index[c]], bias_f[index[c]]
-    weight, bias = weight * (std / std_f), bias + weight @ ((mean - mean_f) / std_f)
-    if len(classes) == 2:  # binary: one row, the logit of classes[1] minus classes[0]
-        weight, bias = weight[1:] - weight[:1], bias[1:] - bias[:1]
-    model.coef_, model.intercept_ = weight, bias
+    return weight * (std / std_f), bias + weight @ ((mean - mean_f) / std_f)
 
 
 def train_linear_probe(
@@ -279,22 +269,23 @@ def train_linear_probe(
     max_iter=1000,
     init=None,
 ):
-    """Train a multinomial logistic-regression probe (scikit-learn).
+    """Train a multinomial logistic-regression probe (torch full-batch L-BFGS).
 
-    A pipeline of ``Normalizer`` (L2 rows, so embedding scale does not matter),
-    ``StandardScaler`` (so one regularisation strength suits raw pixels and
-    embeddings alike) and ``LogisticRegression`` (L-BFGS, multinomial). The
-    objective is mean cross-entropy plus ``weight_decay / 2 * ||W||^2`` (bias
-    not penalised); scikit-learn minimises ``C * sum(CE) + ||W||^2 / 2``, the same
-    objective times ``C * n`` for ``C = 1 / (n * weight_decay)``. With two classes
-    scikit-learn fits one weight vector ``w`` where the multinomial form has two
-    (``-w/2, +w/2`` at the optimum, penalty ``||w||^2 / 4``), so ``C`` is doubled to
-    keep the same objective. Convex with one optimal decision function: the probe
-    measures the *subset*, not the optimiser, and involves no randomness.
+    Features are L2-normalised per row (so embedding scale does not matter) and
+    standardised with the training set's mean/std (so one regularisation strength
+    suits raw pixels and embeddings alike; a constant feature is divided by 1, staying
+    zero). The objective is mean cross-entropy plus ``weight_decay / 2 * ||W||^2``
+    (bias not penalised), one weight row per class (two for two classes). Convex with
+    one optimal decision function: the probe measures the *subset*, not the optimiser,
+    and involves no randomness. It is solved with full-batch L-BFGS (strong-Wolfe line
+    search, history 20) in float32, stopping when the gradient's largest entry is below
+    ``tol``.
 
-    Features are fitted in float64: scikit-learn's loss multiplies them by float64
-    coefficients (scipy's L-BFGS works in float64), so float32 features were upcast
-    on every iteration, 1.4x slower per iteration here (BENCHMARKS.md).
+    Why torch and not scikit-learn's ``LogisticRegression``, which solves the same
+    objective: measured on this machine (BENCHMARKS.md, benchmarks/probe_fit.py and
+    evaluation_cost.py), one scikit-learn objective evaluation on 8,000 x 1,280 cost
+    0.079 s against torch's 0.035 s, a fit 2-3.6x the time, and the 20,000-sample
+    evaluation took 495 s with scikit-learn against 104 s with the torch probe.
 
     Args:
         features: ``(n, d)`` float array.
@@ -305,7 +296,9 @@ def train_linear_probe(
             scikit-learn's default ``C=1`` accuracy on the full set (0.961) and was the
             best of {0, 1e-4, 1e-3, 1e-2, 1e-1} on a 10 % subset; it also keeps the
             problem well posed when a small subset is linearly separable.
-        tol (:data:`LINEAR_PROBE_TOL`): gradient tolerance of L-BFGS.
+        tol (:data:`LINEAR_PROBE_TOL`): L-BFGS stops when the largest entry of the
+            objective's gradient is at most this (or when float32 can no longer lower
+            the objective).
         max_iter (1000): iteration cap; far above what the tolerance needs on
             standardised features (tens to a few hundred iterations), so the
             tolerance, not the cap, decides when to stop.
@@ -326,10 +319,6 @@ def train_linear_probe(
         half = train_linear_probe(x[:500], y[:500], init=full)
         print(full.score(x[1000:], y[1000:]), half.score(x[1000:], y[1000:]))
     """
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import Pipeline
-    from sklearn.preprocessing import Normalizer, StandardScaler
-
     x = np.asarray(features)
     if x.ndim != 2:
         raise ValueError(f"features must be 2-D (n, d), got shape {x.shape}")
@@ -343,21 +332,41 @@ def train_linear_probe(
     if init is not None and init.num_features != x.shape[1]:
         raise ValueError(f"init was trained on {init.num_features} features, these have "
                          f"{x.shape[1]}; pass init=None or a probe of the same features")
+    d = x.shape[1]
     if len(classes) == 1:
-        return LinearProbe(classes, None, x.shape[1])
+        return LinearProbe(classes, np.zeros((1, d)), np.zeros(1), np.zeros(d),
+                           np.ones(d))
 
-    # Constant features (e.g. always-black border pixels) carry no signal; the scaler
-    # divides them by 1, keeping them at zero instead of exploding.
-    preprocess = Pipeline([("l2", Normalizer()), ("standardise", StandardScaler())])
-    z = preprocess.fit_transform(x.astype(np.float64, copy=False))
-    c = 1.0 / (len(y) * weight_decay) * (2 if len(classes) == 2 else 1)
-    model = LogisticRegression(C=c, tol=tol, max_iter=max_iter, warm_start=init is not None)
-    if init is not None:
-        scaler = preprocess[1]
-        _warm_start(model, init, classes, scaler.mean_, scaler.scale_)
-    model.fit(z, y)
-    pipeline = Pipeline([*preprocess.steps, ("logistic", model)])
-    return LinearProbe(classes, pipeline, x.shape[1], int(np.max(model.n_iter_)))
+    z = l2_normalize(x)  # float32 unless x is float64
+    mean = z.mean(axis=0, dtype=np.float64)
+    std = z.std(axis=0, dtype=np.float64)
+    std = np.where(std > 1e-8, std, 1.0)
+    z -= mean.astype(z.dtype)
+    z /= std.astype(z.dtype)
+    if init is None:
+        start_w, start_b = np.zeros((len(classes), d)), np.zeros(len(classes))
+    else:
+        start_w, start_b = _warm_start(init, classes, mean, std)
+
+    xt = torch.as_tensor(z, dtype=torch.float32)
+    yt = torch.as_tensor(y)
+    weight = torch.tensor(start_w, dtype=torch.float32, requires_grad=True)
+    bias = torch.tensor(start_b, dtype=torch.float32, requires_grad=True)
+    optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter,
+                                  max_eval=2 * max_iter, tolerance_grad=tol,
+                                  history_size=20, line_search_fn="strong_wolfe")
+
+    def closure():
+        optimizer.zero_grad(set_to_none=True)
+        loss = (F.cross_entropy(torch.addmm(bias, xt, weight.T), yt)
+                + 0.5 * weight_decay * weight.pow(2).sum())
+        loss.backward()
+        return loss
+
+    optimizer.step(closure)
+    n_iter = optimizer.state[optimizer._params[0]].get("n_iter", 0)
+    return LinearProbe(classes, weight.detach().double().numpy(),
+                       bias.detach().double().numpy(), mean, std, n_iter)
 
 
 # ---------------------------------------------------------------------------

@@ -218,9 +218,9 @@ def _objective_gradient(probe, x, y, weight_decay=1e-3):
 
 @pytest.mark.parametrize("classes", [10, 2])
 def test_linear_probe_minimises_mean_cross_entropy_plus_weight_decay(digits, classes):
-    """The scikit-learn probe solves the objective the documentation states, with C
-    mapped from weight_decay (doubled for two classes): its multinomial gradient is ~0
-    at the solution, and a tight tolerance lowers the objective only negligibly."""
+    """The probe solves the objective the documentation states: its multinomial
+    gradient (computed here in float64 numpy, independently of torch) is ~0 at the
+    solution, and a tight tolerance lowers the objective only negligibly."""
     x, y, tr = digits["x"], digits["y"], digits["train"]
     rows = tr[y[tr] < classes]
     probe = train_linear_probe(x[rows], y[rows])
@@ -231,6 +231,17 @@ def test_linear_probe_minimises_mean_cross_entropy_plus_weight_decay(digits, cla
     assert 0 <= value - tight_value < 1e-6
     # another weight decay is another optimum: the gradient check is not vacuous
     assert _objective_gradient(probe, x[rows], y[rows], weight_decay=1e-2)[1] > 1e-3
+
+
+def test_the_tolerance_not_the_iteration_cap_decides_when_to_stop(digits):
+    x, y, tr = digits["x"], digits["y"], digits["train"]
+    loose = train_linear_probe(x[tr], y[tr], tol=1e-3)
+    default = train_linear_probe(x[tr], y[tr])
+    assert 0 < loose.n_iter < default.n_iter < 1000
+    assert _objective_gradient(loose, x[tr], y[tr])[1] <= 1.1e-3
+    capped = train_linear_probe(x[tr], y[tr], max_iter=3)
+    assert capped.n_iter == 3
+    assert _objective_gradient(capped, x[tr], y[tr])[1] > 1e-3
 
 
 def test_warm_start_from_the_full_set_reaches_the_same_optimum(digits):
