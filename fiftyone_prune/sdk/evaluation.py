@@ -548,6 +548,25 @@ def save_plot(result: EvaluationResult, path: str, title: str = "") -> str:
 
 
 def load_evaluation(samples, eval_key: str) -> EvaluationResult:
+    """The stored result of evaluation run ``eval_key`` (nothing is recomputed).
+
+    Args:
+        samples: a dataset or view
+        eval_key: an :func:`evaluate_pruning` run (by default ``<run_key>_evaluation``)
+
+    Returns:
+        an :class:`EvaluationResult` with the table, full-data accuracy and verdicts
+        that :func:`evaluate_pruning` stored
+
+    Raises:
+        ParameterError: when ``eval_key`` is not a run of this package
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        print(fop.load_evaluation(dataset, "prototypes_evaluation").format_table())
+    """
     results = runs.load_run_results(samples, eval_key)
     return EvaluationResult(eval_key, results.table, results.full_accuracy, results.verdicts,
                             getattr(results, "plot_path", None),

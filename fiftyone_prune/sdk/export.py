@@ -411,6 +411,16 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     per sample: id, filepath, every prototype distance, label) in ``export_dir``;
     importers of every supported format ignore them. The export is written into a
     temporary folder beside ``export_dir`` and renamed into place when complete.
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        kept = fop.select_samples(dataset, "prototypes", keep=0.5, strategy="hard")
+        out = fop.export_kept_samples(kept, "/tmp/prune-demo-kept",
+                                      dataset_type="image_classification_tree",
+                                      label_field="ground_truth")
+        print(out["num_samples"], out["manifest"])
     """
     validation.check_collection(view, "view")
     validation.check_not_empty(view)

@@ -444,7 +444,31 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
     """SemDeDup alone: inside each cluster of run ``run_key``, keeps one sample per
     group of near-duplicates (cosine similarity > 1 - eps), the one farthest from the
     centroid. Tags ``<name>:kept`` / ``<name>:pruned`` like :func:`select_samples`
-    (default name ``<run_key>_dedup``) and returns the kept view."""
+    (default name ``<run_key>_dedup``) and returns the kept view.
+
+    Args:
+        samples: the dataset or view to deduplicate
+        run_key ("prototypes"): a :func:`compute_prototype_scores` run
+        eps (0.05): a float in (0, 1); two samples of one cluster are duplicates when
+            their cosine similarity exceeds ``1 - eps``
+        name (None): names the tags ``<name>:kept`` / ``<name>:pruned``, the saved view
+            ``<name>-kept`` and the run ``<name>_selection`` (default:
+            ``<run_key>_dedup``)
+
+    Returns:
+        the view of the kept samples (of ``samples``)
+
+    Raises:
+        ParameterError: (a ``ValueError`` with ``.param``) before any change, naming the
+            wrong argument
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        kept = fop.deduplicate(dataset, "prototypes", eps=0.05)
+        print(len(kept), dataset.count_sample_tags())
+    """
     check_scalar(eps, "eps", numbers.Real, 0, 1, "neither")
     name = name or f"{run_key}_dedup"
     cfg = check_selection(samples, run_key, SelectionSpec(keep=1.0, balance=None,
@@ -489,6 +513,13 @@ def selection_histogram(samples, run_key: str = "prototypes", keep=0.8, strategy
         a dict: ``edges``, ``centers``, ``kept``, ``pruned`` (counts per bin), ``cut``
         (the distance threshold where the selection is one, else None), ``plan`` (the
         plan's summary), ``distance_field`` and ``cluster_field``
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        hist = fop.selection_histogram(dataset, "prototypes", keep=0.5, strategy="hard")
+        print(sum(hist["kept"]), sum(hist["pruned"]), hist["cut"])
     """
     spec = as_selection_spec(spec, keep=keep, strategy=strategy, balance=balance,
                     label_field=label_field, balance_ratio=balance_ratio, seed=seed,
