@@ -160,6 +160,13 @@ def get_run_info(samples, run_key: str):
     Returns:
         a ``fiftyone.core.runs.RunInfo``: ``config`` (a config class of
         :mod:`~fiftyone_prune.sdk.run_configs`), ``timestamp``, ``version``
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        info = fop.get_run_info(dataset, "prototypes")
+        print(info.config.method, info.timestamp)
     """
     _check_ours(samples, run_key)
     return samples._dataset.get_run_info(run_key)
@@ -175,6 +182,12 @@ def load_run_results(samples, run_key: str):
 
     Returns:
         a ``fiftyone.core.runs.RunResults`` (None if the run stored none)
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        print(fop.load_run_results(dataset, "prototypes").cluster_sizes)
     """
     _check_ours(samples, run_key)
     return samples._dataset.load_run_results(run_key, load_view=False)
@@ -344,6 +357,22 @@ def rename_run(samples, run_key: str, new_run_key: str) -> None:
         samples: a dataset or view
         run_key: a run of this package
         new_run_key: a free run key
+
+    Returns:
+        None
+
+    Raises:
+        ParameterError: before any change, when ``run_key`` is not a run of this
+            package or is a selection, or ``new_run_key`` is not a valid run key or is
+            already used
+        ~fiftyone_prune.sdk.leases.RunLockedError: when another writer holds the
+            lease of either key
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        fop.rename_run(dataset, "prototypes", "prototypes_k10")
     """
     _check_ours(samples, run_key)
     validation.check_run_key(new_run_key)
