@@ -548,7 +548,23 @@ def run_shard(dataset, key: str, index: int) -> dict:
     """Computes shard ``index`` of sharded run ``key`` under its lease (refused with
     :class:`~fiftyone_prune.sdk.leases.RunLockedError` while another worker holds it),
     resuming where an earlier attempt stopped; a no-op for a done shard. The worker that
-    completes the last shard of a scoring run registers the run as complete."""
+    completes the last shard of a scoring run registers the run as complete.
+
+    Args:
+        dataset: the dataset (or its name) the sharded run was planned on
+        key: the sharded run: the ``embeddings_field`` of an embedding run, the
+            ``run_key`` of a scoring run
+        index: the shard, ``0 <= index < num_shards``
+
+    Returns:
+        the shard's result: ``{"num_embedded", "failed_ids"}`` for an embedding shard,
+        ``{"num_scored"}`` for a scoring shard (an already done shard's stored result)
+
+    Raises:
+        ValueError: when ``dataset`` has no sharded run ``key`` or ``index`` is out of
+            range
+        ~fiftyone_prune.sdk.leases.RunLockedError: while another worker holds the shard
+    """
     if isinstance(dataset, str):
         dataset = fo.load_dataset(dataset)
     plan = _load_plan(dataset, key)
@@ -589,7 +605,31 @@ def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
     "owner", "samples_done", "samples_total", "error"}]}``. A ``running`` shard is
     reported ``stale`` when its worker's lease has expired (the worker died) or its
     count has not moved for ``stale_after`` seconds (default
-    :data:`DEFAULT_STALE_SECONDS`)."""
+    :data:`DEFAULT_STALE_SECONDS`).
+
+    Args:
+        dataset: the dataset (or its name) the sharded run was planned on
+        key: the sharded run: the ``embeddings_field`` of an embedding run, the
+            ``run_key`` of a scoring run
+        stale_after (None): seconds without progress after which a running shard is
+            ``stale`` (default :data:`DEFAULT_STALE_SECONDS`, 600)
+
+    Returns:
+        the dict above; ``counts`` maps ``queued``/``running``/``done``/``failed``/
+        ``stale`` to shard counts, ``complete`` is True when every shard is done
+
+    Raises:
+        ValueError: when ``dataset`` has no sharded run ``key``
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        fop.compute_embeddings(dataset, model="efficientnet_lite0",
+                               embeddings_field="emb2", num_shards=2)
+        status = fop.shard_status(dataset, "emb2")
+        print(status["counts"], status["complete"])  # {'done': 2} True
+    """
     if isinstance(dataset, str):
         dataset = fo.load_dataset(dataset)
     stale_after = DEFAULT_STALE_SECONDS if stale_after is None else stale_after
@@ -626,7 +666,27 @@ def requeue_stale_shards(dataset, key: str, delegate: bool = True, include_faile
     """Re-runs the stale shards of ``key`` (and the failed ones with
     ``include_failed=True``): queued as delegated operations, or with
     ``delegate=False`` run here in order. A rerun continues where the shard stopped.
-    Returns the shard indices."""
+
+    Args:
+        dataset: the dataset (or its name) the sharded run was planned on
+        key: the sharded run (``embeddings_field`` or scoring ``run_key``)
+        delegate (True): queue each shard as a delegated operation (needs a
+            ``fiftyone delegated launch`` worker); False runs them here, in order
+        include_failed (False): also rerun the ``failed`` shards
+        stale_after (None): as in :func:`shard_status`
+
+    Returns:
+        the indices of the shards requeued (or run); ``[]`` when there were none
+
+    Raises:
+        ValueError: when ``dataset`` has no sharded run ``key``
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        fop.requeue_stale_shards(dataset, "emb2", delegate=False, include_failed=True)
+    """
     if isinstance(dataset, str):
         dataset = fo.load_dataset(dataset)
     wanted = {STALE} | ({FAILED} if include_failed else set())
