@@ -137,6 +137,15 @@ def quick_evaluation_offer(samples, run_key: str, keep_fraction: float,
     Returns:
         ``{"seconds", "kwargs", "message"}`` (``kwargs`` for
         :func:`fiftyone_prune.sdk.evaluation.evaluate_pruning`), or None
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        offer = fop.quick_evaluation_offer(dataset, "prototypes", keep_fraction=0.5)
+        if offer is not None:
+            print(offer["message"])
+            result = fop.evaluate_pruning(dataset, **offer["kwargs"])
     """
     cfg = runs.get_run_info(samples, run_key).config
     label_field = label_field or cfg.label_field or next(
