@@ -31,7 +31,7 @@ def _demo_arrays(source: str):
 def write_demo_images(images_dir: str, source: str = "mnist", max_samples: int | None = 1000,
                       seed: int = 0) -> list[tuple[str, str]]:
     """Writes demo images as PNGs, one folder per class (``images_dir/<label>/...``), and
-    returns ``[(filepath, label)]``. A seeded, class-stratified subset when
+    returns ``[(filepath, label)]``. A seeded random subset when
     ``max_samples`` is smaller than the source. Existing files are reused, not rewritten."""
     from PIL import Image
 

@@ -375,7 +375,7 @@ def rename_run(samples, run_key: str, new_run_key: str) -> None:
         fop.rename_run(dataset, "prototypes", "prototypes_k10")
     """
     _check_ours(samples, run_key)
-    validation.check_run_key(new_run_key)
+    validation.check_run_key(new_run_key, "new_run_key")
     dataset = samples._dataset
     kind = getattr(dataset.get_run_info(run_key).config, "kind", None)
     if kind == "selection":
