@@ -215,9 +215,12 @@ def test_panel_bad_keep_and_apply_on_the_current_view(page, app_server, forms_da
         timeout=30_000)
     apply = page.get_by_role("button", name="Apply selection", exact=True)
     expect(apply).to_be_enabled()
+    # the panel re-renders until its first summary is computed (slow on a busy machine):
+    # typing before that loses the input to a re-render
+    expect(page.get_by_text(re.compile(r"keeps\s+16\b"))).to_be_visible(timeout=60_000)
     keep = page.locator("xpath=//p[normalize-space()='Keep']"
                         "/following::input[1]")
-    keep.fill("abc")
+    keep.fill("abc", timeout=60_000)
     # the message sits under the row holding Keep, Keep itself is marked invalid
     error = page.get_by_role("alert").filter(has_text="keep must be a fraction")
     expect(error).to_be_visible(timeout=30_000)
