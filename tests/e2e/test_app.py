@@ -80,6 +80,7 @@ def test_invalid_embeddings_field_disables_execute(page, app_server, e2e_dataset
     assert not e2e_dataset.has_field("emb_valid_name")
 
 
+@pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
 def test_immediate_run_shows_its_progress(page, app_server, e2e_large_dataset, shoot):
     """Embeddings run immediately (not scheduled): a progress bar with "Embedding k/N
     images" moves while the App server works, then the same dialog shows the output."""
@@ -121,6 +122,7 @@ def test_immediate_run_shows_its_progress(page, app_server, e2e_large_dataset, s
     assert not _operator_errors(page), page.console_errors
 
 
+@pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
 def test_prune_pipeline_from_the_app(page, app_server, e2e_dataset, shoot):
     from playwright.sync_api import expect
 

@@ -206,6 +206,7 @@ def test_evaluate_form_opens_and_executes(page, app_server, forms_dataset, shoot
     helpers.assert_no_page_errors(page)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
 def test_panel_bad_keep_and_apply_on_the_current_view(page, app_server, forms_dataset, shoot):
     from playwright.sync_api import expect
 

@@ -110,6 +110,7 @@ def test_panel_without_runs_explains_what_to_run(page, app_server, unscored_data
     assert not _panel_errors(page), page.console_errors
 
 
+@pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
 def test_panel_histogram_show_hardest_and_apply(page, app_server, scored_dataset, shoot):
     from playwright.sync_api import expect
 

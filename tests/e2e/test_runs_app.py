@@ -70,6 +70,7 @@ def _axis_titles(plot):
     return _texts(plot, "text.xtitle") + _texts(plot, "text.ytitle")
 
 
+@pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
 def test_panel_plots_have_legends_axes_and_fit(page, app_server, runs_dataset, shoot):
     from playwright.sync_api import expect
 
@@ -198,6 +199,7 @@ def _dialog(page):
     return page.get_by_role("dialog").first
 
 
+@pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
 def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_dataset, shoot):
     from playwright.sync_api import expect
 

@@ -36,6 +36,7 @@ EMBED_CHILD = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
 def test_embeddings_killed_midway_keep_finished_chunks_and_resume(digits_images,
                                                                    efficientnet_small):
     dataset = labelled_dataset(unique_name("kill"), digits_images[:24], persistent=True)
