@@ -53,6 +53,9 @@ def _add_embed_args(p):
     p.add_argument("--num-workers", type=int, default=None)
     p.add_argument("--device", default=None, help="cpu, cuda, cuda:1 (default: auto)")
     p.add_argument("--image-size", type=int, default=224)
+    p.add_argument("--precision", default="fp32", choices=["fp32", "fp16", "bf16"],
+                   help="forward-pass arithmetic: fp32 (exact, default), fp16 (CUDA only), "
+                        "bf16; recorded with the field, a resume must use the same")
     p.add_argument("--no-skip-existing", action="store_true",
                    help="re-embed samples that already have a vector")
 
@@ -71,7 +74,7 @@ def cmd_embed(args):
         dataset, model=args.model, embeddings_field=field, batch_size=args.batch_size,
         num_workers=args.num_workers, device=args.device,
         skip_existing=not args.no_skip_existing, checkpoint_path=args.checkpoint,
-        image_size=args.image_size, progress=True, **sharding,
+        image_size=args.image_size, precision=args.precision, progress=True, **sharding,
     )
     if isinstance(result, dict):  # --delegate: the queued run's status
         print(json.dumps(result, indent=2, default=str))
@@ -234,7 +237,8 @@ def _pipeline(dataset, args, model, image_size, embeddings_field, options):
 
     emb = fop.compute_embeddings(dataset, model=model, embeddings_field=embeddings_field,
                                  image_size=image_size, checkpoint_path=getattr(args, "checkpoint", None),
-                                 batch_size=args.batch_size, progress=True)
+                                 batch_size=args.batch_size,
+                                 precision=getattr(args, "precision", "fp32"), progress=True)
     print(f"embedded {emb.num_embedded} (already had: {emb.num_skipped_existing}, "
           f"unreadable: {emb.num_failed})")
     label_field = args.label_field

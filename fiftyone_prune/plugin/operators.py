@@ -153,6 +153,14 @@ class ComputeEmbeddings(_PruneOperator):
         inputs.bool("skip_existing", label="Skip samples that already have embeddings",
                     default=True,
                     description="Resume an interrupted run instead of recomputing everything")
+        if model != "zoo":
+            _dropdown(inputs, "precision",
+                      [("fp32", "fp32 (exact; the default)"),
+                       ("fp16", "fp16 (CUDA GPUs only; faster, approximate)"),
+                       ("bf16", "bf16 (CPU or recent GPUs; faster, approximate)")],
+                      "Precision", default="fp32",
+                      description="Arithmetic of the forward pass; recorded with the field, "
+                                  "so a resume must use the same")
         _add_num_shards(ctx, inputs)
         name = ctx.params.get("embeddings_field", default_field)
         try:
@@ -161,6 +169,13 @@ class ComputeEmbeddings(_PruneOperator):
                                            "embeddings field", param="embeddings_field")
             check_scalar(_whole_number(ctx.params.get("batch_size", 32)), "batch_size", int,
                          min_val=1)
+            if (ctx.params.get("precision") or "fp32") != "fp32":
+                import torch
+
+                from fiftyone_prune.core.models import autocast_dtype
+
+                autocast_dtype(ctx.params["precision"],
+                               "cuda" if torch.cuda.is_available() else "cpu")
         except ValueError as e:
             common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs)
@@ -175,7 +190,8 @@ class ComputeEmbeddings(_PruneOperator):
         num_shards = _whole_number(p.get("num_shards") or 1)
         kwargs = dict(model=model, embeddings_field=p.get("embeddings_field", "swav_embedding"),
                       batch_size=_whole_number(p.get("batch_size", 32)),
-                      checkpoint_path=p.get("checkpoint_path") or None)
+                      checkpoint_path=p.get("checkpoint_path") or None,
+                      precision=p.get("precision") or "fp32")
 
         def work(progress):
             if num_shards > 1:
@@ -206,7 +222,7 @@ class ComputeEmbeddings(_PruneOperator):
 
     def __call__(self, sample_collection, model="swav_resnet50",
                  embeddings_field="swav_embedding", batch_size=32, skip_existing=True,
-                 checkpoint_path=None, num_shards=1, delegate=False):
+                 checkpoint_path=None, num_shards=1, delegate=False, precision="fp32"):
         """Embeds the images of ``sample_collection``, as the App's form does
         (:func:`fiftyone_prune.compute_embeddings`).
 
@@ -234,6 +250,8 @@ class ComputeEmbeddings(_PruneOperator):
             num_shards (1): with M > 1, queue M tasks over disjoint slices of the view
                 for ``fiftyone delegated launch`` workers instead of embedding here
             delegate (False): schedule the operation instead of running it now
+            precision ("fp32"): ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"`` (built-in
+                models only)
 
         Returns:
             the :class:`fiftyone_prune.sdk.embeddings.EmbeddingResult` as a dict; with
@@ -242,7 +260,8 @@ class ComputeEmbeddings(_PruneOperator):
         """
         params = dict(model=model, embeddings_field=embeddings_field,
                       batch_size=batch_size, skip_existing=skip_existing,
-                      checkpoint_path=checkpoint_path, num_shards=num_shards)
+                      checkpoint_path=checkpoint_path, num_shards=num_shards,
+                      precision=precision)
         if model not in ("swav_resnet50", "efficientnet_lite0"):
             params.update(model="zoo", zoo_model=model)
         return common.call_operator(self.uri, sample_collection, params, delegate)

@@ -519,3 +519,26 @@ def test_a_scheduled_embedding_split_into_tasks_queues_them_when_it_runs(digits_
     assert sorted(doc.result.result["queued_operations"]) == sorted(
         str(d.id) for d in queued.values())
     assert digits_dataset.count("emb") == 0
+
+
+def test_embeddings_form_precision_input(digits_dataset):
+    """fp16 needs CUDA: without a GPU the form marks exactly the precision input; bf16
+    and fp32 open clean; a zoo model gets no precision input (it keeps its own)."""
+    import torch
+
+    base = {"model": "efficientnet_lite0", "embeddings_field": "emb_precision"}
+    if not torch.cuda.is_available():
+        invalid, notice = _form(digits_dataset, "compute_embeddings",
+                                dict(base, precision="fp16"))
+        assert list(invalid) == ["precision"] and notice is None, (invalid, notice)
+        assert "fp16" in invalid["precision"]
+    assert _form(digits_dataset, "compute_embeddings", dict(base, precision="bf16")) == (
+        {}, None)
+    ctx = foo.ExecutionContext(request_params={
+        "dataset_name": digits_dataset.name, "view": digits_dataset.view()._serialize(),
+        "params": {"model": "zoo"}})
+    props = foo.get_operator(URI + "compute_embeddings").resolve_input(ctx).type.properties
+    assert "precision" not in props and "precision" in foo.get_operator(
+        URI + "compute_embeddings").resolve_input(foo.ExecutionContext(request_params={
+            "dataset_name": digits_dataset.name, "view": digits_dataset.view()._serialize(),
+            "params": base})).type.properties
