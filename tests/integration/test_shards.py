@@ -378,7 +378,9 @@ def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
     from fiftyone_prune.sdk import runs
 
     wait_for(lambda: dataset.reload() or "d" in dataset.list_runs(), 30, "the registration")
-    assert runs.run_status(dataset, "d") == "complete"
+    # the registering worker still holds the run's lease for a moment after registering:
+    # until it lets go, readers are told the run is being written
+    wait_for(lambda: runs.run_status(dataset, "d") == "complete", 30, "the lease's release")
     assert dataset.load_run_view("d").count() == 120
     service = DelegatedOperationService()
     for op_id in queued["queued_operations"]:
