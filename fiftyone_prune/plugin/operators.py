@@ -158,7 +158,7 @@ class ComputeEmbeddings(_PruneOperator):
                       [("fp32", "fp32 (exact; the default)"),
                        ("fp16", "fp16 (CUDA GPUs only; faster, approximate)"),
                        ("bf16", "bf16 (CPU or recent GPUs; faster, approximate)")],
-                      "Precision", default="fp32",
+                      "Precision", default="fp32", required=False,
                       description="Arithmetic of the forward pass; recorded with the field, "
                                   "so a resume must use the same")
         _add_num_shards(ctx, inputs)

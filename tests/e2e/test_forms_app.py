@@ -213,7 +213,8 @@ def _type_until_shown(box, text, shown, tries=3):
     from playwright.sync_api import expect
 
     for attempt in range(tries):
-        box.fill("", timeout=60_000)
+        if attempt:
+            box.fill("", timeout=60_000)
         box.fill(text, timeout=60_000)
         try:
             expect(shown).to_be_visible(timeout=20_000)
@@ -248,7 +249,7 @@ def test_panel_bad_keep_and_apply_on_the_current_view(page, app_server, forms_da
     helpers.assert_no_page_errors(page)
 
     _type_until_shown(keep, "0.5", page.get_by_text(re.compile(r"keeps\s+10\b")))
-    expect(apply).to_be_enabled()
+    expect(apply).to_be_enabled(timeout=30_000)
     shoot(page, "panel_forms_dataset")
     apply.click()
     execute = helpers.execute_button(page)
