@@ -123,6 +123,14 @@ def check_selection(samples, run_key: str, spec: SelectionSpec, name: str | None
     return cfg
 
 
+def _checked_spec(samples, run_key, spec, name, **knobs):
+    """The scoring run's config and the checked spec (its label field defaulting to the
+    scoring run's): the common start of planning and of the histogram."""
+    spec = as_selection_spec(spec, **knobs)
+    cfg = check_selection(samples, run_key, spec, name)
+    return cfg, spec.replace(label_field=spec.label_field or cfg.label_field)
+
+
 def as_selection_spec(spec, **knobs) -> SelectionSpec:
     """``spec``, or one built from the keyword arguments ``knobs`` (the fields of
     :class:`~fiftyone_prune.core.params.SelectionSpec`); both at once only where the
@@ -176,12 +184,11 @@ def plan_selection(samples, run_key: str = "prototypes", keep=0.8, strategy: str
         plan = fop.plan_selection(dataset, "prototypes", keep=0.5, strategy="random")
         print(plan.summary()["num_kept"])
     """
-    spec = as_selection_spec(spec, keep=keep, strategy=strategy, balance=balance,
-                    label_field=label_field, balance_ratio=balance_ratio, seed=seed,
-                    dedup_eps=dedup_eps, ccs_beta=ccs_beta, ccs_bins=ccs_bins,
-                    density_temperature=density_temperature)
-    cfg = check_selection(samples, run_key, spec, name)
-    spec = spec.replace(label_field=spec.label_field or cfg.label_field)
+    cfg, spec = _checked_spec(samples, run_key, spec, name, keep=keep, strategy=strategy,
+                              balance=balance, label_field=label_field,
+                              balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps,
+                              ccs_beta=ccs_beta, ccs_bins=ccs_bins,
+                              density_temperature=density_temperature)
     table = read_score_table(samples, cfg, spec.balance, spec.label_field)
     return plan_from_table(samples, cfg, table, spec, name=name or run_key, run_key=run_key)
 
@@ -521,12 +528,11 @@ def selection_histogram(samples, run_key: str = "prototypes", keep=0.8, strategy
         hist = fop.selection_histogram(dataset, "prototypes", keep=0.5, strategy="hard")
         print(sum(hist["kept"]), sum(hist["pruned"]), hist["cut"])
     """
-    spec = as_selection_spec(spec, keep=keep, strategy=strategy, balance=balance,
-                    label_field=label_field, balance_ratio=balance_ratio, seed=seed,
-                    dedup_eps=dedup_eps, ccs_beta=ccs_beta, ccs_bins=ccs_bins,
-                    density_temperature=density_temperature)
-    cfg = check_selection(samples, run_key, spec, name)
-    spec = spec.replace(label_field=spec.label_field or cfg.label_field)
+    cfg, spec = _checked_spec(samples, run_key, spec, name, keep=keep, strategy=strategy,
+                              balance=balance, label_field=label_field,
+                              balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps,
+                              ccs_beta=ccs_beta, ccs_bins=ccs_bins,
+                              density_temperature=density_temperature)
     balance = spec.balance
     # one read of the scores serves both the plan and the histogram
     table = read_score_table(samples, cfg, balance, spec.label_field)
