@@ -1,6 +1,8 @@
 """The concurrency module with real threads: sources closed, threads ended, errors and
 order as documented."""
 
+import logging
+import sys
 import threading
 import time
 
@@ -30,6 +32,20 @@ class Source:
 
 def _threads(prefix):
     return [t for t in threading.enumerate() if t.name.startswith(prefix) and t.is_alive()]
+
+
+def _wait_until_blocked_in(thread, function, timeout=30):
+    """Waits until ``thread`` is inside a call of ``function`` (read from its live stack):
+    the moment a test acts on, instead of a sleep that guesses it."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        frame = sys._current_frames().get(thread.ident)
+        while frame is not None:
+            if frame.f_code.co_name == function:
+                return
+            frame = frame.f_back
+        time.sleep(0.001)
+    raise AssertionError(f"{thread.name} never reached {function}()")
 
 
 def test_prefetcher_yields_everything_in_order_and_in_batches():
@@ -121,10 +137,12 @@ def test_bad_arguments_are_refused_before_a_thread_starts():
 def test_writer_accounts_in_submission_order_and_bounds_what_is_in_flight():
     written, accounted, most_in_flight = [], [], [0]
     release = {i: threading.Event() for i in range(8)}
+    done = {i: threading.Event() for i in range(8)}
 
     def write(i):
-        release[i].wait(5)
+        release[i].wait(30)
         written.append(i)
+        done[i].set()
         return i
 
     writer = OrderedBatchWriter(write, num_threads=3, max_in_flight=3,
@@ -132,13 +150,16 @@ def test_writer_accounts_in_submission_order_and_bounds_what_is_in_flight():
     for i in range(3):
         writer.submit(i)
     release[2].set()  # the third finishes first: not accounted before 0 and 1
-    time.sleep(0.1)
+    assert done[2].wait(30)
     assert written == [2]
     assert writer.num_written == 0 and writer.num_in_flight == 3
-    # a fourth waits for the oldest: release them in reverse from another thread
-    threading.Timer(0.1, lambda: (release[1].set(), release[0].set())).start()
+    # a fourth waits for the oldest, released (in reverse) by another thread: whether
+    # they are released before or while submit() waits, it returns with at most 3 in flight
+    releaser = threading.Thread(target=lambda: (release[1].set(), release[0].set()))
+    releaser.start()
     writer.submit(3)
-    assert writer.num_in_flight <= 3
+    assert writer.num_in_flight <= 3 and accounted[:1] == [0]
+    releaser.join()
     for i in range(3, 8):
         release[i].set()
     for i in range(4, 8):
@@ -163,76 +184,96 @@ def test_one_thread_writes_in_order_and_a_with_block_writes_everything():
 
 def test_a_write_error_surfaces_on_the_next_submit_and_later_batches_are_dropped():
     written = []
-    gate = threading.Event()
+    fail, gate, probe_started = threading.Event(), threading.Event(), threading.Event()
 
     def write(i):
         if i == 1:
+            fail.wait(30)
             raise OSError("disk full")
-        if i > 1:
-            gate.wait(5)
+        if i == 2:  # one thread: batch 2 starts only once batch 1 has failed
+            probe_started.set()
+            gate.wait(30)
         written.append(i)
 
     writer = OrderedBatchWriter(write, num_threads=1, max_in_flight=10, name="w-fail")
-    writer.submit(0)
-    writer.submit(1)
-    time.sleep(0.1)  # batch 1 has failed by now
+    for i in range(4):  # queued before batch 1 fails; 3 waits behind 2
+        writer.submit(i)
+    fail.set()
+    assert probe_started.wait(30)
     with pytest.raises(OSError, match="disk full"):
-        writer.submit(2)
+        writer.submit(4)
     with pytest.raises(OSError, match="disk full"):  # and again on every later call
-        writer.submit(3)
+        writer.submit(5)
+    gate.set()
     with pytest.raises(OSError, match="disk full"):
         writer.close()
-    assert written == [0] and writer.num_written == 1
+    # 2 was being written when the error surfaced; 3 (queued, not started) was dropped
+    assert written == [0, 2] and writer.num_written == 1
     assert not _threads("w-fail")
 
 
 def test_a_write_error_behind_a_slow_batch_surfaces_without_waiting_for_it():
-    gate = threading.Event()
+    gate, fail, probe_started = threading.Event(), threading.Event(), threading.Event()
 
     def write(i):
         if i == 0:
-            gate.wait(5)
+            gate.wait(30)
         if i == 1:
+            fail.wait(30)
             raise OSError("bad batch")
+        if i == 2:  # on batch 1's thread (the other holds batch 0): after 1 failed
+            probe_started.set()
 
     writer = OrderedBatchWriter(write, num_threads=2, max_in_flight=10, name="w-behind")
-    writer.submit(0)
-    writer.submit(1)
-    time.sleep(0.1)
-    with pytest.raises(OSError, match="bad batch"):
-        writer.submit(2)
+    for i in range(3):
+        writer.submit(i)
+    fail.set()
+    assert probe_started.wait(30)
+    with pytest.raises(OSError, match="bad batch"):  # batch 0 is still being written
+        writer.submit(3)
     gate.set()
     writer.cancel()
     assert not _threads("w-behind")
 
 
-def test_a_write_error_surfaces_on_close_and_a_block_error_wins_over_it():
+def test_a_write_error_surfaces_on_close_and_a_block_error_wins_over_it(caplog):
     writer = OrderedBatchWriter(lambda i: 1 / i, name="w-close")
     writer.submit(0)
     with pytest.raises(ZeroDivisionError):
         writer.close()
-    with pytest.raises(KeyError):  # the block's own error is what the caller sees
+    # leaving the block closes the writer, which waits for the failing write
+    with caplog.at_level(logging.WARNING), pytest.raises(KeyError):
         with OrderedBatchWriter(lambda i: 1 / i, name="w-block") as writer:
             writer.submit(0)
-            time.sleep(0.05)
-            raise KeyError("the caller's failure")
+            raise KeyError("the caller's failure")  # what the caller sees
+    assert "a write failed too: division by zero" in caplog.text  # and the other is logged
     assert not _threads("w-close") and not _threads("w-block")
 
 
 def test_cancel_drops_what_has_not_started_and_joins():
     started = []
-    gate = threading.Event()
+    gate, first_started = threading.Event(), threading.Event()
 
     def write(i):
         started.append(i)
-        gate.wait(5)
+        first_started.set()
+        gate.wait(30)
 
     writer = OrderedBatchWriter(write, num_threads=1, max_in_flight=5, name="w-cancel")
     for i in range(5):
         writer.submit(i)
-    time.sleep(0.05)
-    threading.Timer(0.1, gate.set).start()
+    assert first_started.wait(30)
+    caller = threading.current_thread()
+
+    def release_once_cancelled():
+        # cancel() drops the queued batches, then joins the thread writing batch 0
+        _wait_until_blocked_in(caller, "join")
+        gate.set()
+
+    releaser = threading.Thread(target=release_once_cancelled)
+    releaser.start()
     writer.cancel()
+    releaser.join()
     assert started == [0]
     assert not _threads("w-cancel")
     with pytest.raises(RuntimeError, match="closed"):
