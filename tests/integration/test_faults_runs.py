@@ -44,69 +44,105 @@ def vectors_dataset():
 
 
 SCORE = dict(embeddings_field="emb", num_clusters=4, max_points_per_centroid=100)
-#: the worker processes of this module and their tasks, in order: (call, kwargs, write
-#: batch size, start signal). A task that gets killed is its worker's last. Few workers,
-#: all started together: each import of FiftyOne costs seconds on a busy 2-core machine.
-WORKERS = {
-    "w1": [("score", dict(SCORE, run_key="race", seed=1), 64, "race-score"),
-           ("select", dict(run_key="base", name="both", keep=0.5, strategy="hard"), 200,
-            "race-select"),
-           ("select", dict(run_key="base", name="sel", keep=0.3, strategy="easy"), 20,
-            "kill-select")],
-    "w2": [("score", dict(SCORE, run_key="race", seed=2), 64, "race-score"),
-           ("select", dict(run_key="base", name="both", keep=0.5, strategy="easy"), 200,
-            "race-select"),
-           ("score", dict(SCORE, run_key="ow", num_clusters=6, overwrite=True), 64,
-            "kill-overwrite")],
-    "w3": [("score", dict(SCORE, run_key="fresh"), 64, "kill-fresh")],
+#: what the worker processes run, by start signal: the calls started together at that
+#: signal, each ``(call, kwargs, write batch size)``. A task that gets killed is its
+#: worker's last; any idle worker takes any task, so each test stands alone.
+TASKS = {
+    "race-score": [("score", dict(SCORE, run_key="race", seed=1), 64),
+                   ("score", dict(SCORE, run_key="race", seed=2), 64)],
+    "race-select": [("select", dict(run_key="base", name="both", keep=0.5,
+                                    strategy="hard"), 200),
+                    ("select", dict(run_key="base", name="both", keep=0.5,
+                                    strategy="easy"), 200)],
+    "kill-select": [("select", dict(run_key="base", name="sel", keep=0.3,
+                                    strategy="easy"), 20)],
+    "kill-overwrite": [("score", dict(SCORE, run_key="ow", num_clusters=6,
+                                      overwrite=True), 64)],
+    "kill-fresh": [("score", dict(SCORE, run_key="fresh"), 64)],
 }
+#: workers started with the module, importing while its first tests run: each import of
+#: FiftyOne costs seconds on a busy 2-core machine. More start when a test needs them.
+NUM_WORKERS = 3
 
 
 class Workers:
-    def __init__(self, dataset, folder):
-        self.folder = folder
+    """A pool of worker processes (``runs_worker.py``) on ``dataset``: idle ones take
+    tasks, killed ones are replaced when a later test needs more."""
+
+    def __init__(self, dataset, folder, num_workers=NUM_WORKERS):
+        self.dataset, self.folder = dataset, folder
+        self.all = []
+        self.idle = [self._spawn() for _ in range(num_workers)]
+
+    def _spawn(self):
         env = dict(os.environ, FIFTYONE_PRUNE_LEASE_SECONDS=str(LEASE_S))
-        self.procs = {
-            name: subprocess.Popen(
+        # output to a file: a pipe nobody reads blocks a long-lived worker once it is full
+        with open(self.folder / f"worker-{len(self.all)}.log", "w") as log:
+            proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.integration.runs_worker",
-                 json.dumps(dict(dataset=dataset.name, folder=str(folder), tasks=tasks))],
-                cwd=REPO_ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                text=True)
-            for name, tasks in WORKERS.items()}
+                 json.dumps(dict(dataset=self.dataset.name, folder=str(self.folder)))],
+                cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True)
+        proc.log = log.name
+        self.all.append(proc)
+        return proc
+
+    @staticmethod
+    def ended(proc):
+        """What a worker that ended by itself said."""
+        proc.wait(30)
+        with open(proc.log) as f:
+            return f"worker pid {proc.pid} ended with {proc.returncode}: {f.read()[-3000:]}"
 
     def start(self, signal_name):
-        """Starts the task ``signal_name`` of every worker that has one at the same
-        instant (once they are all ready); returns ``{worker: (process, kwargs)}``."""
-        tasks = {n: next(t for t in tasks if t[3] == signal_name)
-                 for n, tasks in WORKERS.items() if any(t[3] == signal_name for t in tasks)}
+        """Hands each task of ``signal_name`` to an idle worker and starts them all at
+        the same instant (once they are all ready); returns ``{pid: (process, kwargs)}``.
+        The workers are busy until :meth:`outcomes` has read their results."""
+        tasks = TASKS[signal_name]
+        self.idle = [p for p in self.idle if p.poll() is None]
+        while len(self.idle) < len(tasks):
+            self.idle.append(self._spawn())
+        procs, self.idle = self.idle[:len(tasks)], self.idle[len(tasks):]
+        (self.folder / signal_name).unlink(missing_ok=True)  # left by a killed task
+        for proc, (call, kwargs, batch) in zip(procs, tasks):
+            path = self.folder / f"task-{proc.pid}.json"
+            path.with_suffix(".part").write_text(json.dumps(
+                dict(call=call, kwargs=kwargs, batch=batch, signal=signal_name)))
+            path.with_suffix(".part").replace(path)
         deadline = time.time() + 300
-        while not all((self.folder / f"ready-{self.procs[n].pid}").exists() for n in tasks):
-            ended = [n for n in tasks if self.procs[n].poll() is not None]
-            assert not ended, [self.procs[n].communicate() for n in ended]
+        while not all((self.folder / f"ready-{p.pid}").exists() for p in procs):
+            ended = [p for p in procs if p.poll() is not None]
+            assert not ended, [self.ended(p) for p in ended]
             assert time.time() < deadline, "workers did not start"
             time.sleep(0.01)
         (self.folder / signal_name).touch()
-        return {n: (self.procs[n], t[1]) for n, t in tasks.items()}
+        return {p.pid: (p, t[1]) for p, t in zip(procs, tasks)}
 
     def outcomes(self, signal_name, started):
-        """``{worker: error text or None}`` once each started task has ended."""
+        """``{pid: error text or None}`` once each started task has ended; the workers
+        are idle again."""
         out = {}
         deadline = time.time() + 120
-        for name, (proc, _) in started.items():
-            path = self.folder / f"{signal_name}-{proc.pid}.json"
+        for pid, (proc, _) in started.items():
+            path = self.folder / f"{signal_name}-{pid}.json"
             while not path.exists():
-                assert proc.poll() is None, proc.communicate()
-                assert time.time() < deadline, f"task {signal_name} of {name} did not end"
+                assert proc.poll() is None, self.ended(proc)
+                assert time.time() < deadline, f"task {signal_name} of {pid} did not end"
                 time.sleep(0.01)
-            time.sleep(0.05)  # the file is written in one small write; let it land
-            out[name] = json.loads(path.read_text())["error"]
+            out[pid] = json.loads(path.read_text())["error"]  # written whole, renamed
+            path.unlink()
+        self.idle.extend(proc for proc, _ in started.values())
         return out
 
+    def start_one(self, signal_name):
+        """Starts the single task of ``signal_name``; returns its process."""
+        (proc, _), = self.start(signal_name).values()
+        return proc
+
     def stop(self):
-        for proc in self.procs.values():
+        for proc in self.all:
             if proc.poll() is None:
                 proc.kill()
-            proc.communicate()
+            proc.wait(30)
 
 
 @pytest.fixture(scope="module")
@@ -121,7 +157,7 @@ def kill_when(proc, condition, what):
     deadline = time.time() + 120
     while not condition():
         if proc.poll() is not None:
-            pytest.fail(f"the worker ended before {what}: {proc.communicate()}")
+            pytest.fail(f"the worker ended before {what}: {Workers.ended(proc)}")
         assert time.time() < deadline, f"timed out waiting for {what}"
         time.sleep(0.005)
     os.kill(proc.pid, signal.SIGKILL)
@@ -284,7 +320,7 @@ def test_selection_killed_between_tag_batches_leaves_the_old_one_whole(vectors_d
                                                                        workers):
     fop.select_samples(vectors_dataset, "base", keep=0.5, strategy="hard", name="sel")
     old = tag_sets(vectors_dataset, "sel")
-    proc = workers.start("kill-select")["w1"][0]
+    proc = workers.start_one("kill-select")
 
     def partly_staged():
         n = vectors_dataset.count_sample_tags().get("sel:kept:staging", 0)
@@ -316,7 +352,7 @@ def test_scoring_overwrite_killed_midway_keeps_old_scores_and_its_lease_expires(
     fop.compute_prototype_scores(vectors_dataset, "emb", run_key="ow", num_clusters=4)
     old_values = vectors_dataset.values(["ow_distance", "ow_cluster"])
     old_version = fop.get_run_info(vectors_dataset, "ow").config.version
-    proc = workers.start("kill-overwrite")["w2"][0]
+    proc = workers.start_one("kill-overwrite")
     seen = {}
 
     def staging_written():
@@ -369,7 +405,7 @@ def test_delete_run_removes_what_a_killed_overwrite_staged(vectors_dataset):
 
 
 def test_new_scoring_run_killed_midway_then_rerun(vectors_dataset, workers):
-    proc = workers.start("kill-fresh")["w3"][0]
+    proc = workers.start_one("kill-fresh")
 
     def scores_written():
         vectors_dataset.reload()
