@@ -146,9 +146,58 @@ def test_rerun_replaces_only_its_own_tags_and_view(scored):
 
 
 def test_auto_reports_its_choice_and_follows_the_data_regime(scored):
-    plan = fop.plan_selection(scored, "proto", keep=0.5, strategy="auto")
-    # no evaluation of this run: random, the choice no measurement shows losing
-    assert plan.strategy == "random" and "evaluation" in plan.strategy_reason
+    from fiftyone_prune.core import advice
+
+    assert len(scored) == 120 and len(scored.distinct("ground_truth.label")) == 10
+
+    def rule(plan):  # the regime's part of the reason, without the run-specific suffix
+        assert plan.strategy == "random"
+        text, _, why_no_evaluation = plan.strategy_reason.partition(
+            " (no matching evaluation: ")
+        assert why_no_evaluation.startswith("no evaluation of ")
+        return text
+
+    def quoted(kept, classes):
+        setting, _, _, fraction, gaps = advice.nearest_measurement(
+            advice.data_regime(kept, 120, classes))
+        return f"{setting} at {fraction:.0%} kept: " + ", ".join(
+            f"{s} {g:+.1f}" for s, g in sorted(gaps.items(), key=lambda x: x[1]))
+
+    # the regime comes from the data: 60 of 120 kept, 10 labelled classes
+    half = rule(fop.plan_selection(scored, "proto", keep=0.5, strategy="auto"))
+    assert "Keeping 50% (60 of 120, about 6 per class)" in half
+    assert quoted(60, 10) in half and "399 MNIST digits at 50% kept" in half
+    # another kept fraction is another regime, answered from another measurement: random
+    # even where one shows a strategy ahead (easy at 5 % of 399 digits: within the noise)
+    few = rule(fop.plan_selection(scored, "proto", keep=6, strategy="auto"))
+    assert "Keeping 5% (6 of 120, about 1 per class)" in few
+    assert quoted(6, 10) in few and "399 MNIST digits at 5% kept" in few
+    assert "easy +8.3" in few
+    # per class, never per cluster: class balance, or another number of clusters, give
+    # the same regime on the same data
+    assert rule(fop.plan_selection(scored, "proto", keep=0.5, strategy="auto",
+                                   balance="class")) == half
+    fop.compute_prototype_scores(scored, "emb", run_key="proto3", num_clusters=3,
+                                 label_field="ground_truth")
+    unlabelled = "proto_nolabels"
+    fop.compute_prototype_scores(scored, "emb", run_key=unlabelled, num_clusters=3)
+    try:
+        assert rule(fop.plan_selection(scored, "proto3", keep=0.5, strategy="auto")) == half
+        # without labels the regime counts kept samples in total
+        alone = rule(fop.plan_selection(scored, unlabelled, keep=0.5, strategy="auto"))
+        assert "Keeping 50% (60 of 120, no labels to count per class)" in alone
+        assert quoted(60, None) in alone and alone != half
+    finally:
+        fop.delete_run(scored, "proto3")
+        fop.delete_run(scored, unlabelled)
+    # the choice is reported with the selection run: asked auto, chose random, and why
+    fop.select_samples(scored, "proto", keep=0.5, strategy="auto", name="auto_regime")
+    try:
+        config = fop.get_run_info(scored, "auto_regime_selection").config
+        assert (config.strategy, config.chosen_strategy) == ("auto", "random")
+        assert config.strategy_reason.startswith(half)
+    finally:
+        fop.delete_run(scored, "auto_regime_selection")
 
 
 def test_semdedup_alone_and_as_a_first_step(scored):
