@@ -70,8 +70,13 @@ class HeldoutBootstrap:
         return float(np.std(means.astype(np.float64), ddof=1))
 
 
-def _seed_variance(correct):
-    """Variance of the mean accuracy over fits (0 for a single, deterministic fit)."""
+def seed_variance(correct) -> float:
+    """Variance of the mean accuracy over fits (0 for a single, deterministic fit).
+
+    Args:
+        correct: ``(num_fits, num_heldout)`` per-sample correctness, one row per fit
+    """
+    correct = np.atleast_2d(np.asarray(correct, dtype=np.float64))
     if len(correct) < 2:
         return 0.0
     accuracies = correct.mean(axis=1)
@@ -87,7 +92,7 @@ def accuracy_interval(bootstrap: HeldoutBootstrap, correct) -> tuple[float, floa
     """
     correct = np.atleast_2d(np.asarray(correct, dtype=np.float64))
     mean = float(correct.mean())
-    sd = np.sqrt(bootstrap.sd_of_mean(correct.mean(axis=0)) ** 2 + _seed_variance(correct))
+    sd = np.sqrt(bootstrap.sd_of_mean(correct.mean(axis=0)) ** 2 + seed_variance(correct))
     return mean, mean - Z95 * sd, mean + Z95 * sd
 
 
@@ -99,7 +104,7 @@ def difference_interval(bootstrap: HeldoutBootstrap, correct,
     b = np.atleast_2d(np.asarray(reference, dtype=np.float64))
     per_sample = a.mean(axis=0) - b.mean(axis=0)
     diff = float(per_sample.mean())
-    sd = np.sqrt(bootstrap.sd_of_mean(per_sample) ** 2 + _seed_variance(a) + _seed_variance(b))
+    sd = np.sqrt(bootstrap.sd_of_mean(per_sample) ** 2 + seed_variance(a) + seed_variance(b))
     return diff, diff - Z95 * sd, diff + Z95 * sd
 
 
