@@ -1,10 +1,12 @@
-"""The package's two ways of overlapping I/O with computation, each closing what it opens.
+"""Every thread of the package, each closing what it opens.
 
 - :class:`Prefetcher` reads ahead: a background thread pulls items (or batches of items)
   from an iterable, e.g. a MongoDB cursor, while the caller works on the previous ones.
 - :class:`OrderedBatchWriter` writes behind: batches handed to it are written by worker
   threads while the caller prepares the next, with a bounded number in flight, and their
   completion is accounted in submission order.
+- :class:`Heartbeat` calls a few functions periodically in one thread (a lease's
+  renewal, a shard's progress beat), until stopped.
 
 Why one module: reading vectors, inflating them, writing scores and writing embeddings
 each had its own thread, queue and error hand-off, and one of them left a MongoDB
@@ -304,3 +306,82 @@ class OrderedBatchWriter:
         except BaseException as e:  # the block's own exception is the one to see
             if e is not exc:
                 logger.warning("a write failed too: %s", e)
+
+
+class Heartbeat:
+    """Calls each of its beats every ``interval`` seconds in one daemon thread.
+
+    Args:
+        interval: seconds between beats (the first beat comes one interval after
+            :meth:`start`)
+        *beats: functions called without arguments, in order, on every beat; one that
+            returns ``False`` is dropped (e.g. a lease renewal that found the lease
+            lost); one that raises is logged and called again on the next beat (a
+            database hiccup must not stop a lease from being renewed)
+        name ("heartbeat"): the thread's name
+
+    Why one class: a lease renews itself and a shard reports its progress on the same
+    rhythm; one thread per worker does both (:meth:`add`), and stopping joins it.
+    :meth:`stop` (also on leaving a ``with`` block) wakes the thread at once, so a
+    writer never waits out an interval to finish.
+
+    Example::
+
+        import threading
+        from fiftyone_prune.core.concurrency import Heartbeat
+
+        beaten = threading.Event()
+        with Heartbeat(0.01, beaten.set):
+            assert beaten.wait(10)
+    """
+
+    def __init__(self, interval: float, *beats: Callable[[], Any], name: str = "heartbeat"):
+        if not interval > 0:
+            raise ValueError(f"interval must be a positive number of seconds, got {interval!r}")
+        self.interval = float(interval)
+        self._beats = list(beats)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def add(self, beat: Callable[[], Any]) -> None:
+        """Adds a function to call on every beat from the next one on."""
+        with self._lock:
+            self._beats.append(beat)
+
+    def start(self) -> "Heartbeat":
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            with self._lock:
+                beats = list(self._beats)
+            for beat in beats:
+                if self._stop.is_set():
+                    return
+                try:
+                    keep = beat()
+                except Exception as e:  # try again next beat
+                    logger.warning("heartbeat %s failed: %s", getattr(beat, "__name__", beat), e)
+                    continue
+                if keep is False:
+                    with self._lock:
+                        self._beats.remove(beat)
+
+    def stop(self) -> None:
+        """Stops beating and joins the thread (a beat in progress finishes first);
+        idempotent; a no-op when called from a beat itself."""
+        self._stop.set()
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join()
+
+    def __enter__(self) -> "Heartbeat":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

@@ -9,13 +9,19 @@ matches only an expired lease, so a live lease makes the upsert collide on ``_id
 caller. Times are the server's (``$$NOW``), so writers on machines whose clocks disagree
 still agree on expiry.
 
-While the work runs a daemon thread renews the expiry every quarter of the lease time; a
-killed process (SIGKILL, OOM, a lost machine) stops renewing and its lease expires, so
-the next writer takes over after at most ``lease_seconds()``. The lease is released when
-the ``with`` block ends, by an exception too. Before its final commit (registering the
-run, switching tags or fields) a writer calls :meth:`Lease.check`, which fails if the
-lease was taken over meanwhile (a process stalled past the expiry): nothing is then
-committed.
+While the work runs a heartbeat (:class:`~fiftyone_prune.core.concurrency.Heartbeat`)
+renews the expiry every quarter of the lease time; a killed process (SIGKILL, OOM, a lost
+machine) stops renewing and its lease expires, so the next writer takes over after at
+most ``lease_seconds()`` plus a short grace (:func:`takeover_grace`). The lease is
+released when the ``with`` block ends, by an exception too.
+
+The token is a fencing token: a lease is *valid* while its document holds this token and
+has not expired, and an expired lease is lost for good (renewal needs a valid lease;
+taking over writes a new token). Validity can thus only turn from true to false, so a
+write the database made conditional on it (``storage.Fence``), followed by one more
+look, tells the writer exactly whether it still owns the run. The grace between expiry
+and takeover lets a write the database accepted just before the expiry land before the
+next writer starts.
 """
 
 from __future__ import annotations
@@ -30,6 +36,8 @@ from datetime import timezone
 
 from pymongo import ReturnDocument
 from pymongo.errors import DuplicateKeyError
+
+from fiftyone_prune.core.concurrency import Heartbeat
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +58,16 @@ class RunLockedError(ValueError):
 
 
 class LeaseLostError(ValueError):
-    """This writer's lease expired and another writer took the run key over."""
+    """This writer's lease expired (another writer may own the run key now): the writer
+    stops and writes nothing more."""
+
+
+class RunBusyAbort(BaseException):
+    """Refuses FiftyOne's own ``delete_run`` / ``rename_run`` of a run another process is
+    writing. A ``BaseException`` on purpose: FiftyOne catches every ``Exception`` raised
+    by a run's ``cleanup``/``rename``, logs it and deletes (renames) the record anyway,
+    which would leave the writer's fields without a run; this one stops FiftyOne before
+    it touches the record, so record and fields both stay."""
 
 
 def lease_seconds() -> float:
@@ -67,6 +84,13 @@ def lease_seconds() -> float:
     return seconds
 
 
+def takeover_grace(seconds: float) -> float:
+    """Seconds an expired lease stays untakeable: a write the database accepted just
+    before the expiry lands before the next writer starts (writes are single server
+    operations of at most a few seconds; the writer renews every quarter of the lease)."""
+    return min(5.0, seconds / 8)
+
+
 def _collection():
     import fiftyone.core.odm as foo
 
@@ -77,11 +101,27 @@ def lease_id(dataset, run_key: str) -> str:
     return f"{dataset._doc.id}/{run_key}"
 
 
+#: a lease document that is still valid (server time)
+UNEXPIRED = {"$expr": {"$gt": ["$expires_at", "$$NOW"]}}
+
+
+def valid_filter(lease_id_: str, token: str) -> dict:
+    """The query matching the lease ``lease_id_`` only while ``token`` holds it validly:
+    what a fenced write makes the database check."""
+    return {"_id": lease_id_, "token": token, **UNEXPIRED}
+
+
 def current(dataset, run_key: str) -> dict | None:
     """The lease document of ``run_key`` if a live (unexpired) lease exists."""
-    doc = _collection().find_one(
-        {"_id": lease_id(dataset, run_key), "$expr": {"$gt": ["$expires_at", "$$NOW"]}})
-    return doc
+    return _collection().find_one({"_id": lease_id(dataset, run_key), **UNEXPIRED})
+
+
+def held_by_another(samples, run_key: str) -> dict | None:
+    """The live lease document of ``run_key`` unless this thread holds it, else None."""
+    live = current(samples._dataset, run_key)
+    if live is None or held_here(samples, run_key) is not None:
+        return None
+    return live
 
 
 def describe(doc: dict) -> str:
@@ -90,6 +130,18 @@ def describe(doc: dict) -> str:
 
 
 class Lease:
+    """One writer's lease on one run key; see the module docstring.
+
+    Attributes:
+        run_key, id: the run key and the lease document's ``_id``
+        token: this writer's fencing token
+        owner: ``<host>/pid <pid>/<token[:8]>``, what other writers are told
+        lost: set once a renewal found the lease lost
+        heartbeat: the :class:`~fiftyone_prune.core.concurrency.Heartbeat` renewing it
+            (running while held); other periodic work of the same writer joins it with
+            ``lease.heartbeat.add(fn)`` instead of starting a thread of its own
+    """
+
     def __init__(self, dataset, run_key: str, seconds: float):
         self.run_key = run_key
         self.id = lease_id(dataset, run_key)
@@ -97,23 +149,26 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.owner = f"{socket.gethostname()}/pid {os.getpid()}/{self.token[:8]}"
         self.lost = False
-        self._stop = threading.Event()
-        self._thread = None
+        self.heartbeat = Heartbeat(seconds / 4, self._beat, name=f"lease {run_key}")
 
     def acquire(self, dataset) -> None:
         ms = int(self.seconds * 1000)
+        grace_ms = int(takeover_grace(self.seconds) * 1000)
 
         def take(field, value):  # this writer's value when the lease is free, else the holder's
             return {"$cond": ["$_free", value, f"${field}"]}
 
         # one atomic single-document update: MongoDB refuses $expr in an upsert's filter,
-        # so the "absent or expired" test is made inside the update pipeline
+        # so the "absent or expired (for longer than the grace)" test is made inside the
+        # update pipeline
         update = [
-            {"$set": {"_free": {"$or": [{"$eq": [{"$type": "$expires_at"}, "missing"]},
-                                        {"$lte": ["$expires_at", "$$NOW"]}]}}},
+            {"$set": {"_free": {"$or": [
+                {"$eq": [{"$type": "$expires_at"}, "missing"]},
+                {"$lte": [{"$add": ["$expires_at", grace_ms]}, "$$NOW"]}]}}},
             {"$set": {"owner": take("owner", self.owner), "token": take("token", self.token),
                       "dataset": dataset.name, "run_key": self.run_key,
                       "acquired_at": take("acquired_at", "$$NOW"),
+                      "renewed_at": take("renewed_at", "$$NOW"),
                       "expires_at": take("expires_at", {"$add": ["$$NOW", ms]})}},
             {"$unset": "_free"},
         ]
@@ -130,47 +185,56 @@ class Lease:
             raise RunLockedError(
                 f"Run {self.run_key!r} of dataset {dataset.name!r} is being written by "
                 f"{describe(doc)}; wait or pass overwrite=True after it ends (a writer "
-                f"that was killed blocks it for at most {self.seconds:g} s)")
-        self._thread = threading.Thread(target=self._heartbeat, daemon=True,
-                                        name=f"lease {self.run_key}")
-        self._thread.start()
+                f"that was killed blocks it for at most "
+                f"{self.seconds + takeover_grace(self.seconds):g} s)")
+        self.heartbeat.start()
 
-    def _renew(self) -> bool:
+    def renew(self) -> bool:
+        """Pushes the expiry one lease time ahead if this writer still holds the lease
+        validly; False (and :attr:`lost` set) once it does not."""
+        if self.lost:
+            return False
         ms = int(self.seconds * 1000)
         result = _collection().update_one(
-            {"_id": self.id, "token": self.token},
+            valid_filter(self.id, self.token),
             [{"$set": {"renewed_at": "$$NOW", "expires_at": {"$add": ["$$NOW", ms]}}}])
-        return result.matched_count == 1
+        if result.matched_count != 1:
+            self.lost = True
+        return not self.lost
 
-    def _heartbeat(self):
-        while not self._stop.wait(self.seconds / 4):
-            try:
-                if not self._renew():
-                    self.lost = True
-                    logger.error("Lost the lease on run %r (another writer took it over "
-                                 "after it expired); this run will not be committed",
-                                 self.run_key)
-                    return
-            except Exception as e:  # a database hiccup: try again next beat
-                logger.warning("Could not renew the lease on run %r: %s", self.run_key, e)
+    def _beat(self):
+        if self.renew():
+            return True
+        logger.error("Lost the lease on run %r (it expired: this process was stalled for "
+                     "longer than %g s); this writer writes nothing more", self.run_key,
+                     self.seconds)
+        return False  # nothing left to renew
+
+    def lost_error(self) -> LeaseLostError:
+        return lost_error(self.run_key, self.seconds)
 
     def check(self) -> None:
         """Raises :class:`LeaseLostError` unless this writer still holds the lease
-        (renewing it): called right before a commit."""
-        if self.lost or not self._renew():
-            self.lost = True
-            raise LeaseLostError(
-                f"Run {self.run_key!r}: this writer's lease expired and another writer took "
-                f"the run over; nothing was committed (rerun when it ends)")
+        (renewing it; checked by the database): called before every commit."""
+        if not self.renew():
+            raise self.lost_error()
 
     def release(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
+        self.heartbeat.stop()
         try:
             _collection().delete_one({"_id": self.id, "token": self.token})
         except Exception as e:  # the lease then simply expires
             logger.warning("Could not release the lease on run %r: %s", self.run_key, e)
+
+
+def lost_error(run_key: str, seconds: float | None = None) -> LeaseLostError:
+    """The error of a writer that lost the lease of ``run_key``."""
+    why = (f"it expired: this process was stalled for longer than {seconds:g} s"
+           if seconds else "it expired or the run was replaced")
+    return LeaseLostError(
+        f"Run {run_key!r}: this writer lost its lease ({why}) and another writer may "
+        f"own the run now; this writer stopped and wrote nothing more (nothing was "
+        f"committed by it since; check fop.run_status and rerun if needed)")
 
 
 @contextlib.contextmanager

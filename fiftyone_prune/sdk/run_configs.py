@@ -27,11 +27,45 @@ kind (``method``)         config              owns
 
 from __future__ import annotations
 
+import re
+
 import fiftyone.core.runs as fors
 
 METHOD_PREFIX = "fiftyone_prune."
 COMPLETE = "complete"
 IN_PROGRESS = "in_progress"
+
+
+def staging_field(base: str, token: str) -> str:
+    """The field a writer holding lease ``token`` stages the values of field ``base`` in:
+    the token in the name, so two writers never share a staging field."""
+    return f"{base}_staging_{token[:8]}"
+
+
+def staging_tag(base: str, token: str) -> str:
+    """The tag a writer holding lease ``token`` stages tag ``base`` as."""
+    return f"{base}:staging:{token[:8]}"
+
+
+def is_staging_field(name: str, base: str) -> bool:
+    """Whether ``name`` is a staging field of ``base`` (any writer's)."""
+    return re.fullmatch(re.escape(base) + r"_staging_[0-9a-f]{8}", name) is not None
+
+
+def is_staging_tag(tag: str, base: str) -> bool:
+    """Whether ``tag`` is a staging tag of ``base`` (any writer's, or ``<base>:staging``
+    as versions before per-writer staging wrote it)."""
+    return re.fullmatch(re.escape(base) + r":staging(:[0-9a-f]{8})?", tag) is not None
+
+
+def plan_id(dataset, key: str) -> str:
+    """The ``_id`` of the coordinating record of sharded run ``key`` of ``dataset``."""
+    return f"{dataset._doc.id}/{key}"
+
+
+def shard_lease_key(key: str, index: int) -> str:
+    """The lease key of shard ``index`` of sharded run ``key``."""
+    return f"{key}#shard{index}"
 
 
 def score_field_names(field_prefix: str) -> tuple[str, str]:
