@@ -239,3 +239,47 @@ class SelectionSpec:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def selection_spec_from_inputs(inputs) -> SelectionSpec:
+    """The :class:`SelectionSpec` that a front end's inputs describe: the CLI's options
+    (``vars(args)``), an App form's values, the panel's state. The one place where their
+    textual and optional values become the SDK's.
+
+    A missing key, None or ``""`` means the default; ``keep`` goes through
+    :func:`parse_keep` (``"1"`` is a count, ``"1.0"`` a fraction); ``balance="none"`` is
+    None (no balance); ``dedup_eps`` 0 is no deduplication; a whole float (the App's
+    number inputs send ``51.0``) is an integer where one is expected.
+
+    Args:
+        inputs: a mapping with any of ``keep``, ``strategy``, ``balance``,
+            ``label_field``, ``balance_ratio``, ``seed``, ``dedup_eps``
+
+    Returns:
+        the validated spec
+
+    Raises:
+        ParameterError: naming the input that is wrong (its ``param`` is the key above)
+    """
+    def given(name):
+        value = inputs.get(name)
+        return None if value is None or value == "" else value
+
+    default = SelectionSpec()
+    keep = given("keep")
+    balance = given("balance")
+    seed = given("seed")
+    if isinstance(seed, float) and seed.is_integer():
+        seed = int(seed)
+    eps = given("dedup_eps")
+    return SelectionSpec(
+        keep=default.keep if keep is None else parse_keep(keep),
+        strategy=given("strategy") or default.strategy,
+        balance=(default.balance if balance is None
+                 else None if balance == "none" else balance),
+        label_field=given("label_field"),
+        balance_ratio=(default.balance_ratio if given("balance_ratio") is None
+                       else given("balance_ratio")),
+        seed=default.seed if seed is None else seed,
+        dedup_eps=None if not eps else eps,
+    ).validate()

@@ -4,19 +4,24 @@ FiftyOne loads this file under a synthetic module name, so it imports the packag
 absolutely and keeps no state of its own.
 
 A plugin installed with ``fiftyone plugins download`` is a folder holding the whole
-repository, with no ``pip install``: there ``fiftyone_prune`` is importable only once the
-folder is on ``sys.path``. When the package is importable already (``pip install
-fiftyone-prune``, or an editable checkout), that copy wins and ``sys.path`` is left
-alone: one process holds one ``fiftyone_prune``, and a copy pip installed is the one
-whose dependencies pip resolved and the one the user's own SDK calls import. Checking
-first, rather than always putting the folder in front, also keeps the result
-independent of whether the user imported ``fiftyone_prune`` before FiftyOne loaded its
-plugins. The folder goes at the end of ``sys.path`` so that its other top-level
-directories (``tests``, ``benchmarks``) never shadow anything else; it goes on
-``sys.path`` rather than into ``sys.modules`` so that spawned worker processes, which
-inherit ``sys.path``, find the package too.
+repository, with no ``pip install``: there ``fiftyone_prune`` is importable only once
+Python is told where it is. When the package is importable already (``pip install
+fiftyone-prune``, or an editable checkout), that copy wins and nothing is added: one
+process holds one ``fiftyone_prune``, and a copy pip installed is the one whose
+dependencies pip resolved and the one the user's own SDK calls import. Checking first,
+rather than always preferring the folder, also keeps the result independent of whether
+the user imported ``fiftyone_prune`` before FiftyOne loaded its plugins.
+
+Otherwise a finder for exactly the package ``fiftyone_prune`` in the folder is appended
+to ``sys.meta_path``. The folder itself never goes on ``sys.path``: its other top-level
+directories (``tests``, ``benchmarks``, ``scripts``) would then be what ``import tests``
+finds in the user's own code. Processes started by fork (torch's image-loading workers
+on Linux) inherit the finder, and ``fiftyone delegated launch`` loads the plugin in each
+process it starts; image-loading workers started by spawn (macOS, Windows) need the
+package installed with pip.
 """
 
+import importlib.machinery
 import importlib.util
 import logging
 import os
@@ -26,11 +31,26 @@ logger = logging.getLogger(__name__)
 
 #: the downloaded plugin folder: this file is ``<folder>/fiftyone_prune/plugin/__init__.py``
 PLUGIN_DIR = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PACKAGE = "fiftyone_prune"
+
+
+class BundledPackageFinder:
+    """Finds the package ``fiftyone_prune`` (and only it) in the plugin folder; its
+    submodules are then found through the package's own ``__path__``."""
+
+    def __init__(self, folder: str):
+        self.folder = folder
+
+    def find_spec(self, name, path=None, target=None):
+        if name != PACKAGE:
+            return None
+        return importlib.machinery.PathFinder.find_spec(name, [self.folder])
 
 
 def _make_package_importable():
-    if importlib.util.find_spec("fiftyone_prune") is None:
-        sys.path.append(PLUGIN_DIR)
+    # once added, the finder makes the package importable: reloads add no second one
+    if importlib.util.find_spec(PACKAGE) is None:
+        sys.meta_path.append(BundledPackageFinder(PLUGIN_DIR))
 
 
 def _warn_if_another_version_is_used():

@@ -5,8 +5,6 @@ dropdowns, and showing an SDK validation error in the form."""
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import traceback
 
 import fiftyone as fo
@@ -60,10 +58,6 @@ def execution_options(ctx, always_delegate_above=DELEGATION_THRESHOLD):
     )
 
 
-#: a private param set by ``call_operator``: Python callers want the results dict back,
-#: and ``execute_operator`` returns nothing for a generator
-RETURN_RESULT_PARAM = "_return_result"
-
 #: seconds between progress updates: the App's bar is cheap to update, a delegated
 #: operation's progress is a database write
 APP_PROGRESS_DT = 0.25
@@ -94,62 +88,55 @@ class Progress:
         return fo.report_progress(report, dt=self._dt)
 
 
+def streams_to_app(operator, ctx) -> bool:
+    """Whether this run's messages stream to the App's progress dialog.
+
+    Only the App's own request does: its server endpoint requires the operator's URI in
+    the request (``operator_uri``) and streams the generator ``execute`` returns. Python's
+    ``execute_operator`` (which exhausts a generator, dropping what it returns and
+    anything it yields), a delegated run and a stage of a pipeline get the plain call:
+    its result, or its exception, which FiftyOne records as the run's error."""
+    return (not ctx.delegated
+            and ctx.request_params.get("operator_uri") == getattr(operator, "uri", None))
+
+
 def execute_with_progress(operator, ctx, work, after=None):
     """What every long operator's ``execute`` returns.
 
     ``work(progress)`` does the SDK call and returns the results dict; ``after(ctx,
     result)`` returns the App actions (reload, set view) to send after an immediate run.
 
-    Delegated runs and Python calls run ``work`` here and return the dict: FiftyOne
-    exhausts a generator in those paths and would keep ``None`` as the result (the Runs
-    page shows the stored result). Immediate runs in the App get a generator
-    (``execute_as_generator=True``): ``work`` runs in a thread while the App's progress
-    dialog is fed from a queue; at the end it shows the operator's output there.
+    In the App (:func:`streams_to_app`) ``execute`` returns a generator: ``work`` runs
+    in a thread while the App's progress dialog is fed from it, and at the end the
+    dialog shows the operator's output, or the failure as one line (an exception here
+    would cut the stream: the browser would lose the message and keep the bar running).
+    Everywhere else ``work`` runs here: its dict is the run's result and its exception
+    the run's error (``ExecutionResult.error``, ``raise_exceptions()``, a delegated run
+    FAILED), as for any operator that does not stream.
     """
-    if ctx.delegated or ctx.params.get(RETURN_RESULT_PARAM):
-        def emit(progress, label):
-            ctx.set_progress(progress=progress, label=label)
+    if streams_to_app(operator, ctx):
+        return _stream(operator, ctx, work, after)
 
-        return work(Progress(emit, DELEGATED_PROGRESS_DT))
-    return _stream(operator, ctx, work, after)
+    def emit(progress, label):
+        ctx.set_progress(progress=progress, label=label)
 
-
-_DONE = object()
+    return work(Progress(emit, DELEGATED_PROGRESS_DT))
 
 
 def _stream(operator, ctx, work, after):
-    updates = queue.SimpleQueue()
-    outcome = {}
+    from fiftyone_prune.core.concurrency import ReportingCall
 
-    def run():
-        try:
-            outcome["result"] = work(Progress(lambda p, l: updates.put((p, l)), APP_PROGRESS_DT))
-        except BaseException as e:  # the run's error, sent by the generator
-            outcome["error"] = e
-        finally:
-            updates.put(_DONE)
-
-    # a daemon: a run whose browser went away goes on, but never holds up server exit
-    worker = threading.Thread(target=run, name=f"{operator.config.name}-work", daemon=True)
-    worker.start()
-    done = False
-    while not done:
-        backlog = [updates.get()]
-        while not updates.empty():
-            backlog.append(updates.get())
-        done = backlog[-1] is _DONE
-        pending = [u for u in backlog if u is not _DONE]
-        if pending:  # the App shows one bar: of a backlog, only the newest matters
-            progress, label = pending[-1]
-            yield ctx.ops.set_progress(label=label, progress=progress)
-    worker.join()
-    if "error" in outcome:
-        # raising here would cut the App's stream short: the browser would lose the
-        # message and leave the progress dialog running
-        yield show_failure(operator, ctx, outcome["error"])
-        yield ErrorMessage(outcome["error"])
+    call = ReportingCall(lambda report: work(Progress(lambda p, l: report((p, l)),
+                                                      APP_PROGRESS_DT)),
+                         name=f"{operator.config.name}-work")
+    for progress, label in call:
+        yield ctx.ops.set_progress(label=label, progress=progress)
+    try:
+        result = call.result()
+    except Exception as e:
+        yield show_failure(operator, ctx, e)
+        yield ErrorMessage(e)
         return
-    result = outcome["result"]
     for message in after(ctx, result) if after is not None else ():
         yield message
     yield show_result(operator, ctx, result)
@@ -260,14 +247,30 @@ def show_error(inputs, error, default: str | None = None,
     return mark_invalid(prop, message)
 
 
-def form(inputs, label: str, description: str | None = None):
+def form(ctx, inputs, label: str, description: str | None = None):
+    """The form's property, with every input the caller left out set to its default.
+
+    The App sends every input's value, defaults included; FiftyOne's ``execute_operator``
+    sends only what the caller passed and validates that against ``required`` without
+    applying defaults. Filling them in here (``resolve_input`` runs before validation,
+    and before a delegated run's parameters are stored) lets a Python caller leave out
+    what has a default, and gives ``execute`` one set of values wherever it was called
+    from. A key the caller passed (even as None) is theirs."""
+    params = ctx.request_params.setdefault("params", ctx.params)
+    for name, prop in inputs.properties.items():
+        # the view target is FiftyOne's input: left out, the caller's view is the target
+        if name == "view_target":
+            continue
+        if name not in params and getattr(prop, "default", None) is not None:
+            params[name] = prop.default
     return types.Property(inputs, view=types.View(label=label, description=description))
 
 
 def call_operator(uri, sample_collection, params, delegate=False):
-    """The SDK-facing ``__call__`` convention of the official plugins."""
+    """The SDK-facing ``__call__`` convention of the official plugins: FiftyOne's
+    documented ``execute_operator``, whose result it returns (a failure raises
+    ``ExecutionError``)."""
     ctx = {"view": sample_collection.view()}
-    params = dict(params, **{RETURN_RESULT_PARAM: True})
     result = foo.execute_operator(uri, ctx, params=params, request_delegation=delegate)
     result.raise_exceptions()
     return result.result

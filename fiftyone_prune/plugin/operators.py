@@ -12,7 +12,7 @@ import fiftyone.operators.types as types
 
 from fiftyone_prune.core.params import (
     EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, parse_fractions,
-    parse_keep, parse_num_clusters,
+    parse_num_clusters, selection_spec_from_inputs,
 )
 from fiftyone_prune.plugin import common
 from fiftyone_prune.sdk import validation
@@ -179,7 +179,7 @@ class ComputeEmbeddings(_PruneOperator):
         except ValueError as e:
             common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs)
-        return common.form(inputs, "Compute embeddings")
+        return common.form(ctx, inputs, "Compute embeddings")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk.embeddings import compute_embeddings
@@ -321,7 +321,7 @@ class ComputePrototypeScores(_PruneOperator):
                 inputs, "no_vectors",
                 "This dataset has no embeddings yet: run 'Prune: compute embeddings' first",
             )
-            return common.form(inputs, "Compute prototype scores")
+            return common.form(ctx, inputs, "Compute prototype scores")
         _dropdown(inputs, "embeddings_field", [(f, f) for f in vector_fields],
                   "Embeddings field", default=vector_fields[0],
                   description="The vector field to score (from 'Prune: compute embeddings')")
@@ -366,7 +366,7 @@ class ComputePrototypeScores(_PruneOperator):
         except ValueError as e:
             common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs, above=50_000)
-        return common.form(inputs, "Compute prototype scores")
+        return common.form(ctx, inputs, "Compute prototype scores")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk.scores import compute_prototype_scores
@@ -477,18 +477,8 @@ def selection_request(params) -> tuple[str, SelectionSpec, str | None]:
     Raises:
         ParameterError: naming the input (``keep``, ``balance_ratio``...) that is wrong
     """
-    balance = params.get("balance", "cluster")
-    eps = params.get("dedup_eps")
-    spec = SelectionSpec(
-        keep=parse_keep(params.get("keep", 0.8)),
-        strategy=params.get("strategy", "auto"),
-        balance=None if balance == "none" else balance,
-        label_field=params.get("label_field") or None,
-        balance_ratio=params.get("balance_ratio", 0.5),
-        seed=_whole_number(params.get("seed", 51)),
-        dedup_eps=eps if eps not in (None, "", 0) else None,
-    )
-    return params.get("run_key"), spec.validate(), params.get("name") or None
+    return (params.get("run_key"), selection_spec_from_inputs(params),
+            params.get("name") or None)
 
 
 def _preview_markdown(plan):
@@ -539,7 +529,7 @@ class SelectSamples(_PruneOperator):
         if not score_runs:
             common.error_notice(inputs, "no_runs", "No prototype scores yet: run 'Prune: "
                                 "compute prototype scores' first")
-            return common.form(inputs, "Select samples")
+            return common.form(ctx, inputs, "Select samples")
         view = common.target_view(ctx)
         default_run = common.default_scoring_run(view, score_runs)
         _dropdown(inputs, "run_key", [(k, k) for k in score_runs], "Scoring run",
@@ -604,7 +594,7 @@ class SelectSamples(_PruneOperator):
                 inputs.md(_preview_markdown(plan), name="preview_table")
         except ValueError as e:
             common.show_error(inputs, e)
-        return common.form(inputs, "Select samples")
+        return common.form(ctx, inputs, "Select samples")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk.selection import apply_plan, selection_names
@@ -745,7 +735,7 @@ class ExportKeptSamples(_PruneOperator):
                 # every problem check_export_dir finds is about the folder
                 common.show_error(inputs, e, default="export_dir",
                                   tick="Replace a previous export")
-        return common.form(inputs, "Export kept samples")
+        return common.form(ctx, inputs, "Export kept samples")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk.export import export_kept_samples
@@ -892,7 +882,7 @@ class EvaluatePruning(_PruneOperator):
                                 "Classification label field: run 'Prune: compute prototype "
                                 "scores' first" if not score_runs else
                                 "Needs a Classification label field to train the probe")
-            return common.form(inputs, "Evaluate pruning")
+            return common.form(ctx, inputs, "Evaluate pruning")
         default_run = common.default_scoring_run(common.target_view(ctx), score_runs)
         _dropdown(inputs, "run_key", [(k, k) for k in score_runs], "Scoring run",
                   default=default_run,
@@ -932,7 +922,7 @@ class EvaluatePruning(_PruneOperator):
         except ValueError as e:
             common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs, above=0)
-        return common.form(inputs, "Evaluate pruning")
+        return common.form(ctx, inputs, "Evaluate pruning")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk.evaluation import evaluate_pruning
@@ -1058,7 +1048,7 @@ class GetRunInfo(_PruneOperator):
                                                    "runs, the most recent first")
         if key is not None:
             inputs.md(run_markdown(runs.run_summary(ctx.dataset, key)), name="info")
-        return common.form(inputs, "Pruning runs")
+        return common.form(ctx, inputs, "Pruning runs")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk import runs
@@ -1094,7 +1084,7 @@ class LoadRunView(_PruneOperator):
         elif key is not None:
             inputs.md("Shows the samples this run scored, hardest (farthest from their "
                       "prototype) first", name="hint")
-        return common.form(inputs, "Load a run's samples")
+        return common.form(ctx, inputs, "Load a run's samples")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk import runs
@@ -1133,7 +1123,7 @@ class RenameRun(_PruneOperator):
                           description="A scoring or evaluation run (a selection is named "
                                       "by its tags and saved view: select again instead)")
         if key is None:
-            return common.form(inputs, "Rename a run")
+            return common.form(ctx, inputs, "Rename a run")
         inputs.str("new_run_key", required=True, label="New run key",
                    description="Letters, digits and underscores; its fields keep their "
                                "names")
@@ -1146,7 +1136,7 @@ class RenameRun(_PruneOperator):
                                          f"another", "new_run_key")
             except ValueError as e:
                 common.show_error(inputs, e, default="new_run_key")
-        return common.form(inputs, "Rename a run")
+        return common.form(ctx, inputs, "Rename a run")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk import runs
@@ -1168,7 +1158,7 @@ class DeleteRun(_PruneOperator):
         inputs = types.Object()
         key = _run_choice(ctx, inputs, description="The run to delete")
         if key is None:
-            return common.form(inputs, "Delete a run")
+            return common.form(ctx, inputs, "Delete a run")
         summary = runs.run_summary(ctx.dataset, key)
         inputs.view("what", types.Warning(label=(
             f"Deletes run {key!r}, the fields {summary['fields'] or 'none'}, the tags "
@@ -1183,7 +1173,7 @@ class DeleteRun(_PruneOperator):
                               description="Nothing is deleted without this tick")
         if not ctx.params.get("confirm"):
             common.mark_invalid(confirm, "Tick to confirm the deletion")
-        return common.form(inputs, "Delete a run")
+        return common.form(ctx, inputs, "Delete a run")
 
     def execute(self, ctx):
         from fiftyone_prune.sdk import runs

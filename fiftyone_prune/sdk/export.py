@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import ctypes
 import json
+import logging
 import os
 import shutil
 import socket
@@ -30,6 +31,8 @@ from fiftyone import ViewField as F
 from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import runs, validation
 from fiftyone_prune.sdk.selection import selection_names
+
+logger = logging.getLogger(__name__)
 
 MANIFEST_JSON = "fiftyone_prune_manifest.json"
 MANIFEST_CSV = "fiftyone_prune_manifest.csv"
@@ -51,6 +54,7 @@ DATASET_TYPES = {
     "media": "MediaDirectory",
 }
 _NEEDS_LABELS = {"ImageClassificationDirectoryTree": fo.Classification,
+                 "CSVDataset": fo.Classification,
                  "COCODetectionDataset": None, "YOLOv5Dataset": None,
                  "VOCDetectionDataset": None}
 
@@ -85,23 +89,48 @@ def _find_selection(view):
 
 # --- the target folder -------------------------------------------------------------
 
-def _media_folders(view) -> set[str]:
-    """Every folder holding a media file of the dataset(s) behind ``view`` (the whole
-    dataset, not just the view: its other samples' files must not be touched either),
-    as real paths. One ``distinct`` aggregation per dataset, computed by MongoDB."""
-    datasets = {view._dataset.name: view._dataset}
-    root = getattr(view, "_root_dataset", None)
-    if root is not None:
-        datasets[root.name] = root
+def _dataset_media_folders(dataset) -> set[str]:
+    """The folders holding ``dataset``'s media, as stored (one ``distinct`` aggregation
+    of the filepaths' folders per group slice, computed by MongoDB)."""
+    if dataset.media_type == "group":
+        collections = [dataset.select_group_slices(s) for s in dataset.group_slices]
+    else:
+        collections = [dataset]
     folders = set()
-    for dataset in datasets.values():
-        for folder in dataset.distinct(F("filepath").rsplit("/", 1)[0]):
-            if folder:
-                folders.add(os.path.realpath(folder))
+    for collection in collections:
+        folders.update(f for f in collection.distinct(F("filepath").rsplit("/", 1)[0]) if f)
     return folders
 
 
-def _media_overlap(target: str, folders: set[str]) -> str | None:
+def media_folders(samples=None) -> dict[str, str]:
+    """Every folder that holds a media file of any dataset in the database, as a real
+    path, with the name of a dataset whose media it holds (``samples``' own datasets
+    first, so that a clash with them is named as theirs).
+
+    Every dataset, not just the one exported: a dataset made from an earlier export (or
+    from the folders an export would replace) must keep its images too.
+    """
+    names = []
+    for collection in (getattr(samples, "_root_dataset", None),
+                       getattr(samples, "_dataset", None)):
+        if collection is not None and collection.name not in names:
+            names.append(collection.name)
+    names += [n for n in fo.list_datasets() if n not in names]
+    folders: dict[str, str] = {}
+    for name in names:
+        try:
+            dataset = fo.load_dataset(name)
+            stored = _dataset_media_folders(dataset)
+        except Exception as e:  # deleted meanwhile, or not loadable by this FiftyOne
+            logger.warning("The media folders of dataset %r could not be read (%s); an "
+                           "export does not know them", name, e)
+            continue
+        for folder in stored:
+            folders.setdefault(os.path.realpath(folder), name)
+    return folders
+
+
+def _media_overlap(target: str, folders) -> str | None:
     """The first media folder that ``target`` (a real path) contains, equals or sits in."""
     probe = target
     while True:  # the target or one of its parents holds media
@@ -165,9 +194,12 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
     """Checks that ``export_dir`` can receive an export of ``samples`` without losing
     anything; writes nothing.
 
+    The target (resolved by :func:`resolve_export_dir`) may not contain, equal or sit
+    inside a folder holding media of any dataset in the database.
+
     Args:
-        samples: the view to export, or None to skip the media-folder check (for front
-            ends that check the folder before the dataset exists)
+        samples: the view to export (its datasets are named first in a clash), or None
+            (for front ends that check the folder before the dataset exists)
         export_dir: the folder to export to
         overwrite (False): whether a previous fiftyone-prune export there may be replaced
 
@@ -177,11 +209,7 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
     Raises:
         ParameterError: (``param="export_dir"``) naming the problem and the fix
     """
-    if not isinstance(export_dir, str) or not export_dir:
-        raise ParameterError("export_dir must be a directory path", "export_dir")
-    target = os.path.abspath(os.path.expanduser(export_dir))
-    if os.path.islink(target):  # the folder it points to is the export target
-        target = os.path.realpath(target)
+    target = resolve_export_dir(export_dir)
     existing = _nearest_existing(target)
     if existing == target and not os.path.isdir(target):
         raise ParameterError(f"export_dir {target!r} is a file; choose a directory",
@@ -194,18 +222,35 @@ def check_export_dir(samples, export_dir, overwrite: bool = False) -> str:
         raise ParameterError(f"export_dir {target!r} can't be written: {existing!r} is "
                              f"read-only for this user; choose a writable folder",
                              "export_dir")
-    real = os.path.realpath(target)
-    clash = None if samples is None else _media_overlap(real, _media_folders(samples))
+    folders = media_folders(samples)
+    clash = _media_overlap(target, folders)
     if clash is not None:
-        relation = ("is" if clash == real else
-                    "contains" if clash.startswith(real.rstrip(os.sep) + os.sep) else "is inside")
+        relation = ("is" if clash == target else
+                    "contains" if clash.startswith(target.rstrip(os.sep) + os.sep)
+                    else "is inside")
+        shown = target if target == os.path.abspath(os.path.expanduser(export_dir)) \
+            else f"{export_dir} (= {target})"
         raise ParameterError(
-            f"export_dir {target!r} {relation} the media folder {clash!r} of dataset "
-            f"{samples._dataset.name!r}: an export there could overwrite or delete the "
-            f"dataset's own images. Choose a folder outside the dataset's media folders",
+            f"export_dir {shown!r} {relation} the media folder {clash!r} of dataset "
+            f"{folders[clash]!r}: an export there could overwrite or delete that "
+            f"dataset's images. Choose a folder outside every dataset's media folders",
             "export_dir")
     _check_replaceable(target, overwrite)
     return target
+
+
+def resolve_export_dir(export_dir) -> str:
+    """The folder an export to ``export_dir`` writes to, as the operating system resolves
+    it: absolute, every symlink followed, and a ``..`` taken after the symlink before it
+    (``link/../x`` is beside the folder ``link`` points to, not beside ``link``).
+
+    Raises:
+        ParameterError: (``param="export_dir"``) when it is not a path
+    """
+    if not isinstance(export_dir, (str, os.PathLike)) or not str(export_dir):
+        raise ParameterError(f"export_dir must be a directory path, got {export_dir!r}",
+                             "export_dir")
+    return os.path.realpath(os.path.join(os.getcwd(), os.path.expanduser(str(export_dir))))
 
 
 def _check_replaceable(target, overwrite):
@@ -407,9 +452,11 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         a dict with the export directory, count and manifest paths
 
     The manifest is ``fiftyone_prune_manifest.json`` (selection and scoring parameters,
-    counts, the entries the export wrote) and ``fiftyone_prune_manifest.csv`` (one row
-    per sample: id, filepath, every prototype distance, label) in ``export_dir``;
-    importers of every supported format ignore them. The export is written into a
+    counts, versions, the entries the export wrote) and ``fiftyone_prune_manifest.csv``
+    (one row per sample: ``export_path``, the path of its media file inside the export
+    as FiftyOne wrote it, renamed collisions included, or empty when the format copies
+    none; ``id``; the source ``filepath``; a column per label field and per score and
+    cluster field) in ``export_dir``; importers of every supported format ignore them. The export is written into a
     temporary folder beside ``export_dir`` and renamed into place when complete.
 
     Example::
@@ -452,9 +499,8 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     if sel_cfg is not None and sel_cfg.run_key in runs.list_runs(view, "prototypes"):
         scoring = runs.run_params(view, sel_cfg.run_key)
         validation.check_run_fields(view, sel_cfg.run_key, runs.owned_fields(view, sel_cfg.run_key))
-    if isinstance(export_dir, str) and export_dir:
-        # first, so that a previous export a kill left aside is back before the checks
-        _clean_leftovers(os.path.abspath(os.path.expanduser(export_dir)))
+    # first, so that a previous export a kill left aside is back before the checks
+    _clean_leftovers(resolve_export_dir(export_dir))
     target = check_export_dir(view, export_dir, overwrite)
     if _copies_media(cls, export_media):
         _check_media_exist(view)
@@ -467,15 +513,10 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
                          f"writable folder") from e
     staging = _make_staging(target)
     try:
-        kwargs = dict(export_dir=os.path.join(staging, "export"), dataset_type=cls,
-                      progress=progress)
-        if label_field is not None:
-            kwargs["label_field"] = label_field
-        if cls.__name__ != "FiftyOneDataset" and not issubclass(cls, fo.types.MediaDirectory):
-            kwargs["export_media"] = export_media
-        view.export(**kwargs)
-        _write_manifest(view, os.path.join(staging, "export"), cls, label_field, sel_key,
-                        sel_cfg, scoring)
+        export_root = os.path.join(staging, "export")
+        exported = _export(view, cls, export_root, label_field, export_media, progress)
+        _write_manifest(view, export_root, exported, cls, label_field, sel_key, sel_cfg,
+                        scoring)
         _swap_in(staging, target, overwrite)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
@@ -484,6 +525,67 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     return {"export_dir": target, "num_samples": len(view), "dataset_type": cls.__name__,
             "manifest": os.path.join(target, MANIFEST_JSON),
             "manifest_csv": os.path.join(target, MANIFEST_CSV)}
+
+
+def _export(view, cls, export_root, label_field, export_media, progress) -> list[str]:
+    """FiftyOne's export of ``view`` into ``export_root``; returns, per sample in the
+    view's order, where its media file went inside the export ("" where the format
+    copies none).
+
+    FiftyOne renames colliding file names (``x.png``, ``x-2.png``...) as it goes, so
+    the paths are taken from FiftyOne's own exporter as it writes: every built-in
+    exporter hands each sample's media to its media exporter (``_media_exporter``),
+    whose ``export`` returns the path it wrote. A format without one gets "".
+    """
+    import fiftyone.utils.data as foud
+
+    kwargs = dict(export_dir=export_root)
+    if cls.__name__ not in ("FiftyOneDataset", "MediaDirectory"):
+        kwargs["export_media"] = export_media
+    if cls.__name__ == "CSVDataset":  # by default FiftyOne writes the filepath alone
+        kwargs["fields"] = {"filepath": "filepath", f"{label_field}.label": "label"}
+    exporter, _ = foud.build_dataset_exporter(cls, **kwargs)
+    written = []  # (the media given, the path written), in the order FiftyOne wrote them
+    setup = exporter.setup
+
+    def setup_and_record():
+        setup()
+        media_exporter = getattr(exporter, "_media_exporter", None)
+        if media_exporter is None:
+            return
+        export = media_exporter.export
+
+        def export_and_record(media_or_path, outpath=None):
+            out = export(media_or_path, outpath=outpath)
+            written.append((media_or_path, out[0]))
+            return out
+
+        media_exporter.export = export_and_record
+
+    exporter.setup = setup_and_record
+    view.export(dataset_exporter=exporter, label_field=label_field, progress=progress)
+    return _paths_per_sample(view, written, export_root)
+
+
+def _paths_per_sample(view, written, export_root) -> list[str]:
+    """Each sample's exported path, relative to ``export_root``. FiftyOne exports the
+    samples in the view's order, one media file each; that is checked against the
+    recorded source paths, and where it does not hold (a format that writes each file
+    once) every sample gets the first file written from its own source path."""
+    filepaths = view.values("filepath")
+
+    def inside(path):
+        if not isinstance(path, str):
+            return ""
+        rel = os.path.relpath(path, export_root)
+        return "" if rel.startswith(os.pardir) else rel.replace(os.sep, "/")
+
+    if [source for source, _ in written] == filepaths:
+        return [inside(out) for _, out in written]
+    first = {}
+    for source, out in written:
+        first.setdefault(source, out)
+    return [inside(first.get(p)) for p in filepaths]
 
 
 def _remove_created_parents(folder, first_existing):
@@ -497,20 +599,69 @@ def _remove_created_parents(folder, first_existing):
         folder = os.path.dirname(folder)
 
 
-def _write_manifest(view, folder, cls, label_field, sel_key, sel_cfg, scoring):
-    distance_fields = [f for f in view.get_field_schema()
-                       if f.endswith("_distance") and isinstance(view.get_field(f), fo.FloatField)]
-    columns = ["id", "filepath"] + distance_fields
-    label_path = None
-    if label_field is not None and isinstance(view.get_field(label_field), fo.EmbeddedDocumentField) \
-            and view.get_field(label_field).document_type is fo.Classification:
-        label_path = f"{label_field}.label"
-    values = view.values(columns + ([label_path] if label_path else []))
+#: the label types whose labels are a list: the name of that list
+_LABEL_LISTS = {fo.Classifications: "classifications", fo.Detections: "detections",
+                fo.Polylines: "polylines", fo.Keypoints: "keypoints",
+                fo.TemporalDetections: "detections"}
+
+
+def _label_columns(view) -> dict[str, list]:
+    """Every label field of ``view`` as a manifest column: the class label of a
+    single label (Classification, Detection, ...), a JSON list of the class labels of a
+    list of labels (Detections, Classifications, ...), the value of a Regression. Label
+    types without a class label (Segmentation, Heatmap, GeoLocation) have no column."""
+    columns = {}
+    for name, field in view.get_field_schema(embedded_doc_type=fo.Label).items():
+        doc = field.document_type
+        if doc in _LABEL_LISTS:
+            values = view.values(f"{name}.{_LABEL_LISTS[doc]}.label")
+            columns[name] = [json.dumps(v) if v is not None else "" for v in values]
+        elif doc is fo.Regression:
+            columns[name] = view.values(f"{name}.value")
+        elif hasattr(doc, "label"):
+            columns[name] = view.values(f"{name}.label")
+    return columns
+
+
+def _score_columns(view) -> dict[str, list]:
+    """The distance and cluster fields of every prototype-score run of the view."""
+    columns = {}
+    for key in runs.list_runs(view, "prototypes"):
+        cfg = runs.get_run_info(view, key).config
+        for field in (cfg.distance_field, cfg.cluster_field):
+            if field and view.has_field(field) and field not in columns:
+                columns[field] = view.values(field)
+    return columns
+
+
+def _versions() -> dict:
+    """What produced the export: the run record's versions, and torch/torchvision,
+    which made the embeddings the scores come from."""
+    from importlib import metadata
+
+    versions = dict(runs.versions())
+    for package in ("torch", "torchvision"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def _write_manifest(view, folder, exported, cls, label_field, sel_key, sel_cfg, scoring):
+    """``fiftyone_prune_manifest.csv``: one row per exported sample, its file's path in
+    the export as FiftyOne wrote it (``export_path``), sample id, source filepath, every
+    label field and every score and cluster; then the JSON manifest."""
+    ids, filepaths = view.values(["id", "filepath"])
+    columns = {"id": ids, "export_path": exported, "filepath": filepaths}
+    for name, values in list(_label_columns(view).items()) + list(_score_columns(view).items()):
+        columns.setdefault(name, values)
     csv_path = os.path.join(folder, MANIFEST_CSV)
     with open(csv_path, "w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(columns + (["label"] if label_path else []))
-        writer.writerows(zip(*values))
+        writer.writerow(columns)
+        writer.writerows(zip(*[["" if v is None else v for v in values]
+                               for values in columns.values()]))
     entries = sorted(set(os.listdir(folder)) | {MANIFEST_JSON})
     num_files = _count_files(folder) + (0 if os.path.exists(
         os.path.join(folder, MANIFEST_JSON)) else 1)
@@ -523,7 +674,7 @@ def _write_manifest(view, folder, cls, label_field, sel_key, sel_cfg, scoring):
         "selection": sel_cfg.serialize() if sel_cfg is not None else None,
         "scoring": scoring,
         "samples_csv": MANIFEST_CSV,
-        "versions": runs.versions(),
+        "versions": _versions(),
         "written_by": "fiftyone-prune",
         "entries": entries,
         "num_files": num_files,
