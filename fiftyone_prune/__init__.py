@@ -30,6 +30,7 @@ _PUBLIC = {
     "plan_selection": "fiftyone_prune.sdk.selection",
     "deduplicate": "fiftyone_prune.sdk.selection",
     "export_kept_samples": "fiftyone_prune.sdk.export",
+    "purge": "fiftyone_prune.sdk.purge",
     "evaluate_pruning": "fiftyone_prune.sdk.evaluation",
     "load_evaluation": "fiftyone_prune.sdk.evaluation",
     "recommend_strategy": "fiftyone_prune.sdk.advice",

@@ -308,6 +308,69 @@ class OrderedBatchWriter:
                 logger.warning("a write failed too: %s", e)
 
 
+class ReportingCall(Generic[T]):
+    """Runs ``work(report)`` in a daemon thread while the caller's thread relays what it
+    reports: iterating yields the newest report made since the previous one (a backlog
+    collapses to its last item: a progress bar only shows the newest), and ends when
+    ``work`` returns or raises; :meth:`result` then returns its value or re-raises its
+    error in the caller's thread.
+
+    The App's progress bridge: an operator's generator must stay in the request's thread
+    to stream, while the SDK call it makes reports from the thread that works.
+
+    Args:
+        work: called with ``report``, a function taking one item; its return value is
+            :meth:`result`
+        name ("work"): the thread's name
+
+    Example::
+
+        from fiftyone_prune.core.concurrency import ReportingCall
+
+        call = ReportingCall(lambda report: [report(i) for i in range(3)] and "done")
+        seen = list(call)  # the newest of each backlog: ends with 2
+        assert seen[-1] == 2 and call.result() == "done"
+    """
+
+    def __init__(self, work: Callable[[Callable[[Any], None]], T], name: str = "work"):
+        self._work = work
+        self._reports: queue.SimpleQueue = queue.SimpleQueue()
+        self._outcome: dict = {}
+        # a daemon: a run whose browser went away goes on, but never holds up exit
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._outcome["result"] = self._work(self._reports.put)
+        except BaseException as e:  # handed to the caller's thread by result()
+            self._outcome["error"] = e
+        finally:
+            self._reports.put(_END)
+
+    def __iter__(self) -> Iterator[Any]:
+        done = False
+        while not done:
+            backlog = [self._reports.get()]
+            while not self._reports.empty():
+                backlog.append(self._reports.get())
+            done = backlog[-1] is _END
+            pending = [r for r in backlog if r is not _END]
+            if pending:
+                yield pending[-1]
+        self._thread.join()
+
+    def result(self) -> T:
+        """``work``'s return value, or its error raised here; waits for it to end."""
+        self._thread.join()
+        if "error" in self._outcome:
+            raise self._outcome["error"]
+        return self._outcome["result"]
+
+
+_END = _End()
+
+
 class Heartbeat:
     """Calls each of its beats every ``interval`` seconds in one daemon thread.
 
