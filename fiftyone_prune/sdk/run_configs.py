@@ -23,17 +23,43 @@ kind (``method``)         config              owns
                                               staging tags, saved view ``<name>-kept``
 ``evaluation``            EvaluationConfig    nothing beyond its record
 ========================  ==================  =========================================
+
+Every name a run creates is computed here (staging fields and tags carry the writer's
+lease token, :func:`staging_field`, :func:`staging_tag`; the coordinating record of a
+sharded run, :func:`plan_id`; its shards' leases, :func:`shard_lease_key`), and the run
+classes' ``cleanup`` and ``rename`` act on exactly those names under the run's lease,
+refusing (:class:`RunChangeRefused`) while another process writes the run. This module
+sits at the bottom of the run modules: it imports the raw-MongoDB primitives
+(:mod:`~fiftyone_prune.sdk.leases`, :mod:`~fiftyone_prune.sdk.storage`) and
+:mod:`~fiftyone_prune.sdk.validation`, none of which imports a run module, and nothing
+that imports it (``runs``, ``writer``, the pipelines).
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
 
 import fiftyone.core.runs as fors
 
+from fiftyone_prune.core.params import ParameterError
+from fiftyone_prune.sdk import leases, storage, validation
+
 METHOD_PREFIX = "fiftyone_prune."
 COMPLETE = "complete"
 IN_PROGRESS = "in_progress"
+#: a scoring run whose shards are still computing it (see ``fop.shard_status``)
+SHARDED = "sharded"
+
+
+class RunChangeRefused(BaseException):
+    """FiftyOne's own ``delete_run`` / ``rename_run`` of one of our runs refused by its run
+    class (another process is writing the run, or the new names are taken). A
+    ``BaseException`` on purpose: FiftyOne catches every ``Exception`` a run's
+    ``cleanup``/``rename`` raises, logs it and deletes (renames) the record anyway, which
+    would leave fields, tags or a writer without their run; this one stops FiftyOne
+    before it changes the record, so the record and what it owns stay together."""
 
 
 def staging_field(base: str, token: str) -> str:
@@ -81,15 +107,96 @@ def selection_names(name: str) -> dict:
             "run_key": f"{name}_selection"}
 
 
+def check_key_free(samples, run_key: str, overwrite: bool, kind: str,
+                   param: str = "run_key") -> None:
+    """Raises a :class:`~fiftyone_prune.core.params.ParameterError` about ``param``,
+    before any work, when ``run_key`` is taken: by a run of another kind or tool
+    (always), or by a run of kind ``kind`` without ``overwrite``.
+
+    Args:
+        samples: a dataset or view
+        run_key: the key the run will be registered under
+        overwrite: whether a run of the same kind may be replaced
+        kind: ``"embeddings"``, ``"prototypes"``, ``"selection"`` or ``"evaluation"``
+        param ("run_key"): the SDK argument that names the key (``"eval_key"``, ...)
+    """
+    validation.check_run_key(run_key, param)
+    if run_key in samples._dataset.list_runs():
+        info = samples._dataset.get_run_info(run_key)
+        owner = getattr(info.config, "method", None) or "another tool"
+        if not overwrite:
+            raise ParameterError(
+                f"Run key {run_key!r} is already used (by a {owner} run); pass "
+                f"overwrite=True to replace it, or choose another run key", param)
+        if owner != METHOD_PREFIX + kind:
+            raise ParameterError(
+                f"Run key {run_key!r} belongs to a {owner} run, not a {kind} run; "
+                f"overwrite only replaces runs of the same kind: choose another key", param)
+
+
+def runs_of_kind(samples, kind: str) -> list[str]:
+    """Keys of this package's runs of ``kind`` on the dataset of ``samples``."""
+    return samples._dataset.list_runs(method=METHOD_PREFIX + kind)
+
+
+def dependent_runs(samples, run_key: str) -> list[str]:
+    """The runs made from run ``run_key``: the selections and evaluations of a scoring
+    run, the scoring runs of an embeddings run's field."""
+    dataset = samples._dataset
+    cfg = dataset.get_run_info(run_key).config
+    if getattr(cfg, "kind", None) == "embeddings":
+        return [key for key in runs_of_kind(dataset, "prototypes")
+                if dataset.get_run_info(key).config.embeddings_field == cfg.field]
+    return [key for kind in ("selection", "evaluation") for key in runs_of_kind(dataset, kind)
+            if key != run_key
+            and getattr(dataset.get_run_info(key).config, "run_key", None) == run_key]
+
+
+def selection_owner(samples, name: str) -> str | None:
+    """The key of the selection run named ``name`` (whatever its key: FiftyOne's own
+    ``rename_run`` may have given it any), or None."""
+    dataset = samples._dataset
+    for key in runs_of_kind(dataset, "selection"):
+        if getattr(dataset.get_run_info(key).config, "name", None) == name:
+            return key
+    return None
+
+
+def field_owners(samples) -> dict:
+    """``{field: run key}`` for every field a run of this package owns."""
+    dataset = samples._dataset
+    out = {}
+    for kind in ("embeddings", "prototypes"):
+        for key in runs_of_kind(dataset, kind):
+            for field in run_for(dataset.get_run_info(key).config).get_fields(dataset, key):
+                out[field] = key
+    return out
+
+
+@contextlib.contextmanager
+def _lease_for(samples, key: str, action: str):
+    """The lease of ``key`` (this thread's if it holds it already), or
+    :class:`RunChangeRefused` naming the process that writes the run."""
+    try:
+        with leases.hold(samples, key) as lease:
+            yield lease
+    except leases.RunLockedError as e:
+        raise RunChangeRefused(f"Cannot {action} run {key!r}: {e}") from None
+
+
 class PruneRunConfig(fors.RunConfig):
     """Base config of this package's runs.
 
     Args:
-        state ("complete"): ``"complete"``, or ``"in_progress"`` while the run's output
-            is being switched in (readers refuse the run until it is complete)
+        state ("complete"): ``"complete"``; ``"in_progress"`` while the run's output is
+            being switched in; ``"sharded"`` while its shards compute it (readers refuse
+            the run until it is complete)
         version (None): a fresh uuid per registration; a selection records its scoring
             run's, to recognise scores recomputed since
         versions (None): versions of the software that computed the run
+        check (None): what the run's fields held when it completed (a scoring run:
+            ``{"count", "sum"}`` of its distances), to recognise values it did not write
+            (e.g. merged in from another dataset)
         **params: every other parameter of the run (JSON serialisable)
     """
 
@@ -98,10 +205,11 @@ class PruneRunConfig(fors.RunConfig):
     #: this package is not installed, but never read back (they are recomputed)
     derived = ()
 
-    def __init__(self, state=COMPLETE, version=None, versions=None, **params):
+    def __init__(self, state=COMPLETE, version=None, versions=None, check=None, **params):
         self.state = state
         self.version = version
         self.versions = versions
+        self.check = check
         fors.BaseRunConfig.__init__(self, **params)
 
     @property
@@ -118,51 +226,94 @@ class PruneRunConfig(fors.RunConfig):
 
 
 class PruneRun(fors.Run):
-    """Base run class: the lease, the coordinating record of a sharded run, and the
-    package's own rules for taking a key (see :meth:`validate_run`)."""
+    """Base run class: what a run owns, its clean-up and its renaming (under the run's
+    lease, refused while another process writes it), and the package's own rules for
+    taking a key (see :meth:`validate_run`)."""
 
     def validate_run(self, samples, key, overwrite=True):
         """Refuses a key used by a run of another kind or another tool, or by a run of
         this kind without ``overwrite``; a same-kind run recorded by an older version of
         this package (a generic ``RunConfig``) may be overwritten."""
-        from fiftyone_prune.sdk import runs
-
-        runs.check_key_free(samples, key, overwrite, self.config.kind)
+        check_key_free(samples, key, overwrite, self.config.kind)
         if key in samples._dataset.list_runs():
             existing = samples._dataset.get_run_info(key)
             if type(existing.config) is type(self.config):
                 self._validate_run(samples, key, existing)
 
     def _validate_run(self, samples, key, existing_info):
-        """An overwrite must own the same names as the run it replaces: the fields of a
-        renamed scoring run keep their old names, and replacing the run by one with new
-        fields would leave the old ones without an owner."""
-        from fiftyone_prune.core.params import ParameterError
-
+        """An overwrite must own the same names as the run it replaces: replacing the
+        run by one with other fields would leave the old ones without an owner."""
         old = run_for(existing_info.config).get_fields(samples, key)
         new = self.get_fields(samples, key)
         if old != new:
             raise ParameterError(
-                f"Run {key!r} owns the field(s) {old}, this run would write {new} (was it "
-                f"renamed?): delete it first (fop.delete_run) or choose another key",
-                "run_key")
+                f"Run {key!r} owns the field(s) {old}, this run would write {new}: "
+                f"delete it first (fop.delete_run) or choose another key", "run_key")
 
     def cleanup(self, samples, key):
-        from fiftyone_prune.sdk import leases, shards, storage
-
-        with leases.hold(samples, key):
+        """Deletes what the run created, under its lease; refused
+        (:class:`RunChangeRefused`: the record stays) while another process writes it."""
+        with _lease_for(samples, key, "delete") as lease:
             dataset = samples._dataset
             for field in self.created_fields(dataset, key):
                 dataset.delete_sample_field(field)
-            self._cleanup_more(dataset, key)
-            storage.delete_shard_plan(shards.plan_id(dataset, key))
+            self._cleanup_more(dataset, key, storage.Fence.of(lease))
+            storage.delete_shard_plan(plan_id(dataset, key))
 
     def created_fields(self, dataset, key) -> list[str]:
         """The fields of :meth:`get_fields` (and staging fields) that exist now."""
         return [f for f in self.get_fields(dataset, key) if dataset.get_field(f) is not None]
 
-    def _cleanup_more(self, dataset, key):
+    def _cleanup_more(self, dataset, key, fence):
         pass
+
+    def rename(self, samples, key, new_key):
+        """Renames what the run owns after the new key (the run's own names: fields,
+        tags, saved view) and points the runs made from it at the new key, under the
+        leases of both keys; refused (:class:`RunChangeRefused`: nothing changes) while
+        another process writes either key, while shards compute the run, or when the new
+        names are taken. FiftyOne then moves the record."""
+        dataset = samples._dataset
+        if getattr(self.config, "state", None) == SHARDED:
+            raise RunChangeRefused(
+                f"Cannot rename run {key!r}: its shards are still computing it (see "
+                f"fop.shard_status); rename it when it is complete")
+        with _lease_for(samples, key, "rename") as lease, \
+                _lease_for(samples, new_key, "rename"):
+            dependents = dependent_runs(dataset, key)  # found by the old names
+            self._rename_owned(dataset, key, new_key, storage.Fence.of(lease))
+            for dependent in dependents:
+                cfg = dataset.get_run_info(dependent).config
+                self._follow(cfg, key, new_key)
+                dataset.update_run_config(dependent, cfg)
+
+    def _rename_owned(self, dataset, key, new_key, fence):
+        pass
+
+    def _follow(self, dependent_config, key, new_key):
+        """Points a run made from this one at its new key."""
+        dependent_config.run_key = new_key
+
+    def check_value(self, dataset):
+        """What :attr:`PruneRunConfig.check` records; None where a run records none."""
+        return None
+
+    def check_problem(self, dataset) -> str | None:
+        """A line saying how the run's fields differ from what it recorded when it
+        completed, or None."""
+        return None
+
+
+def _rename_fields(dataset, mapping: dict, key: str) -> None:
+    taken = [new for old, new in mapping.items() if old != new and dataset.get_field(new) is not None]
+    if taken:
+        raise RunChangeRefused(
+            f"Cannot rename run {key!r}: its field(s) would be renamed to {taken}, which "
+            f"already exist; delete or rename them first, or choose another key")
+    mapping = {old: new for old, new in mapping.items()
+               if old != new and dataset.get_field(old) is not None}
+    if mapping:
+        dataset.rename_sample_fields(mapping)
 
 
 def embeddings_run_key(embeddings_field: str, patches_field: str | None = None) -> str:
@@ -201,13 +352,28 @@ class Embeddings(PruneRun):
     def get_fields(self, samples, key):
         return [self.config.field]
 
+    def _rename_owned(self, dataset, key, new_key, fence):
+        """The run's key is its field's name: the field is renamed with it."""
+        cfg = self.config
+        if cfg.patches_path is not None:
+            raise RunChangeRefused(
+                f"Cannot rename run {key!r}: it holds the vectors of the objects of "
+                f"{cfg.patches_path!r}, keyed by their attribute's name; compute them "
+                f"again under the new attribute instead")
+        _rename_fields(dataset, {cfg.embeddings_field: new_key}, key)
+        cfg.embeddings_field = new_key
+        dataset.update_run_config(key, cfg)
+
+    def _follow(self, dependent_config, key, new_key):
+        dependent_config.embeddings_field = new_key
+
 
 class PrototypeScoresConfig(PruneRunConfig):
     """A prototype-scores run (:func:`fiftyone_prune.compute_prototype_scores`).
 
     Args:
-        field_prefix: the run key the run was created under; its fields are
-            ``<field_prefix>_distance`` and ``<field_prefix>_cluster``
+        field_prefix: its fields are ``<field_prefix>_distance`` and
+            ``<field_prefix>_cluster`` (the run key; renaming the run renames them)
     """
 
     kind = "prototypes"
@@ -226,40 +392,69 @@ class PrototypeScoresConfig(PruneRunConfig):
         return score_field_names(self.field_prefix)[1]
 
 
+def staging_fields_of(dataset, fields) -> list[str]:
+    """The staging fields (any writer's) of ``fields`` in the dataset's schema."""
+    return [name for name in dataset.get_field_schema()
+            if any(is_staging_field(name, f) for f in fields)]
+
+
 class PrototypeScores(PruneRun):
     def get_fields(self, samples, key):
         return [self.config.distance_field, self.config.cluster_field]
 
     def created_fields(self, dataset, key):
-        from fiftyone_prune.sdk.scores import staging_fields  # scores imports runs
-
         # and what an overwrite killed before it switched its values in staged
-        return super().created_fields(dataset, key) + staging_fields(dataset, key)
+        return super().created_fields(dataset, key) + staging_fields_of(
+            dataset, self.get_fields(dataset, key))
 
-    def rename(self, samples, key, new_key):
-        """The selections and evaluations made from this run follow it (else they would
-        turn stale); its fields keep their names (the config records them)."""
-        from fiftyone_prune.sdk import runs
+    def _rename_owned(self, dataset, key, new_key, fence):
+        """The fields follow the key (``p_distance`` -> ``q_distance``), so a new run
+        under the old key starts fresh and deleting either run deletes its own fields.
+        Staging fields a killed overwrite left are removed (this holds the lease)."""
+        cfg = self.config
+        leftovers = staging_fields_of(dataset, self.get_fields(dataset, key))
+        if leftovers:
+            dataset.delete_sample_fields(leftovers)
+        _rename_fields(dataset, dict(zip(score_field_names(cfg.field_prefix),
+                                         score_field_names(new_key))), key)
+        cfg.field_prefix = new_key
+        dataset.update_run_config(key, cfg)
 
-        dataset = samples._dataset
-        for dependent in runs.dependent_runs(samples, key):
-            cfg = dataset.get_run_info(dependent).config
-            cfg.run_key = new_key
-            dataset.update_run_config(dependent, cfg)
+    def check_value(self, dataset):
+        count, total = storage.count_and_sum(dataset, self.config.distance_field)
+        return {"count": count, "sum": total}
+
+    def check_problem(self, dataset):
+        recorded = getattr(self.config, "check", None)
+        if not recorded:
+            return None  # recorded by an earlier version
+        count, total = storage.count_and_sum(dataset, self.config.distance_field)
+        if count > recorded["count"] or (count == recorded["count"] and not math.isclose(
+                total, recorded["sum"], rel_tol=1e-9, abs_tol=1e-9)):
+            return (f"its fields hold values it did not write ({count} samples carry "
+                    f"{self.config.distance_field!r}, the run scored {recorded['count']}; "
+                    f"were samples merged in from another dataset?): re-score with "
+                    f"fop.compute_prototype_scores(..., overwrite=True)")
+        return None  # fewer: samples deleted since, the others keep this run's values
 
 
 class SelectionConfig(PruneRunConfig):
     """A selection run (:func:`fiftyone_prune.select_samples`), keyed
-    ``<name>_selection``.
+    ``<name>_selection`` (FiftyOne's ``rename_run`` may give it any key: the name is
+    then the new key without that suffix).
 
     Args:
         name: the selection's name; it owns the tags ``<name>:kept``,
-            ``<name>:pruned``, ``<name>:unscored`` (written first as ``<tag>:staging``)
-            and the saved view ``<name>-kept``
+            ``<name>:pruned``, ``<name>:unscored`` (staged by each writer as
+            ``<tag>:staging:<token>``) and the saved view ``<name>-kept``
     """
 
     kind = "selection"
-    derived = ("tags", "staging_tags", "saved_views")
+    derived = ("tags", "saved_views")
+
+    @classmethod
+    def _virtual_attributes(cls):  # staging_tags: stored by versions before per-writer staging
+        return super()._virtual_attributes() + ["staging_tags"]
 
     def __init__(self, name=None, **kwargs):
         self.name = name
@@ -271,13 +466,14 @@ class SelectionConfig(PruneRunConfig):
         return [names["kept_tag"], names["pruned_tag"], names["unscored_tag"]]
 
     @property
-    def staging_tags(self):
-        return [f"{tag}:staging" for tag in self.tags]
-
-    @property
     def saved_views(self):
         return [selection_names(self.name)["view"]]
 
+
+def selection_name_for_key(run_key: str) -> str:
+    """The name of a selection registered (or renamed) under ``run_key``."""
+    suffix = "_selection"
+    return run_key[: -len(suffix)] if run_key.endswith(suffix) and run_key != suffix else run_key
 
 
 def recorded_tag_counts(config) -> dict:
@@ -288,16 +484,55 @@ def recorded_tag_counts(config) -> dict:
             for part in ("kept", "pruned", "unscored")}
 
 
-class Selection(PruneRun):
-    def _cleanup_more(self, dataset, key):
-        from fiftyone_prune.sdk import storage
+def selection_view_description(name: str) -> str:
+    return f"fiftyone-prune: samples kept by selection {name!r}"
 
-        cfg = self.config  # an older version's config may lack staging_tags
-        for tag in list(cfg.tags) + list(getattr(cfg, "staging_tags", None) or []):
-            storage.remove_tag(dataset, tag)
-        for view_name in cfg.saved_views:
+
+class Selection(PruneRun):
+    def owned_tags(self, dataset) -> list[str]:
+        """Its tags and every writer's staging tags of them present on the dataset."""
+        final = list(self.config.tags)
+        present = dataset.distinct("tags")
+        return [t for t in present if t in final or any(is_staging_tag(t, f) for f in final)]
+
+    def _cleanup_more(self, dataset, key, fence):
+        for tag in self.owned_tags(dataset):
+            storage.remove_tag(dataset, tag, fence=fence)
+        for view_name in self.config.saved_views:
             if dataset.has_saved_view(view_name):
                 dataset.delete_saved_view(view_name)
+
+    def _rename_owned(self, dataset, key, new_key, fence):
+        """Its tags and saved view follow the new name (the key without
+        ``_selection``), so a new selection under the old name starts fresh and deleting
+        either deletes only its own tags."""
+        cfg = self.config
+        new_name = selection_name_for_key(new_key)
+        if new_name == cfg.name:
+            return
+        new_cfg = SelectionConfig(name=new_name)
+        owner = selection_owner(dataset, new_name)
+        present = set(dataset.distinct("tags"))
+        taken = [t for t in new_cfg.tags if t in present] + [
+            v for v in new_cfg.saved_views if dataset.has_saved_view(v)]
+        if owner is not None or taken:
+            raise RunChangeRefused(
+                f"Cannot rename selection run {key!r} to {new_key!r}: the name {new_name!r} "
+                f"is taken ({'by run ' + repr(owner) if owner else 'by ' + str(taken)}); "
+                f"delete that selection first or choose another key")
+        for tag in self.owned_tags(dataset):
+            if tag not in cfg.tags:  # a killed writer's staging tags: this holds the lease
+                storage.remove_tag(dataset, tag, fence=fence)
+        # one server-side pass renames the three tags, per document atomically
+        storage.switch_tags(dataset, dict(zip(cfg.tags, new_cfg.tags)), fence=fence)
+        for old_view, new_view in zip(cfg.saved_views, new_cfg.saved_views):
+            if dataset.has_saved_view(old_view):
+                dataset.delete_saved_view(old_view)
+        dataset.save_view(new_cfg.saved_views[0],
+                          dataset.match_tags(selection_names(new_name)["kept_tag"]),
+                          description=selection_view_description(new_name), overwrite=True)
+        cfg.name = new_name
+        dataset.update_run_config(key, cfg)
 
 
 class EvaluationConfig(PruneRunConfig):

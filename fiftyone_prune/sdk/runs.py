@@ -25,8 +25,9 @@ import fiftyone.core.runs as fors
 
 from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import leases, validation
-from fiftyone_prune.sdk.run_configs import (COMPLETE, CONFIGS, IN_PROGRESS, METHOD_PREFIX,
-                                            recorded_tag_counts, run_for)
+from fiftyone_prune.sdk.run_configs import (  # check_key_free, dependent_runs: re-exported
+    COMPLETE, CONFIGS, IN_PROGRESS, METHOD_PREFIX, SHARDED, RunChangeRefused, check_key_free,
+    dependent_runs, recorded_tag_counts, run_for, selection_owner, selection_names)
 
 logger = logging.getLogger(__name__)
 
@@ -53,33 +54,6 @@ def versions() -> dict:
     except Exception:
         pass
     return out
-
-
-def check_key_free(samples, run_key: str, overwrite: bool, kind: str,
-                   param: str = "run_key") -> None:
-    """Raises a :class:`~fiftyone_prune.core.params.ParameterError` about ``param``,
-    before any work, when ``run_key`` is taken: by a run of another kind or tool
-    (always), or by a run of kind ``kind`` without ``overwrite``.
-
-    Args:
-        samples: a dataset or view
-        run_key: the key the run will be registered under
-        overwrite: whether a run of the same kind may be replaced
-        kind: ``"embeddings"``, ``"prototypes"``, ``"selection"`` or ``"evaluation"``
-        param ("run_key"): the SDK argument that names the key (``"eval_key"``, ...)
-    """
-    validation.check_run_key(run_key, param)
-    if run_key in samples._dataset.list_runs():
-        info = samples._dataset.get_run_info(run_key)
-        owner = getattr(info.config, "method", None) or "another tool"
-        if not overwrite:
-            raise ParameterError(
-                f"Run key {run_key!r} is already used (by a {owner} run); pass "
-                f"overwrite=True to replace it, or choose another run key", param)
-        if owner != METHOD_PREFIX + kind:
-            raise ParameterError(
-                f"Run key {run_key!r} belongs to a {owner} run, not a {kind} run; "
-                f"overwrite only replaces runs of the same kind: choose another key", param)
 
 
 def owned_fields(samples, run_key: str) -> list[str]:
@@ -111,18 +85,23 @@ def register(samples, run_key: str, kind: str, params: dict, results: dict,
         lease.check()
         config = CONFIGS[kind](state=state, version=uuid.uuid4().hex, versions=versions(),
                                **params)
+        if state == COMPLETE:
+            config.check = run_for(config).check_value(samples._dataset)
         samples.register_run(run_key, config,
                              results=fors.RunResults(samples, config, run_key, **results),
                              overwrite=overwrite, cleanup=False)
 
 
 def set_state(samples, run_key: str, state: str, **updates) -> None:
-    """Changes the recorded ``state`` (and other config values) of a run."""
+    """Changes the recorded ``state`` (and other config values) of a run; on
+    ``"complete"`` also records what its fields hold (:attr:`check`)."""
     dataset = samples._dataset
     config = dataset.get_run_info(run_key).config
     config.state = state
     for name, value in updates.items():
         setattr(config, name, value)
+    if state == COMPLETE:
+        config.check = run_for(config).check_value(dataset)
     dataset.update_run_config(run_key, config)
 
 
@@ -253,14 +232,22 @@ def run_status(samples, run_key: str) -> str:
     _check_ours(samples, run_key)
     dataset = samples._dataset
     cfg = dataset.get_run_info(run_key).config
-    live = leases.current(dataset, run_key)
-    if live is not None and leases.held_here(samples, run_key) is None:
+    live = leases.held_by_another(samples, run_key)
+    if live is not None:
         return f"being written by {leases.describe(live)}"
-    if getattr(cfg, "state", COMPLETE) != COMPLETE:
-        return (f"interrupted while it was being written (state {cfg.state!r}); "
-                f"rerun it to complete it, or delete it with fop.delete_run")
+    state = getattr(cfg, "state", COMPLETE)
+    if state == SHARDED:
+        return (f"still being computed by its shards (fop.shard_status(dataset, "
+                f"{run_key!r}) shows their progress; fop.requeue_stale_shards restarts "
+                f"those whose worker died); use it when they are done")
+    if state != COMPLETE:
+        rerun = ("rerun fop.compute_prototype_scores(..., overwrite=True)"
+                 if getattr(cfg, "kind", None) == "prototypes" else "rerun it")
+        return (f"interrupted while it was being written (state {state!r}); {rerun} to "
+                f"complete it, or delete it with fop.delete_run")
     if getattr(cfg, "kind", None) != "selection":
-        return COMPLETE
+        problem = run_for(cfg).check_problem(dataset)
+        return COMPLETE if problem is None else f"mismatched: {problem}"
     source = getattr(cfg, "run_key", None)
     if source not in list_runs(samples, "prototypes"):
         return f"stale: its scoring run {source!r} was deleted"
@@ -333,25 +320,14 @@ def run_summary(samples, run_key: str) -> dict:
             "saved_views": list(getattr(cfg, "saved_views", None) or [])}
 
 
-def dependent_runs(samples, run_key: str) -> list[str]:
-    """The runs made from run ``run_key``: the selections and evaluations of a scoring
-    run, the scoring runs of an embeddings run's field."""
-    dataset = samples._dataset
-    cfg = dataset.get_run_info(run_key).config
-    if getattr(cfg, "kind", None) == "embeddings":
-        return [key for key in list_runs(samples, "prototypes")
-                if dataset.get_run_info(key).config.embeddings_field == cfg.field]
-    return [key for key in list_runs(samples)
-            if key != run_key and getattr(dataset.get_run_info(key).config, "kind", None)
-            in ("selection", "evaluation")
-            and getattr(dataset.get_run_info(key).config, "run_key", None) == run_key]
-
-
 def rename_run(samples, run_key: str, new_run_key: str) -> None:
-    """Renames a run that is not a selection; the selections and evaluations made from
-    a scoring run follow it (their recorded scoring run is renamed too, so they do not
-    turn stale). Its fields keep their names (the run records them). A selection is
-    named by its tags and saved view: select again under the new name instead.
+    """Renames a run and what it owns after the new key: a scoring run's fields
+    (``<key>_distance`` / ``<key>_cluster``), an embeddings run's field (its key is the
+    field's name), a selection's tags and saved view (its name is the new key without
+    ``_selection``); the runs made from it follow (their recorded scoring run or
+    embeddings field is renamed too, so they do not turn stale). A new run under the old
+    key then starts fresh. FiftyOne's own ``dataset.rename_run`` does the same through
+    the run classes; this one refuses with errors that name the argument.
 
     Args:
         samples: a dataset or view
@@ -363,8 +339,8 @@ def rename_run(samples, run_key: str, new_run_key: str) -> None:
 
     Raises:
         ParameterError: before any change, when ``run_key`` is not a run of this
-            package or is a selection, or ``new_run_key`` is not a valid run key or is
-            already used
+            package, ``new_run_key`` is not a valid run key or is already used, or the
+            names the run would be renamed to are taken
         ~fiftyone_prune.sdk.leases.RunLockedError: when another writer holds the
             lease of either key
 
@@ -372,17 +348,11 @@ def rename_run(samples, run_key: str, new_run_key: str) -> None:
 
         import fiftyone_prune as fop
 
-        fop.rename_run(dataset, "prototypes", "prototypes_k10")
+        fop.rename_run(dataset, "prototypes", "prototypes_k10")  # prototypes_k10_distance
     """
     _check_ours(samples, run_key)
     validation.check_run_key(new_run_key, "new_run_key")
     dataset = samples._dataset
-    kind = getattr(dataset.get_run_info(run_key).config, "kind", None)
-    if kind == "selection":
-        raise ParameterError(
-            f"Run {run_key!r} is a selection, named by its tags and saved view: select "
-            f"again under the new name (and delete this one) instead of renaming it",
-            "run_key")
     if new_run_key in dataset.list_runs():
         raise ParameterError(f"Run key {new_run_key!r} is already used: choose another key",
                              "new_run_key")
@@ -390,7 +360,17 @@ def rename_run(samples, run_key: str, new_run_key: str) -> None:
         if new_run_key in dataset.list_runs():  # taken while we waited for the leases
             raise ParameterError(f"Run key {new_run_key!r} is already used: choose another "
                                  f"key", "new_run_key")
-        # explicitly, not only through FiftyOne's rename_run, which logs a failure of it
-        # and does not call it for a run recorded by an older version of this package
-        run_for(dataset.get_run_info(run_key).config).rename(dataset, run_key, new_run_key)
+        try:
+            # explicitly, not only through FiftyOne's rename_run, which logs a failure of
+            # it and does not call it for a run recorded by an older version of this
+            # package; a second call (FiftyOne's) finds everything renamed: a no-op
+            run_for(dataset.get_run_info(run_key).config).rename(dataset, run_key, new_run_key)
+        except RunChangeRefused as e:
+            raise ParameterError(str(e), "new_run_key") from None
         dataset.rename_run(run_key, new_run_key)
+
+
+def selection_key(samples, name: str) -> str:
+    """The run key of the selection named ``name``: ``<name>_selection``, or the key
+    FiftyOne's ``rename_run`` gave it."""
+    return selection_owner(samples, name) or selection_names(name)["run_key"]
