@@ -580,6 +580,16 @@ def unset_fields(dataset: fo.Dataset, fields: list[str], fence: Fence) -> list[s
     return undeclare_empty_fields(dataset, fields, delete_values=False)
 
 
+def count_and_sum(dataset: fo.Dataset, field: str) -> tuple[int, float]:
+    """The number of samples whose top-level ``field`` holds a number, and their sum (one
+    aggregation; MongoDB sums doubles in extended precision, so the order of documents
+    does not change the result)."""
+    docs = list(dataset._sample_collection.aggregate([
+        {"$match": {field: {"$type": "number"}}},
+        {"$group": {"_id": None, "n": {"$sum": 1}, "s": {"$sum": f"${field}"}}}]))
+    return (int(docs[0]["n"]), float(docs[0]["s"])) if docs else (0, 0.0)
+
+
 def undeclare_empty_fields(dataset: fo.Dataset, fields: list[str],
                            delete_values: bool = True) -> list[str]:
     """Removes the schema entries of ``fields`` whose values no document holds any more
