@@ -300,9 +300,10 @@ def test_cnn_on_mnist_slice_beats_chance_clearly():
     images = x.reshape(-1, 28, 28).astype(np.uint8)
     train_idx, test_idx = stratified_split(y, 0.2, seed=0)
     train_idx = np.random.default_rng(0).choice(train_idx, 1000, replace=False)
+    # width 16 (the default's half): 0.84 here in 4 s instead of 0.89 in 12 s; chance is 0.1
     acc = probe_accuracy(
         "cnn", images[train_idx], y[train_idx], images[test_idx], y[test_idx],
-        seed=0, epochs=5,
+        seed=0, epochs=5, width=16,
     )
     assert acc > 0.8
 
