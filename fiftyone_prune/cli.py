@@ -8,11 +8,32 @@ import os
 import sys
 
 from fiftyone_prune.core.params import (
-    ParameterError, SelectionSpec, parse_fractions, parse_keep, parse_num_clusters,
+    ParameterError, SelectionSpec, keep_shortfall, parse_fractions, parse_num_clusters,
+    selection_spec_from_inputs,
 )
 
 
+#: the label field of a dataset made from class folders (``DIR/<class>/<image>``)
+FOLDER_LABEL_FIELD = "ground_truth"
+
+
+def class_folder_labels(images_dir, images) -> dict | None:
+    """The class of each image when the folder is a classification tree: every image in
+    a first-level subfolder (its class), at least two of them. None otherwise."""
+    root = os.path.realpath(images_dir)
+    labels = {}
+    for path in images:
+        parts = os.path.relpath(os.path.realpath(path), root).split(os.sep)
+        if len(parts) != 2:
+            return None
+        labels[path] = parts[0]
+    return labels if len(set(labels.values())) >= 2 else None
+
+
 def _load_or_create_dataset(name, images_dir=None, persistent=True):
+    """The dataset ``name``; with ``images_dir`` created from that folder (its images
+    labelled in ``ground_truth`` when they sit in class folders), or given the folder's
+    new images. A dataset created here is ``persistent`` only when asked."""
     import fiftyone as fo
 
     if images_dir:
@@ -20,19 +41,24 @@ def _load_or_create_dataset(name, images_dir=None, persistent=True):
 
         if not os.path.isdir(images_dir):
             raise SystemExit(f"error: --images-dir {images_dir!r} is not a directory")
-        images = parse_images_dir(images_dir, recursive=True)
+        images = [os.path.abspath(p) for p in parse_images_dir(images_dir, recursive=True)]
         if not images:
             raise ValueError(f"no images found in {images_dir!r} (searched recursively); "
                              f"point at a folder that holds image files")
+        labels = class_folder_labels(images_dir, images)
         if fo.dataset_exists(name):
             dataset = fo.load_dataset(name)
             known = set(dataset.values("filepath"))
-            new = [p for p in images if os.path.abspath(p) not in known]
-            if new:
-                dataset.add_images(new)
-            return dataset
-        dataset = fo.Dataset.from_images_dir(images_dir, recursive=True, name=name,
-                                             persistent=persistent)
+            images = [p for p in images if p not in known]
+        else:
+            dataset = fo.Dataset(name, persistent=persistent)
+        if labels is not None:
+            print(f"labels from class folders: {FOLDER_LABEL_FIELD!r} "
+                  f"({len(set(labels.values()))} classes)")
+        dataset.add_samples([
+            fo.Sample(filepath=p) if labels is None else
+            fo.Sample(filepath=p, **{FOLDER_LABEL_FIELD: fo.Classification(label=labels[p])})
+            for p in images])
         return dataset
     if not fo.dataset_exists(name):
         raise SystemExit(
@@ -134,6 +160,17 @@ def cmd_requeue(args):
     return 0
 
 
+def cmd_purge(args):
+    import fiftyone_prune as fop
+
+    dataset = _load_or_create_dataset(args.dataset)
+    report = fop.purge(dataset, dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    for what, names in report.items():
+        print(f"{verb} {what.replace('_', ' ')}: {', '.join(names) or 'none'}")
+    return 0
+
+
 def cmd_runs(args):
     import fiftyone_prune as fop
 
@@ -157,12 +194,10 @@ def cmd_runs(args):
 
 
 def selection_spec(args) -> SelectionSpec:
-    """The selection options as the SDK takes them; ``--keep`` is read as Python reads a
-    number (``1`` is a count, ``1.0`` a fraction)."""
-    return SelectionSpec(keep=parse_keep(args.keep), strategy=args.strategy,
-                         balance=None if args.balance == "none" else args.balance,
-                         label_field=args.label_field, balance_ratio=args.balance_ratio,
-                         seed=args.seed, dedup_eps=args.dedup_eps).validate()
+    """The selection options as the SDK takes them, through the one function the App's
+    forms and panel use too; ``--keep`` is read as Python reads a number (``1`` is a
+    count, ``1.0`` a fraction)."""
+    return selection_spec_from_inputs(vars(args))
 
 
 def _print_selection(dataset, name):
@@ -175,6 +210,11 @@ def _print_selection(dataset, name):
         _print_quick_evaluation_hint(dataset, info)
     print(f"kept {info.num_kept}, pruned {info.num_pruned}, duplicates {info.num_duplicates}, "
           f"unscored {info.num_unscored}")
+    budget = getattr(info, "budget", None)
+    shortfall = budget is not None and keep_shortfall(budget, info.num_kept,
+                                                      info.num_duplicates, info.dedup_eps)
+    if shortfall:
+        print(f"warning: {shortfall.replace('dedup_eps', '--dedup-eps')}", file=sys.stderr)
     print("group\tkept/total")
     for group, c in groups.items():
         print(f"{group}\t{c['kept']}/{c['total']}")
@@ -207,9 +247,14 @@ def cmd_select(args):
 
 def cmd_export(args):
     import fiftyone_prune as fop
+    from fiftyone_prune.sdk.export import newest_selection
 
     dataset = _load_or_create_dataset(args.dataset)
-    name = args.selection
+    # the App's default too: the selection made last
+    name = args.selection or newest_selection(dataset)
+    if name is None:
+        raise ValueError(f"No selection on {dataset.name!r}; run 'fiftyone-prune select' "
+                         f"first")
     view_name = f"{name}-kept"
     if not dataset.has_saved_view(view_name):
         raise ValueError(f"No selection {name!r} on {dataset.name!r} (saved view {view_name!r} "
@@ -227,13 +272,19 @@ def _pipeline_options(args):
     return selection_spec(args), parse_num_clusters(args.num_clusters)
 
 
-def _pipeline(dataset, args, model, image_size, embeddings_field, options):
+def _pipeline(dataset, args, model, image_size, embeddings_field, options, overwrite,
+              first_result=None):
+    """Embed, score, select and export. ``overwrite``: whether the scoring run and the
+    selection ``--run-key`` may replace existing ones (checked before any work);
+    ``first_result()`` is called once the embeddings are computed."""
     import fiftyone_prune as fop
     from fiftyone_prune.sdk.export import check_export_dir
 
     spec, num_clusters = options
     if args.export:  # before hours of embedding, not after
         check_export_dir(dataset, args.export, args.overwrite_export)
+    if not overwrite:
+        _check_run_key_free(dataset, args.run_key)
 
     emb = fop.compute_embeddings(dataset, model=model, embeddings_field=embeddings_field,
                                  image_size=image_size, checkpoint_path=getattr(args, "checkpoint", None),
@@ -241,10 +292,12 @@ def _pipeline(dataset, args, model, image_size, embeddings_field, options):
                                  precision=getattr(args, "precision", "fp32"), progress=True)
     print(f"embedded {emb.num_embedded} (already had: {emb.num_skipped_existing}, "
           f"unreadable: {emb.num_failed})")
+    if first_result is not None:
+        first_result()
     label_field = args.label_field
     scores = fop.compute_prototype_scores(
         dataset, embeddings_field, run_key=args.run_key,
-        num_clusters=num_clusters, label_field=label_field, overwrite=True)
+        num_clusters=num_clusters, label_field=label_field, overwrite=overwrite)
     print(f"scored {scores.num_scored} samples with k={scores.num_clusters} "
           f"(fields {scores.distance_field}, {scores.cluster_field})")
     kept = fop.select_samples(dataset, run_key=args.run_key, spec=spec)
@@ -259,16 +312,69 @@ def _pipeline(dataset, args, model, image_size, embeddings_field, options):
     return 0
 
 
+def _check_run_key_free(dataset, run_key):
+    """``run`` replaces a scoring run or selection only with ``--overwrite``."""
+    from fiftyone_prune.sdk import runs
+    from fiftyone_prune.sdk.selection import selection_names
+
+    taken = [k for k in (run_key, selection_names(run_key)["run_key"])
+             if k in runs.list_runs(dataset)]
+    if taken:
+        raise ParameterError(
+            f"dataset {dataset.name!r} already has run(s) {taken}: pass --overwrite to "
+            f"replace them (tags and saved view {run_key}-kept included), or choose "
+            f"another --run-key", "run_key")
+
+
+def _check_export_outside(folder, export_dir):
+    """An export inside the input folder would be read back as new samples by the next
+    ``run`` of that folder."""
+    from fiftyone_prune.sdk.export import resolve_export_dir
+
+    inside, target = os.path.realpath(folder), resolve_export_dir(export_dir)
+    if target == inside or target.startswith(inside.rstrip(os.sep) + os.sep):
+        raise ParameterError(
+            f"--export {export_dir!r} is inside the input folder {folder!r}: the next "
+            f"run of that folder would add the exported copies as new samples. Choose "
+            f"a folder outside it", "export")
+
+
 def cmd_run(args):
+    import fiftyone as fo
+
     options = _pipeline_options(args)
     source = args.source
-    if os.path.isdir(source):
-        name = args.dataset or f"fiftyone-prune-{os.path.basename(os.path.abspath(source))}"
-        dataset = _load_or_create_dataset(name, source)
-    else:
-        dataset = _load_or_create_dataset(source)
     field = args.embeddings_field or _default_field(args.model)
-    return _pipeline(dataset, args, args.model, args.image_size, field, options)
+    if not os.path.isdir(source):
+        dataset = _load_or_create_dataset(source)
+        return _pipeline(dataset, args, args.model, args.image_size, field, options,
+                         overwrite=args.overwrite)
+    if args.export:
+        _check_export_outside(source, args.export)
+    name = args.dataset or f"fiftyone-prune-{os.path.basename(os.path.abspath(source))}"
+    existed = fo.dataset_exists(name)
+    if existed and not args.overwrite:  # before new images are added
+        _check_run_key_free(fo.load_dataset(name), args.run_key)
+    # a new dataset is made persistent by its first result: a run that fails before
+    # (a typo, a model that is not there) leaves nothing in the database
+    dataset = _load_or_create_dataset(name, source, persistent=existed)
+    if args.label_field is None and dataset.has_field(FOLDER_LABEL_FIELD):
+        args.label_field = FOLDER_LABEL_FIELD
+
+    def first_result():
+        dataset.persistent = True
+
+    try:
+        return _pipeline(dataset, args, args.model, args.image_size, field, options,
+                         overwrite=args.overwrite, first_result=first_result)
+    except BaseException:
+        if not existed and not dataset.persistent:
+            dataset.delete()
+        elif not existed:
+            print(f"note: dataset {name!r} keeps what was computed before the error "
+                  f"(rerun to resume); delete it with `fiftyone datasets delete {name}`",
+                  file=sys.stderr)
+        raise
 
 
 def _evaluation_progress():
@@ -324,7 +430,9 @@ def cmd_demo(args):
                                     overwrite=args.overwrite, persistent=True)
     print(f"Demo dataset {dataset.name!r}: {len(dataset)} real MNIST digit images "
           f"(labels in 'ground_truth'); model efficientnet_lite0 (offline ImageNet weights)")
-    _pipeline(dataset, args, "efficientnet_lite0", args.image_size, "embedding", options)
+    # the demo's own dataset: a rerun replaces its runs
+    _pipeline(dataset, args, "efficientnet_lite0", args.image_size, "embedding", options,
+              overwrite=True)
     print(f"Open it in the App: FIFTYONE_PLUGINS_DIR=$PWD .venv/bin/python -c \"import "
           f"fiftyone as fo; fo.launch_app(fo.load_dataset('{dataset.name}')).wait()\"")
     return 0
@@ -402,6 +510,12 @@ def build_parser():
                    help="delete this run and exactly the fields/tags/views it created")
     p.set_defaults(func=cmd_runs)
 
+    p = sub.add_parser("purge", help="remove everything fiftyone-prune wrote on a dataset "
+                                      "(runs, fields, tags, saved views, queued operations)")
+    p.add_argument("dataset")
+    p.add_argument("--dry-run", action="store_true", help="list it, remove nothing")
+    p.set_defaults(func=cmd_purge)
+
     p = sub.add_parser("select", help="select the samples to keep (tags + saved view)")
     p.add_argument("dataset")
     p.add_argument("--run-key", default="prototypes", help="the scoring run")
@@ -412,7 +526,8 @@ def build_parser():
     p = sub.add_parser("export", help="export the kept samples of a selection")
     p.add_argument("dataset")
     p.add_argument("export_dir")
-    p.add_argument("--selection", default="prototypes", help="selection name")
+    p.add_argument("--selection", default=None,
+                   help="selection name (default: the newest selection, as in the App)")
     p.add_argument("--format", default="fiftyone",
                    help="fiftyone, image_classification_tree, image_classification_csv, "
                         "coco, yolo, voc, media, or a fiftyone.types class name")
@@ -423,8 +538,11 @@ def build_parser():
     p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("run", help="embed, score, select and export in one go")
-    p.add_argument("source", help="a folder of images or a FiftyOne dataset name")
+    p.add_argument("source", help="a folder of images (class subfolders give labels in "
+                                   "'ground_truth') or a FiftyOne dataset name")
     p.add_argument("--dataset", default=None, help="dataset name when SOURCE is a folder")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the scoring run and selection --run-key if they exist")
     _add_embed_args(p)
     _add_pipeline_args(p)
     p.set_defaults(func=cmd_run)
@@ -469,16 +587,37 @@ def option_name(param: str) -> str:
     return _OPTIONS.get(param, "--" + param.replace("_", "-"))
 
 
+#: modules that only an extra installs: ``pip install 'fiftyone-prune[<extra>]'``
+_EXTRAS = {"mlxtend": "demo", "sklearn": "demo"}
+
+
+def cli_words(message: str, args, param: str | None = None) -> str:
+    """An SDK message in the CLI's words: the flag to pass, not a Python argument."""
+    flag = ("--overwrite-export" if param == "export_dir" and args.command in ("run", "demo")
+            else "--overwrite")
+    return (message.replace("pass overwrite=True", f"pass {flag}")
+            .replace("overwrite=True", flag))
+
+
 def main(argv=None):
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
     except ParameterError as e:
         # the option to change first, then the SDK's own explanation
-        print(f"error: {option_name(e.param)}: {e}", file=sys.stderr)
+        print(f"error: {option_name(e.param)}: {cli_words(str(e), args, e.param)}",
+              file=sys.stderr)
+        return 2
+    except ModuleNotFoundError as e:
+        missing = (e.name or "").split(".")[0]
+        extra = _EXTRAS.get(missing)
+        fix = (f"install the [{extra}] extra: pip install 'fiftyone-prune[{extra}]'"
+               if extra else f"install it: pip install {missing}")
+        print(f"error: {args.command} needs the Python package {missing!r}, which is not "
+              f"installed; {fix}", file=sys.stderr)
         return 2
     except (ValueError, TypeError, FileNotFoundError) as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {cli_words(str(e), args)}", file=sys.stderr)
         return 2
     except Exception as e:
         from fiftyone_prune.core.models import WeightsNotFoundError

@@ -283,3 +283,25 @@ def selection_spec_from_inputs(inputs) -> SelectionSpec:
         seed=default.seed if seed is None else seed,
         dedup_eps=None if not eps else eps,
     ).validate()
+
+
+def keep_shortfall(budget: int, num_kept: int, num_duplicates: int = 0,
+                   dedup_eps: float | None = None) -> str | None:
+    """A warning when a selection keeps fewer samples than ``keep`` asked for (None when
+    it kept them all): SemDeDup's duplicates are removed before the budget is spent, so
+    a large ``dedup_eps`` can leave fewer candidates than asked.
+
+    Args:
+        budget: the number of samples ``keep`` asked for
+        num_kept: the number kept
+        num_duplicates (0): the near-duplicates SemDeDup removed first
+        dedup_eps (None): its threshold
+    """
+    if num_kept >= budget:
+        return None
+    if num_duplicates and dedup_eps is not None:
+        return (f"kept {num_kept} of the {budget} asked: SemDeDup (dedup_eps={dedup_eps}) "
+                f"removed {num_duplicates} near-duplicates first and left only {num_kept} "
+                f"to choose from; lower dedup_eps to remove fewer")
+    return (f"kept {num_kept} of the {budget} asked: only {num_kept} samples could be "
+            f"chosen")

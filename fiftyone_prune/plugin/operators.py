@@ -11,8 +11,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_prune.core.params import (
-    EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, parse_fractions,
-    parse_num_clusters, selection_spec_from_inputs,
+    EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, keep_shortfall,
+    parse_fractions, parse_num_clusters, selection_spec_from_inputs,
 )
 from fiftyone_prune.plugin import common
 from fiftyone_prune.sdk import validation
@@ -609,8 +609,12 @@ class SelectSamples(_PruneOperator):
             plan = _plan(view, run_key, spec, name)
             progress.stage(f"Selecting: tagging {len(plan.kept_ids)} kept and "
                            f"{len(plan.pruned_ids)} pruned samples")
-            apply_plan(view, plan)
-            return plan.summary()
+            apply_plan(view, plan, overwrite=bool(ctx.params.get("overwrite")))
+            summary = plan.summary()
+            summary["warning"] = keep_shortfall(plan.budget, len(plan.kept_ids),
+                                                len(plan.duplicate_ids),
+                                                spec.dedup_eps) or ""
+            return summary
 
         def after(ctx, summary):
             # the App's set_view(name=...) only finds saved views it had loaded before
@@ -632,6 +636,9 @@ class SelectSamples(_PruneOperator):
         outputs.str("strategy_reason", label="Why")
         outputs.int("num_kept", label="Kept")
         outputs.int("num_pruned", label="Pruned")
+        warning = (ctx.results or {}).get("warning")
+        if warning:
+            outputs.view("warning", types.Warning(label=warning))
         return types.Property(outputs, view=types.View(label="Selection applied"))
 
     def __call__(self, sample_collection, run_key="prototypes", keep=0.8, strategy="auto",
@@ -670,7 +677,8 @@ class SelectSamples(_PruneOperator):
             delegate (False): schedule the operation instead of running it now
 
         Returns:
-            the selection's summary (``strategy``, ``num_kept``, ``num_pruned``...)
+            the selection's summary (``strategy``, ``num_kept``, ``num_pruned``...;
+            ``warning``: why it kept fewer than asked, or "")
         """
         params = dict(run_key=run_key, keep=keep, strategy=strategy,
                       balance="none" if balance is None else balance, label_field=label_field,
@@ -728,7 +736,14 @@ class ExportKeptSamples(_PruneOperator):
                     description="Replace a previous fiftyone-prune export in this folder "
                                 "(anything else is never deleted)")
         export_dir = _path_param(ctx.params.get("export_dir"))
-        if export_dir:
+        if isinstance(ctx.params.get("export_dir"), str):
+            # a path from Python, as the App's file input sends it (FiftyOne's validation
+            # of that input reads an object)
+            ctx.params["export_dir"] = {"absolute_path": export_dir}
+        if not export_dir and "export_dir" in ctx.params:
+            common.mark_invalid(inputs.properties["export_dir"],
+                                "Choose the folder to export to")
+        elif export_dir:
             try:
                 check_export_dir(view, export_dir, bool(ctx.params.get("overwrite", False)))
             except ValueError as e:
@@ -799,8 +814,7 @@ class ExportKeptSamples(_PruneOperator):
         Returns:
             the export's report (``export_dir``, ``num_samples``, ``manifest``...)
         """
-        # what the App's file input sends
-        params = dict(export_dir={"absolute_path": str(export_dir)},
+        params = dict(export_dir=str(export_dir),
                       dataset_type=dataset_type, label_field=label_field,
                       overwrite=overwrite, selection=selection or _EXPORT_VIEW)
         return common.call_operator(self.uri, sample_collection, params, delegate)

@@ -76,6 +76,21 @@ def resolve_dataset_type(dataset_type):
         f"fiftyone.types class name (e.g. 'ImageClassificationDirectoryTree')", "dataset_type")
 
 
+def newest_selection(samples) -> str | None:
+    """The name of the selection registered last on the dataset of ``samples`` (the
+    App's export form offers it first; the CLI exports it by default), or None."""
+    dataset = samples._dataset
+
+    def registered(key):
+        stamp = dataset.get_run_info(key).timestamp
+        return stamp.timestamp() if stamp is not None else 0.0
+
+    keys = runs.list_runs(samples, "selection")
+    if not keys:
+        return None
+    return runs.get_run_info(samples, max(keys, key=registered)).config.name
+
+
 def _find_selection(view):
     """The selection run whose kept tag every sample of ``view`` carries, if any."""
     for key in runs.list_runs(view, "selection"):
@@ -489,7 +504,7 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     _check_format(view, cls)
     sel_key, sel_cfg = (None, None)
     if selection is not None:
-        sel_key = selection_names(selection)["run_key"]
+        sel_key = runs.selection_key(view, selection)  # also a selection renamed by FiftyOne
         sel_cfg = runs.get_run_info(view, sel_key).config
     else:
         sel_key, sel_cfg = _find_selection(view)
