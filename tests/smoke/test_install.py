@@ -44,12 +44,18 @@ import fiftyone.operators as foo
 import fiftyone.plugins as fop
 from fiftyone.plugins.context import build_plugin_contexts
 
-url, name = sys.argv[1], sys.argv[2]
+url, name, images = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
 plugin_dir = fop.download_plugin(url)[name]
 errors = [e for c in build_plugin_contexts(enabled="all") if c.name == name for e in c.errors]
 registered = [o.uri for o in foo.list_operators(enabled="all")]
 
-report = {"plugin_dir": plugin_dir, "errors": errors, "registered": registered}
+# what the user's own code sees afterwards: the plugin folder's other top-level
+# folders are not importable, and the folder is not on sys.path
+exposed = {m: getattr(importlib.util.find_spec(m), "origin", None)
+           for m in ("tests", "benchmarks", "scripts")}
+report = {"plugin_dir": plugin_dir, "errors": errors, "registered": registered,
+          "exposed": exposed, "on_sys_path": [p for p in sys.path if p and
+                                              p.startswith(plugin_dir)]}
 if not errors:
     rng = np.random.default_rng(0)
     centres = rng.normal(size=(3, 16)) * 5
@@ -66,6 +72,54 @@ if not errors:
             dataset, keep=0.5, strategy="hard"),
         tags=dataset.count_sample_tags(),
     )
+    # the offline model the embeddings form offers, on real images
+    photos = fo.Dataset()
+    photos.add_samples([fo.Sample(filepath=p) for p in images])
+    report["embedded"] = foo.get_operator(f"{name}/compute_embeddings")(
+        photos, model="efficientnet_lite0", embeddings_field="emb", batch_size=4)
+
+    # every distribution this process imported is FiftyOne or what requirements.txt
+    # brings (with their dependencies): what `fiftyone plugins requirements --install`
+    # and FiftyOne give a plugin-only user
+    import re
+    from importlib import metadata
+
+    from packaging.requirements import Requirement
+
+    def norm(n):
+        return re.sub(r"[-_.]+", "-", n).lower()
+
+    def closure(names):
+        seen, todo = set(), [norm(n) for n in names]
+        while todo:
+            n = todo.pop()
+            if n in seen:
+                continue
+            seen.add(n)
+            try:
+                requires = metadata.requires(n) or []
+            except metadata.PackageNotFoundError:
+                continue
+            for line in requires:
+                r = Requirement(line)
+                if r.marker is None or r.marker.evaluate({"extra": ""}):
+                    todo.append(norm(r.name))
+        return seen
+
+    with open(f"{plugin_dir}/requirements.txt") as f:
+        listed = [Requirement(l.strip()).name for l in f
+                  if l.strip() and not l.lstrip().startswith("#")]
+    provided = closure(listed + ["fiftyone"])
+    by_module = metadata.packages_distributions()
+    def vendored(module):  # a copy inside another package (setuptools/_vendor/...)
+        paths = getattr(module, "__path__", None) or [getattr(module, "__file__", "") or ""]
+        return any("/_vendor/" in p for p in paths)
+
+    imported = {m.split(".")[0] for m in list(sys.modules)} - set(sys.stdlib_module_names)
+    report["unlisted"] = sorted(
+        f"{m} ({', '.join(by_module[m])})" for m in imported - {"fiftyone_prune"}
+        if m in by_module and not vendored(sys.modules[m])
+        and not {norm(d) for d in by_module[m]} & provided)
 print(json.dumps(report))
 '''
 
@@ -110,7 +164,11 @@ def served_archive(tmp_path):
 
 
 def test_a_downloaded_plugin_registers_and_runs_without_the_installed_package(
-        served_archive, tmp_path):
+        served_archive, tmp_path, digits_images):
+    """Downloaded by FiftyOne's own code into a Python that cannot import the installed
+    package: the manifest's operators register, score, select and embed with the
+    offline model, importing nothing that requirements.txt and FiftyOne do not bring,
+    and the folder's ``tests``/``benchmarks``/``scripts`` stay invisible to user code."""
     plugins_dir = tmp_path / "plugins"
     plugins_dir.mkdir()
     script = tmp_path / "check" / "check.py"
@@ -118,7 +176,8 @@ def test_a_downloaded_plugin_registers_and_runs_without_the_installed_package(
     script.write_text(DOWNLOADED_PLUGIN_CHECK)
     env = dict(os.environ, FIFTYONE_PLUGINS_DIR=str(plugins_dir))
     # -I: neither the working directory nor PYTHONPATH can bring in this checkout
-    out = subprocess.run([sys.executable, "-I", str(script), served_archive, PLUGIN],
+    images = json.dumps([p for p, _ in digits_images[:4]])
+    out = subprocess.run([sys.executable, "-I", str(script), served_archive, PLUGIN, images],
                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr[-4000:]
     r = json.loads(out.stdout.strip().splitlines()[-1])
@@ -136,6 +195,10 @@ def test_a_downloaded_plugin_registers_and_runs_without_the_installed_package(
     assert r["scores"]["num_scored"] == 60
     assert r["selection"]["num_kept"] == 30 and r["selection"]["num_pruned"] == 30
     assert r["tags"] == {"prototypes:kept": 30, "prototypes:pruned": 30}
+    assert r["embedded"]["num_embedded"] == 4 and r["embedded"]["num_failed"] == 0
+    assert r["unlisted"] == [], "imported but not in requirements.txt: %s" % r["unlisted"]
+    assert r["exposed"] == {"tests": None, "benchmarks": None, "scripts": None}
+    assert r["on_sys_path"] == []
 
 
 def test_a_downloaded_plugin_installs_its_requirements_without_touching_fiftyone():
@@ -196,10 +259,10 @@ def test_an_installed_package_wins_over_the_plugin_folder_and_a_version_mismatch
     spec = importlib.util.spec_from_file_location("fiftyone.plugins.orgs.test_entry", entry)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    path_before = list(sys.path)
+    path_before, finders_before = list(sys.path), list(sys.meta_path)
     with caplog.at_level(logging.WARNING):
         module._make_package_importable()
         module._warn_if_another_version_is_used()
-    assert sys.path == path_before
+    assert sys.path == path_before and sys.meta_path == finders_before
     assert f"fiftyone-prune {fiftyone_prune.__version__} installed" in caplog.text
     assert "holds 0.0.1" in caplog.text
