@@ -21,7 +21,7 @@ from fiftyone_prune.core import probe as core_probe
 from fiftyone_prune.core import significance
 from fiftyone_prune.core.params import (  # EVAL_STRATEGIES is re-exported
     EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, parse_fractions)
-from fiftyone_prune.sdk import runs, validation
+from fiftyone_prune.sdk import runs, validation, writer
 from fiftyone_prune.sdk.scores import read_embeddings
 from fiftyone_prune.sdk.selection import (
     as_selection_spec, check_scoring_run, plan_from_table, read_score_table)
@@ -176,6 +176,9 @@ def _load_images(filepaths, image_size):
     return images[..., 0] if gray else images
 
 
+# the run's lease is held from the first check to the registration (#19)
+@writer.holds_run("evaluation", lambda a: a["eval_key"] or f"{a['run_key']}_evaluation",
+                  param="eval_key")
 def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
                      embeddings_field: str | None = None,
                      fractions=DEFAULT_FRACTIONS, strategies=DEFAULT_STRATEGIES,

@@ -19,7 +19,7 @@ from fiftyone_prune.core import selection as core
 from fiftyone_prune.core.advice import auto_without_evaluation
 from fiftyone_prune.core.params import (  # STRATEGIES, BALANCES are re-exported
     BALANCES, STRATEGIES, ParameterError, SelectionSpec, check_scalar)
-from fiftyone_prune.sdk import advice, leases, run_configs, runs, scores, storage, validation
+from fiftyone_prune.sdk import advice, run_configs, runs, scores, storage, validation, writer
 
 
 @dataclass
@@ -66,11 +66,9 @@ def check_scoring_run(samples, run_key: str):
             f"No prototype-score run {run_key!r} on this dataset; compute one with "
             f"fop.compute_prototype_scores() (existing: {existing or 'none'})", "run_key")
     status = runs.run_status(samples, run_key)
-    if status != runs.COMPLETE:
-        raise ParameterError(
-            f"Prototype-score run {run_key!r} cannot be used: {status} (rerun "
-            f"fop.compute_prototype_scores(..., overwrite=True) if it was interrupted)",
-            "run_key")
+    if status != runs.COMPLETE:  # the status names the fix for its case
+        raise ParameterError(f"Prototype-score run {run_key!r} cannot be used: {status}",
+                             "run_key")
     try:
         validation.check_run_fields(samples, run_key, runs.owned_fields(samples, run_key))
     except ValueError as e:
@@ -334,11 +332,34 @@ def _dedup_mask(samples, cfg, ids, distances, clusters, eps):
     return core.semdedup(x[order], cluster_codes, distances, eps)
 
 
+def check_selection_name_free(samples, name: str, overwrite: bool) -> None:
+    """Refuses, before any work, a selection name that is taken unless ``overwrite``.
+
+    Raises:
+        ParameterError: (``param="name"``) when a selection named ``name`` exists and
+            ``overwrite`` is False, or its run key is used by a run that is not a
+            selection
+    """
+    validation.check_run_key(name, "name")
+    key = runs.selection_key(samples, name)
+    if key not in samples._dataset.list_runs():
+        return
+    if key not in runs.list_runs(samples, "selection"):
+        raise ParameterError(
+            f"Run key {key!r} (of selection {name!r}) is used by a run that is not a "
+            f"selection: choose another name", "name")
+    if not overwrite:
+        raise ParameterError(
+            f"Selection {name!r} already exists (run {key!r}); pass overwrite=True to "
+            f"replace it, or choose another name", "name")
+
+
 def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str = "auto",
                    balance="cluster", label_field=None, balance_ratio: float = 0.5,
                    seed: int = 51, dedup_eps=None, ccs_beta=None, ccs_bins: int = 50,
                    density_temperature: float = 0.5, name: str | None = None,
-                   progress=None, spec: SelectionSpec | None = None):
+                   progress=None, spec: SelectionSpec | None = None,
+                   overwrite: bool = False):
     """Selects the samples to keep from the prototype scores of run ``run_key``.
 
     Args:
@@ -371,13 +392,16 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
         progress (None): unused; kept so existing calls still work
         spec (None): a :class:`~fiftyone_prune.core.params.SelectionSpec` instead of the
             keyword arguments ``keep`` ... ``density_temperature`` (not both)
+        overwrite (False): replace a selection of the same name (its tags, saved view
+            and run; atomically for readers: see :func:`apply_plan`)
 
     Returns:
         the view of the kept samples (of ``samples``); ``plan`` details are in the run
 
     Raises:
         ParameterError: (a ``ValueError`` with ``.param``) before any change, naming the
-            wrong argument
+            wrong argument; ``param="name"`` when the selection name is taken and
+            ``overwrite`` is False
 
     Example::
 
@@ -391,34 +415,38 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
         same = fop.select_samples(dataset, "prototypes",
                                   spec=SelectionSpec(keep=0.5, strategy="random"))
     """
+    check_selection_name_free(samples, name or run_key, overwrite)
     plan = plan_selection(samples, run_key, name=name, spec=as_selection_spec(
         spec, keep=keep, strategy=strategy, balance=balance, label_field=label_field,
         balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps, ccs_beta=ccs_beta,
         ccs_bins=ccs_bins, density_temperature=density_temperature))
-    apply_plan(samples, plan)
+    apply_plan(samples, plan, overwrite=overwrite)
     return samples.match_tags(selection_names(plan.name)["kept_tag"])
 
 
-def apply_plan(samples, plan: SelectionPlan) -> None:
-    """Writes a plan's tags, saved view and run, replacing only the previous ones of the
-    same selection name.
+def apply_plan(samples, plan: SelectionPlan, overwrite: bool = False) -> None:
+    """Writes a plan's tags, saved view and run, replacing (with ``overwrite=True``)
+    only the previous ones of the same selection name.
 
-    Atomic as seen by readers, exclusive between writers: under the lease of the run
-    key, the new tags are first written as staging tags (``<tag>:staging``) while the
-    previous selection stays whole; the run is then registered "in progress" and one
-    server-side pass replaces the old tags by the staged ones, per document atomically;
-    the run is marked complete last. A kill leaves the old selection (staging tags are
-    removed by the next run) or a run marked in progress, which export refuses until a
-    rerun completes it."""
+    Atomic as seen by readers, exclusive between writers, fenced: through the run-writer
+    (:func:`fiftyone_prune.sdk.writer.run_writer`) of the selection's key, the new tags
+    are first written as this writer's own staging tags (``<tag>:staging:<token>``)
+    while the previous selection stays whole; the run is then registered "in progress"
+    and one server-side pass replaces the old tags by the staged ones, per document
+    atomically; the run is marked complete last. Every tag write is fenced: a writer
+    that lost its lease (stalled past it while another took over) writes nothing more.
+    A kill leaves the old selection (staging tags are removed by the next writer) or a
+    run marked in progress, which export refuses until a rerun completes it.
+
+    Raises:
+        ParameterError: (``param="name"``) when the name is taken and ``overwrite`` is
+            False (checked again under the lease)
+    """
     dataset = samples._dataset
-    names = selection_names(plan.name)
-    with leases.hold(samples, names["run_key"]) as lease:
-        existing = dataset.list_runs()
-        if (names["run_key"] in existing
-                and names["run_key"] not in runs.list_runs(samples, "selection")):
-            raise ValueError(
-                f"Run key {names['run_key']!r} is used by another tool; pass another name="
-            )
+    check_selection_name_free(samples, plan.name, overwrite)
+    key = runs.selection_key(samples, plan.name)
+    with writer.run_writer(samples, key, "selection", overwrite=True, param="name") as w:
+        check_selection_name_free(samples, plan.name, overwrite)  # under the lease
         current = getattr(runs.get_run_info(samples, plan.run_key).config, "version", None)
         if plan.params.get("scoring_version", current) != current:
             raise ValueError(
@@ -426,28 +454,30 @@ def apply_plan(samples, plan: SelectionPlan) -> None:
                 f"planned; plan it again")
         t0 = time.perf_counter()
         owned = run_configs.SelectionConfig(name=plan.name)  # the names the run owns
-        final, staging = owned.tags, owned.staging_tags
-        for tag in staging:  # what a killed earlier run left
-            storage.remove_tag(dataset, tag)
+        final = owned.tags
+        staging = [w.staging_tag(tag) for tag in final]
+        for tag in dataset.distinct("tags"):  # what killed (or fenced-out) writers left
+            if any(run_configs.is_staging_tag(tag, f) for f in final):
+                storage.remove_tag(dataset, tag, fence=w.fence)
         for tag, ids in zip(staging, (plan.kept_ids, plan.pruned_ids, plan.unscored_ids)):
-            storage.add_tag(dataset, ids, tag)
+            storage.add_tag(dataset, ids, tag, fence=w.fence)
         params = dict(plan.params, name=plan.name, num_kept=len(plan.kept_ids),
                       num_pruned=len(plan.pruned_ids), num_unscored=len(plan.unscored_ids),
                       num_duplicates=len(plan.duplicate_ids),
                       strategy_reason=plan.strategy_reason)
-        lease.check()
-        runs.register(samples, names["run_key"], "selection", params,
-                      dict(groups=plan.groups, duplicate_ids=plan.duplicate_ids,
-                           seconds=round(time.perf_counter() - t0, 3)),
-                      overwrite=True, state=runs.IN_PROGRESS)
-        storage.switch_tags(dataset, dict(zip(staging, final)))
-        dataset.save_view(names["view"], dataset.match_tags(names["kept_tag"]),
-                          description=f"fiftyone-prune: samples kept by selection {plan.name!r}",
+        w.register(params, dict(groups=plan.groups, duplicate_ids=plan.duplicate_ids,
+                                seconds=round(time.perf_counter() - t0, 3)),
+                   state=runs.IN_PROGRESS)
+        storage.switch_tags(dataset, dict(zip(staging, final)), fence=w.fence)
+        w.check()
+        dataset.save_view(owned.saved_views[0], dataset.match_tags(final[0]),
+                          description=run_configs.selection_view_description(plan.name),
                           overwrite=True)
-        runs.set_state(samples, names["run_key"], runs.COMPLETE)
+        w.set_state(runs.COMPLETE)
 
 
-def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=None):
+def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=None,
+                overwrite: bool = False):
     """SemDeDup alone: inside each cluster of run ``run_key``, keeps one sample per
     group of near-duplicates (cosine similarity > 1 - eps), the one farthest from the
     centroid. Tags ``<name>:kept`` / ``<name>:pruned`` like :func:`select_samples`
@@ -461,6 +491,7 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
         name (None): names the tags ``<name>:kept`` / ``<name>:pruned``, the saved view
             ``<name>-kept`` and the run ``<name>_selection`` (default:
             ``<run_key>_dedup``)
+        overwrite (False): replace a selection of the same name
 
     Returns:
         the view of the kept samples (of ``samples``)
@@ -478,6 +509,7 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
     """
     check_scalar(eps, "eps", numbers.Real, 0, 1, "neither")
     name = name or f"{run_key}_dedup"
+    check_selection_name_free(samples, name, overwrite)
     cfg = check_selection(samples, run_key, SelectionSpec(keep=1.0, balance=None,
                                                           dedup_eps=eps), name)
     ids, dist, clusters = samples.exists(cfg.distance_field).values(
@@ -495,7 +527,7 @@ def deduplicate(samples, run_key: str = "prototypes", eps: float = 0.05, name=No
              strategy="semdedup", chosen_strategy="semdedup",
              dedup_eps=eps, budget=len(kept)),
     )
-    apply_plan(samples, plan)
+    apply_plan(samples, plan, overwrite=overwrite)
     return samples.match_tags(selection_names(name)["kept_tag"])
 
 

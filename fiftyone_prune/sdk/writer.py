@@ -23,7 +23,9 @@ Example::
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+import functools
+import inspect
+from typing import Callable, Iterator
 
 from fiftyone_prune.sdk import leases, run_configs, runs, storage, validation
 from fiftyone_prune.sdk.run_configs import COMPLETE
@@ -107,3 +109,41 @@ def run_writer(samples, run_key: str, kind: str, overwrite: bool = False,
     with leases.hold(samples, run_key) as lease:
         runs.check_key_free(samples, run_key, overwrite, kind, param)
         yield RunWriter(samples, run_key, kind, lease, overwrite)
+
+
+def holds_run(kind: str, key: Callable[[dict], str], param: str,
+              overwrite: str = "overwrite"):
+    """Decorates a public function that writes one run so that its whole body runs inside
+    :func:`run_writer` (the lease held and renewed from the first check to the
+    registration).
+
+    Args:
+        kind: the run's kind
+        key: computes the run key from the call's arguments (by name, defaults applied)
+        param: the argument that names the key, for errors
+        overwrite ("overwrite"): the argument saying whether a run may be replaced
+
+    The first argument of the function is the samples. Example::
+
+        @holds_run("evaluation", lambda a: a["eval_key"] or f"{a['run_key']}_evaluation",
+                   param="eval_key")
+        def evaluate_pruning(samples, label_field, run_key="prototypes", eval_key=None,
+                             overwrite=False, ...):
+            ...
+    """
+    def decorate(fn):
+        signature = inspect.signature(fn)
+
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            bound = signature.bind(*args, **kwargs)
+            bound.apply_defaults()
+            arguments = bound.arguments
+            samples = next(iter(arguments.values()))
+            with run_writer(samples, key(arguments), kind,
+                            overwrite=bool(arguments.get(overwrite)), param=param):
+                return fn(*args, **kwargs)
+
+        return wrapper
+
+    return decorate

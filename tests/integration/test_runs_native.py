@@ -63,25 +63,23 @@ def test_each_kind_is_its_own_run_class_registered_on_the_view(vectors):
 def test_fiftyones_own_delete_and_rename_act_on_what_the_run_created(vectors):
     _score_and_select(vectors)
     assert vectors.count_sample_tags()["half:kept"] == 25
-    # rename: the selection follows its scoring run and stays current
+    before = vectors.values("p_distance")
+    # rename: the fields follow the key, the selection follows its scoring run and stays
+    # current
     vectors.rename_run("p", "q")
     assert vectors.get_run_info("half_selection").config.run_key == "q"
     assert fop.run_status(vectors, "half_selection") == "complete"
-    assert vectors.get_run_info("q").config.distance_field == "p_distance"  # kept its name
+    config = vectors.get_run_info("q").config
+    assert (config.distance_field, config.cluster_field) == ("q_distance", "q_cluster")
+    assert vectors.get_field("p_distance") is None and vectors.values("q_distance") == before
+    assert fop.plan_selection(vectors, "q", keep=0.5, strategy="hard").kept_ids
     # FiftyOne's delete_run removes exactly what each run created
     vectors.delete_run("half_selection")
     assert not any(t.startswith("half:") for t in vectors.count_sample_tags())
     assert "half-kept" not in vectors.list_saved_views()
-    assert vectors.get_field("p_distance") is not None
-    # overwriting the renamed run would orphan its fields: refused, nothing lost
-    before = vectors.values("p_distance")
-    with pytest.raises(fop.ParameterError, match="owns the field"):
-        fop.compute_prototype_scores(vectors, "emb", run_key="q", num_clusters=3,
-                                     overwrite=True)
-    assert vectors.get_field("q_distance") is None and vectors.values("p_distance") == before
-    assert vectors.get_run_info("q").config.distance_field == "p_distance"
+    assert vectors.get_field("q_distance") is not None
     vectors.delete_run("q")
-    assert vectors.get_field("p_distance") is None and vectors.get_field("p_cluster") is None
+    assert vectors.get_field("q_distance") is None and vectors.get_field("q_cluster") is None
     assert vectors.get_field("emb") is not None and vectors.list_runs() == []
 
 

@@ -48,7 +48,7 @@ def test_selection_invariants(scored, keep, strategy, balance, ratio, seed):
     schema_before = sorted(scored.get_field_schema())
     kwargs = dict(run_key="proto", keep=keep, strategy=strategy, balance=balance,
                   balance_ratio=ratio, seed=seed)
-    view = fop.select_samples(scored, **kwargs)
+    view = fop.select_samples(scored, **kwargs, overwrite=True)
     kept, pruned = tagged(scored, "proto:kept"), tagged(scored, "proto:pruned")
     all_ids = set(scored.values("id"))
     # exact count, partition, nothing deleted or added
@@ -117,20 +117,23 @@ def test_class_floors_hold_in_both_regimes(scored, strategy, keep, over_budget, 
 
 
 def test_hard_unbalanced_keeps_exactly_the_top_scores(scored):
-    fop.select_samples(scored, "proto", keep=30, strategy="hard", balance=None)
+    fop.select_samples(scored, "proto", keep=30, strategy="hard", balance=None,
+                       overwrite=True)
     ids, dist = scored.values(["id", "proto_distance"])
     top = {ids[i] for i in np.argsort(dist)[::-1][:30]}
     assert tagged(scored, "proto:kept") == top
-    fop.select_samples(scored, "proto", keep=30, strategy="easy", balance=None)
+    fop.select_samples(scored, "proto", keep=30, strategy="easy", balance=None,
+                       overwrite=True)
     bottom = {ids[i] for i in np.argsort(dist)[:30]}
     assert tagged(scored, "proto:kept") == bottom
 
 
 def test_rerun_replaces_only_its_own_tags_and_view(scored):
     scored.take(5, seed=0).tag_samples("mine")
-    fop.select_samples(scored, "proto", keep=0.5, strategy="random", name="other")
-    fop.select_samples(scored, "proto", keep=0.9, strategy="hard")
-    fop.select_samples(scored, "proto", keep=0.2, strategy="hard")
+    fop.select_samples(scored, "proto", keep=0.5, strategy="random", name="other",
+                       overwrite=True)
+    fop.select_samples(scored, "proto", keep=0.9, strategy="hard", overwrite=True)
+    fop.select_samples(scored, "proto", keep=0.2, strategy="hard", overwrite=True)
     counts = scored.count_sample_tags()
     assert counts["mine"] == 5
     assert counts["other:kept"] == 60 and counts["other:pruned"] == 60
@@ -237,10 +240,10 @@ def test_semdedup_alone_and_as_a_first_step(scored):
     (dict(balance="genre"), "Unknown balance"),
 ])
 def test_bad_input_fails_before_any_change(scored, kwargs, message):
-    fop.select_samples(scored, "proto", keep=0.5, strategy="hard")
+    fop.select_samples(scored, "proto", keep=0.5, strategy="hard", overwrite=True)
     before = (scored.count_sample_tags(), sorted(scored.list_runs()),
               scored.list_saved_views())
-    args = dict(run_key="proto", keep=0.5, strategy="hard")
+    args = dict(run_key="proto", keep=0.5, strategy="hard", overwrite=True)
     args.update(kwargs)
     with pytest.raises(ValueError, match=message):
         fop.select_samples(scored, **args)
@@ -249,7 +252,7 @@ def test_bad_input_fails_before_any_change(scored, kwargs, message):
 
 
 def test_export_round_trip_classification_tree(scored, tmp_path):
-    view = fop.select_samples(scored, "proto", keep=40, strategy="ccs")
+    view = fop.select_samples(scored, "proto", keep=40, strategy="ccs", overwrite=True)
     out = tmp_path / "tree"
     report = fop.export_kept_samples(view, str(out), dataset_type="image_classification_tree",
                                      label_field="ground_truth")
@@ -280,7 +283,7 @@ def test_export_round_trip_classification_tree(scored, tmp_path):
 
 
 def test_export_round_trip_fiftyone_format_keeps_scores(scored, tmp_path):
-    view = fop.select_samples(scored, "proto", keep=25, strategy="hard")
+    view = fop.select_samples(scored, "proto", keep=25, strategy="hard", overwrite=True)
     fop.export_kept_samples(view, str(tmp_path / "fo"))
     back = fo.Dataset.from_dir(str(tmp_path / "fo"), dataset_type=fo.types.FiftyOneDataset)
     try:
@@ -317,3 +320,45 @@ def test_score_field_deleted_by_hand_is_named_before_any_tag(digits_images):
         assert not dataset.list_saved_views()
     finally:
         fo.delete_dataset(dataset.name)
+
+
+def test_a_taken_selection_name_needs_overwrite(scored):
+    """The SDK's rule (the App form only shows it): a taken name is refused by name,
+    before any change; overwrite=True replaces the selection."""
+    fop.select_samples(scored, "proto", keep=0.5, strategy="hard", name="taken",
+                       overwrite=True)
+    before = (tagged(scored, "taken:kept"), scored.count_sample_tags(),
+              scored.list_saved_views(), fop.get_run_info(scored, "taken_selection").config.version)
+    with pytest.raises(fop.ParameterError, match="Selection 'taken' already exists.*overwrite=True"
+                       ) as error:
+        fop.select_samples(scored, "proto", keep=0.2, strategy="easy", name="taken")
+    assert error.value.param == "name"
+    with pytest.raises(fop.ParameterError, match="already exists") as error:
+        fop.deduplicate(scored, "proto", eps=0.05, name="taken")
+    assert error.value.param == "name"
+    assert (tagged(scored, "taken:kept"), scored.count_sample_tags(), scored.list_saved_views(),
+            fop.get_run_info(scored, "taken_selection").config.version) == before
+    view = fop.select_samples(scored, "proto", keep=0.2, strategy="easy", name="taken",
+                              overwrite=True)
+    plan = fop.plan_selection(scored, "proto", keep=0.2, strategy="easy", name="taken")
+    assert set(view.values("id")) == tagged(scored, "taken:kept") == set(plan.kept_ids)
+    assert fop.get_run_info(scored, "taken_selection").config.strategy == "easy"
+    assert not any(":staging" in t for t in scored.count_sample_tags())
+    fop.delete_run(scored, "taken_selection")
+
+
+def test_selecting_while_shards_compute_the_scoring_run_points_at_shard_status(scored):
+    """A sharded scoring run queued (delegated) and not done: readers are told its shards
+    are still computing it and where to see them, not to rerun with overwrite=True."""
+    fop.compute_prototype_scores(scored, "emb", run_key="busy", num_clusters=3,
+                                 num_shards=2, delegate=True)
+    try:
+        with pytest.raises(fop.ParameterError, match="still being computed by its shards"
+                           ) as error:
+            fop.select_samples(scored, "busy", keep=0.5, strategy="hard")
+        assert error.value.param == "run_key"
+        assert "fop.shard_status(dataset, 'busy')" in str(error.value)
+        assert "overwrite=True" not in str(error.value)
+        assert "busy_selection" not in scored.list_runs()
+    finally:
+        fop.delete_run(scored, "busy")
