@@ -216,3 +216,55 @@ def test_export_failing_midway_on_a_full_disk_keeps_the_target(own_media, tmp_pa
     _, stderr = child.communicate(timeout=300)
     assert child.returncode != 0 and "File too large" in stderr
     assert snapshot(out) == previous and leftovers(tmp_path) == []
+
+
+def test_a_folder_holding_another_datasets_media_is_refused(own_media, tmp_path):
+    """A dataset made from an earlier export keeps its images: re-exporting over that
+    folder with overwrite=True is refused by that dataset's name, as is a folder holding
+    any other dataset's media."""
+    dataset, kept, _ = own_media
+    out = tmp_path / "kept"
+    fop.export_kept_samples(kept, str(out), dataset_type="image_classification_tree",
+                            label_field="ground_truth")
+    downstream = fo.Dataset.from_dir(str(out), fo.types.ImageClassificationDirectoryTree,
+                                     name=unique_name("downstream"))
+    try:
+        before = snapshot(out)
+        with pytest.raises(ValueError, match=f"of dataset '{downstream.name}'") as err:
+            fop.export_kept_samples(kept.limit(5), str(out), overwrite=True,
+                                    dataset_type="image_classification_tree",
+                                    label_field="ground_truth")
+        assert err.value.param == "export_dir"
+        assert snapshot(out) == before
+        assert all(os.path.isfile(p) for p in downstream.values("filepath"))
+        # the other direction: a new folder inside another dataset's media folder
+        inside = os.path.dirname(downstream.first().filepath)
+        with pytest.raises(ValueError, match="is inside the media folder"):
+            fop.export_kept_samples(kept, os.path.join(inside, "more"))
+    finally:
+        fo.delete_dataset(downstream.name)
+
+
+def test_a_path_through_a_symlink_and_dotdot_is_resolved_as_the_system_does(own_media,
+                                                                            tmp_path):
+    """``link/../x`` is beside the folder ``link`` points to (as mkdir and open resolve
+    it), not beside ``link``: into the media tree that way is refused, and an allowed
+    one is written where the system puts it."""
+    dataset, kept, media = own_media
+    labels = sorted(os.listdir(media))
+    assert len(labels) >= 2
+    aside = tmp_path / "aside"
+    aside.mkdir()
+    link = aside / "link"
+    os.symlink(media / labels[0], link)
+    before = snapshot(media)
+    for target in (f"{link}/../{labels[1]}", f"{link}/new", f"{link}/.."):
+        with pytest.raises(ValueError, match="media folder") as err:
+            fop.export_kept_samples(kept, target, overwrite=True, dataset_type="media")
+        assert err.value.param == "export_dir"
+    assert snapshot(media) == before
+    assert not (aside / labels[1]).exists()
+    # outside the media tree: a new folder beside media/ itself, reached via the link
+    report = fop.export_kept_samples(kept, f"{link}/../../elsewhere", dataset_type="media")
+    assert report["export_dir"] == str(tmp_path / "elsewhere")
+    assert len([f for f in os.listdir(tmp_path / "elsewhere") if f.endswith(".png")]) == 12
