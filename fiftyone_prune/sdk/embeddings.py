@@ -1,7 +1,15 @@
-"""Compute image embeddings and store them as a ``VectorField`` of the samples."""
+"""Compute image embeddings and store them as a ``VectorField`` of the samples.
+
+The pipeline's public steps, which the single-process call and each shard of a sharded
+run (:mod:`~fiftyone_prune.sdk.shard_plans`) both use: :func:`check_embedding_inputs`
+(every argument, nothing loaded), :func:`prepare_embeddings` (the model loaded, the field
+checked against it: an :class:`EmbeddingSetup`), :func:`embed_samples` (one view or
+slice, fenced writes) and :func:`finish_embeddings` (the run registered).
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from dataclasses import dataclass, field as dc_field
@@ -12,7 +20,9 @@ import fiftyone as fo
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core.concurrency import OrderedBatchWriter
-from fiftyone_prune.sdk import run_configs, runs, storage, validation
+from fiftyone_prune.core.params import ParameterError, check_scalar
+from fiftyone_prune.sdk import (leases, run_configs, runs, shard_plans, storage, validation,
+                                writer)
 
 logger = logging.getLogger(__name__)
 
@@ -127,17 +137,20 @@ def _collate(batch):
 
 
 def _declare_vector_field(dataset, path, info):
-    if dataset.get_field(path) is None:
+    """Declares the vector field (or label attribute) with ``info``; an existing one gets
+    ``info`` merged in only when it differs (so shards do not save the schema again)."""
+    field = dataset.get_field(path)
+    if field is None:
         dataset.add_sample_field(path, fo.VectorField, info=info)
-    else:
-        f = dataset.get_field(path)
-        f.info = {**(f.info or {}), **info}
-        f.save()
+    elif any((field.info or {}).get(k) != v for k, v in info.items()):
+        field.info = {**(field.info or {}), **info}
+        field.save()
 
 
-def _check_device(device):
-    """The torch device, or a one-line ``ValueError`` for one this machine lacks
-    (checked before the model loads or any field is declared)."""
+def check_device(device):
+    """The torch device ``device`` names (``None``/``"auto"``: CUDA when available), or
+    a one-line :class:`~fiftyone_prune.core.params.ParameterError` about ``device`` for
+    one this machine lacks (checked before a model loads or a field is declared)."""
     import torch
 
     if device in (None, "auto"):
@@ -145,38 +158,42 @@ def _check_device(device):
     try:
         resolved = torch.device(device)
     except (RuntimeError, TypeError) as e:
-        raise ValueError(f"device={device!r} is not a torch device ({e}); use 'cpu', 'cuda' "
-                         f"or 'cuda:N', or leave it unset to pick CUDA when available") from None
+        raise ParameterError(f"device={device!r} is not a torch device ({e}); use 'cpu', "
+                             f"'cuda' or 'cuda:N', or leave it unset to pick CUDA when "
+                             f"available", "device") from None
     if resolved.type == "cuda":
         if not torch.cuda.is_available():
-            raise ValueError(f"device={device!r} but this machine has no usable CUDA GPU "
-                             f"(torch.cuda.is_available() is False); use device='cpu' or "
-                             f"leave device unset")
+            raise ParameterError(f"device={device!r} but this machine has no usable CUDA GPU "
+                                 f"(torch.cuda.is_available() is False); use device='cpu' or "
+                                 f"leave device unset", "device")
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
-            raise ValueError(f"device={device!r} but this machine has "
-                             f"{torch.cuda.device_count()} CUDA device(s); use 'cuda:0'..")
+            raise ParameterError(f"device={device!r} but this machine has "
+                                 f"{torch.cuda.device_count()} CUDA device(s); use "
+                                 f"'cuda:0'..", "device")
     elif resolved.type == "mps" and not torch.backends.mps.is_available():
-        raise ValueError(f"device={device!r} is not available here; use device='cpu'")
+        raise ParameterError(f"device={device!r} is not available here; use device='cpu'",
+                             "device")
     elif resolved.type not in ("cpu", "cuda", "mps"):
-        raise ValueError(f"device={device!r} is not supported; use 'cpu' or 'cuda'")
+        raise ParameterError(f"device={device!r} is not supported; use 'cpu' or 'cuda'",
+                             "device")
     return resolved
 
 
 def _check_view_kind(samples, patches_field):
     """Generated views hold copies: embedding them would write into a throwaway
-    collection, and a patches view's samples are whole images, not the boxes."""
+    collection, and a patches view's samples are whole images, not the boxes. Returns
+    the label list path of ``patches_field`` (None without it)."""
     if getattr(samples, "_is_patches", False):
-        raise ValueError(
+        raise ParameterError(
             "compute_embeddings got a patches view (to_patches / to_evaluation_patches): "
             "pass the source dataset or view with patches_field='<label field>' to embed "
-            "each object's crop onto its label"
-        )
+            "each object's crop onto its label", "samples")
     if getattr(samples, "_is_frames", False) or getattr(samples, "_is_clips", False):
         kind = "frames" if getattr(samples, "_is_frames", False) else "clips"
-        raise ValueError(
+        raise ParameterError(
             f"compute_embeddings does not support {kind} views (their samples are "
-            f"generated copies); export the frames as images and embed that image dataset"
-        )
+            f"generated copies); export the frames as images and embed that image dataset",
+            "samples")
     if patches_field is None:
         return None
     field = samples.get_field(patches_field)
@@ -185,11 +202,110 @@ def _check_view_kind(samples, patches_field):
         return f"{patches_field}.detections"
     if doc is fo.Detection:
         return patches_field
-    raise ValueError(
+    raise ParameterError(
         f"patches_field={patches_field!r} must be a Detection or Detections field of the "
         f"collection; it is {type(field).__name__ if field is not None else 'missing'}"
-        f"{'' if doc is None else f' of {doc.__name__}'}"
-    )
+        f"{'' if doc is None else f' of {doc.__name__}'}", "patches_field")
+
+
+def _check_model_argument(model, precision):
+    """The model names a built-in or zoo model, or is a model object that gives
+    embeddings; a precision other than fp32 needs a built-in model. Loads nothing."""
+    from fiftyone_prune.core import models as core_models
+
+    builtin = (isinstance(model, core_models.EmbeddingModel)
+               or (isinstance(model, str) and model in core_models.BUILTIN_MODELS))
+    if isinstance(model, str) and not builtin:
+        import fiftyone.zoo as foz
+
+        if model not in foz.list_zoo_models():
+            raise ParameterError(
+                f"Unknown model {model!r}: use one of {core_models.BUILTIN_MODELS}, a "
+                f"FiftyOne zoo model name (fiftyone zoo models list), or a "
+                f"fiftyone.core.models.Model instance", "model")
+    elif not builtin:
+        import fiftyone.core.models as fom
+
+        if not isinstance(model, fom.Model):
+            raise ParameterError(f"model must be a name or a fiftyone.core.models.Model, "
+                                 f"got {type(model).__name__}", "model")
+        _check_fiftyone_model(model)
+    if precision != "fp32" and not builtin:
+        raise ParameterError(f"precision={precision!r} applies to the built-in models "
+                             f"{core_models.BUILTIN_MODELS}; a FiftyOne model runs in its "
+                             f"own precision: leave precision='fp32'", "precision")
+
+
+def _check_inputs(samples, *, model, embeddings_field, batch_size, num_workers, device,
+                  skip_existing, checkpoint_path, image_size, chunk_size, patches_field,
+                  num_shards, delegate, precision):
+    """:func:`check_embedding_inputs`; returns ``(list_path, torch_device)``."""
+    from fiftyone_prune.core import models as core_models
+
+    del checkpoint_path  # read when the model loads (a missing file is named then)
+    try:
+        validation.check_collection(samples, images=True)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(str(e), "samples") from None
+    list_path = _check_view_kind(samples, patches_field)
+    if patches_field is None:
+        validation.check_new_field(samples, embeddings_field, fo.VectorField,
+                                   "embeddings field")
+    else:
+        problem = validation.field_name_problem(embeddings_field)
+        if problem:
+            raise ParameterError(f"Invalid embeddings field: {problem}", "embeddings_field")
+    check_scalar(batch_size, "batch_size", int, min_val=1)
+    check_scalar(chunk_size, "chunk_size", int, min_val=1)
+    check_scalar(image_size, "image_size", int, min_val=8)
+    if num_workers is not None:
+        check_scalar(num_workers, "num_workers", int, min_val=0)
+    check_scalar(skip_existing, "skip_existing", bool)
+    _check_model_argument(model, precision)
+    sharded = num_shards is not None or delegate
+    if sharded:
+        shard_plans.check_num_shards(1 if num_shards is None else num_shards, samples)
+        if not isinstance(model, str):
+            raise ParameterError("num_shards needs a model given by name (each worker loads "
+                                 "it): e.g. model='efficientnet_lite0'", "model")
+        if patches_field is not None:
+            raise ParameterError("num_shards does not split object patches yet; omit "
+                                 "num_shards for patches_field", "patches_field")
+        if skip_existing is False:
+            raise ParameterError("shards resume by skipping embedded samples: "
+                                 "skip_existing=False is not available with num_shards "
+                                 "(delete the field to recompute)", "skip_existing")
+    torch_device = check_device(device)
+    # sharded with the device unset, the workers' devices decide: a CPU-only machine may
+    # queue fp16 shards for GPU workers (a worker without one fails its shard)
+    if not sharded or device is not None or precision not in core_models.PRECISIONS:
+        core_models.autocast_dtype(precision, torch_device.type)
+    runs.check_key_free(samples, run_configs.embeddings_run_key(embeddings_field,
+                                                                 patches_field),
+                        True, "embeddings", "embeddings_field")
+    return list_path, torch_device
+
+
+def check_embedding_inputs(samples, model="swav_resnet50", embeddings_field="swav_embedding",
+                           batch_size=32, num_workers=None, device=None, skip_existing=True,
+                           checkpoint_path=None, image_size=224,
+                           chunk_size=DEFAULT_CHUNK_SIZE, patches_field=None,
+                           num_shards=None, delegate=False, precision="fp32") -> None:
+    """Checks the arguments of :func:`compute_embeddings` (same names and defaults)
+    against ``samples`` without loading a model or writing anything: what the App form
+    calls on every change, and what :func:`compute_embeddings` calls first.
+
+    What only the loaded model tells (a missing checkpoint, vectors of other settings
+    already in the field) is checked by :func:`prepare_embeddings`.
+
+    Raises:
+        ParameterError: naming the first wrong argument (``.param``)
+    """
+    _check_inputs(samples, model=model, embeddings_field=embeddings_field,
+                  batch_size=batch_size, num_workers=num_workers, device=device,
+                  skip_existing=skip_existing, checkpoint_path=checkpoint_path,
+                  image_size=image_size, chunk_size=chunk_size, patches_field=patches_field,
+                  num_shards=num_shards, delegate=delegate, precision=precision)
 
 
 def _settings(model, embedder, precision="fp32") -> dict:
@@ -226,18 +342,159 @@ def _check_resume(samples, path, settings):
         return
     recorded = (field.info or {}).get("fiftyone_prune")
     if recorded is None:
-        raise ValueError(
+        raise ParameterError(
             f"Field {path!r} already holds vectors with no record of the model that made "
             f"them; adding {settings['model']!r} vectors would mix two embedding spaces. "
-            f"Choose another embeddings_field, or delete this one first"
-        )
+            f"Choose another embeddings_field, or delete this one first", "embeddings_field")
     diff = _differences(recorded, settings)
     if diff:
-        raise ValueError(
+        raise ParameterError(
             f"Field {path!r} holds vectors of other settings ({'; '.join(diff)}); adding "
             f"these would mix two embedding spaces in one field. Use the stored settings "
-            f"to resume, choose another embeddings_field, or delete this field first"
-        )
+            f"to resume, choose another embeddings_field, or delete this field first",
+            "embeddings_field")
+
+
+@dataclass
+class EmbeddingSetup:
+    """What :func:`prepare_embeddings` resolved: the settings every slice of one run
+    shares (the single-process call's whole view, or each shard of a sharded run).
+
+    Attributes:
+        embeddings_field: the field (or label attribute) name
+        patches_field: the label field whose objects are embedded, or None
+        list_path: the label list path of ``patches_field`` (``"gt.detections"``), or
+            None
+        path: where the vectors are stored: ``embeddings_field`` or
+            ``<list_path>.<embeddings_field>``
+        run_key: the embeddings run's key
+        settings: what the vectors depend on (model, weights and their SHA-1, image
+            size, dim, precision), recorded in the field's info
+        embedder: the loaded model
+        device: the torch device
+        batch_size, num_workers, chunk_size, skip_existing, precision: as passed
+    """
+
+    embeddings_field: str
+    patches_field: str | None
+    list_path: str | None
+    path: str
+    run_key: str
+    settings: dict
+    embedder: object = dc_field(repr=False)
+    device: object = None
+    batch_size: int = 32
+    num_workers: int | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    skip_existing: bool = True
+    precision: str = "fp32"
+
+    def run_params(self) -> dict:
+        """The embeddings run's recorded parameters."""
+        return dict(embeddings_field=self.embeddings_field, patches_path=self.list_path,
+                    settings=self.settings)
+
+
+def _load(samples, *, list_path, torch_device, model, embeddings_field, patches_field,
+          checkpoint_path, image_size, batch_size, num_workers, chunk_size, skip_existing,
+          precision) -> EmbeddingSetup:
+    """Loads the model and checks the field against its settings (after the checks of
+    :func:`_check_inputs`)."""
+    embedder = _resolve_model(model, checkpoint_path, image_size)
+    settings = _settings(model, embedder, precision)
+    path = embeddings_field if patches_field is None else f"{list_path}.{embeddings_field}"
+    _check_resume(samples, path, settings)
+    return EmbeddingSetup(
+        embeddings_field=embeddings_field, patches_field=patches_field, list_path=list_path,
+        path=path, run_key=run_configs.embeddings_run_key(embeddings_field, patches_field),
+        settings=settings, embedder=embedder, device=torch_device, batch_size=batch_size,
+        num_workers=num_workers, chunk_size=chunk_size, skip_existing=skip_existing,
+        precision=precision)
+
+
+def prepare_embeddings(samples, model="swav_resnet50", embeddings_field="swav_embedding",
+                       batch_size=32, num_workers=None, device=None, skip_existing=True,
+                       checkpoint_path=None, image_size=224, chunk_size=DEFAULT_CHUNK_SIZE,
+                       patches_field=None, precision="fp32") -> EmbeddingSetup:
+    """The first step of an embedding run: :func:`check_embedding_inputs`, then the model
+    loaded and the field checked against it (a resume must use the recorded settings).
+    Writes nothing.
+
+    Returns:
+        an :class:`EmbeddingSetup` for :func:`embed_samples`
+
+    Raises:
+        ParameterError: naming the wrong argument (``.param``)
+    """
+    args = dict(model=model, embeddings_field=embeddings_field, batch_size=batch_size,
+                num_workers=num_workers, skip_existing=skip_existing,
+                checkpoint_path=checkpoint_path, image_size=image_size,
+                chunk_size=chunk_size, patches_field=patches_field, precision=precision)
+    list_path, torch_device = _check_inputs(samples, device=device, num_shards=None,
+                                            delegate=False, **args)
+    return _load(samples, list_path=list_path, torch_device=torch_device, **args)
+
+
+def embed_samples(samples, setup: EmbeddingSetup, *, fence=None, progress=None
+                  ) -> EmbeddingResult:
+    """The middle step: embeds the images (or objects) of ``samples`` that need it (all,
+    or with ``setup.skip_existing`` those without a vector) and writes the vectors in
+    chunks of ``setup.chunk_size``, each write fenced by ``fence``
+    (:class:`~fiftyone_prune.sdk.storage.Fence`: a writer that lost its lease or plan
+    writes nothing more). The single-process call passes its whole view, a shard its
+    slice.
+
+    Returns:
+        an :class:`EmbeddingResult` for these samples
+    """
+    from fiftyone_prune.core.models import EmbeddingModel
+
+    result = EmbeddingResult(setup.embeddings_field, str(setup.settings["model"]))
+    dataset = samples._dataset
+    info = {"fiftyone_prune": setup.settings}
+    if setup.patches_field is not None:
+        return _embed_patches(samples, setup, result, fence=fence, progress=progress)
+    field = setup.embeddings_field
+    todo = samples
+    if setup.skip_existing and samples.get_field(field) is not None:
+        todo = samples.exists(field, False)
+    num_todo = len(todo)
+    result.num_skipped_existing = len(samples) - num_todo
+    if num_todo == 0:
+        return result
+    if not isinstance(setup.embedder, EmbeddingModel):
+        # FiftyOne's own loop writes these vectors (not fenced; the lease still keeps
+        # other writers of this field out)
+        _compute_with_fiftyone_model(todo, setup, progress, result)
+        _declare_vector_field(dataset, field, info)
+        return result
+    _declare_vector_field(dataset, field, info)
+    ids, filepaths = todo.values(["id", "filepath"])
+    _run_torch_model(
+        setup, _ImageFiles(filepaths, setup.embedder.transform(), setup.embedder.image_size),
+        ids, lambda keys, vectors: storage.write_vectors(dataset, field, keys, vectors,
+                                                         fence=fence),
+        progress=progress, result=result)
+    _warn_failures(result)
+    return result
+
+
+def finish_embeddings(samples, setup: EmbeddingSetup, result: EmbeddingResult,
+                      run_writer=None) -> EmbeddingResult:
+    """The last step: registers the embeddings run on ``samples`` (again after a resume,
+    with this call's counts), so that ``fop.delete_run(dataset, run_key)`` removes the
+    field; through ``run_writer`` (the call's :class:`~fiftyone_prune.sdk.writer.RunWriter`,
+    which refuses once its lease is lost) when given."""
+    _register(samples, setup.run_key, setup.run_params(), result, run_writer)
+    return result
+
+
+def _register(samples, run_key, params, result, run_writer=None):
+    if run_writer is not None:
+        run_writer.register(params, result.to_dict())
+    else:
+        runs.register(samples, run_key, "embeddings", params, result.to_dict(),
+                      overwrite=True)
 
 
 def compute_embeddings(
@@ -298,9 +555,19 @@ def compute_embeddings(
             CPU or a bfloat16 GPU); see :func:`fiftyone_prune.core.models.autocast_dtype`.
             Recorded in the field's info: a resume with another precision is refused
 
+    Concurrency: the embeddings run (keyed by the field) is leased for the whole call,
+    and every write is fenced by that lease: a second call into the same field, in this
+    or another process or machine, is refused by name while this one runs, and a call
+    stalled past its lease writes nothing more.
+
     Returns:
         an :class:`EmbeddingResult`; unreadable images are listed in ``failed_ids``
         (with ``patches_field``: the counts are objects, ``failed_ids`` label ids)
+
+    Raises:
+        ParameterError: before anything is written, naming the wrong argument
+            (``.param``; see :func:`check_embedding_inputs`)
+        ~fiftyone_prune.sdk.leases.RunLockedError: while another call writes the field
 
     Example::
 
@@ -311,92 +578,115 @@ def compute_embeddings(
                                         embeddings_field="emb")
         print(result.num_embedded, result.num_failed)  # 200 0
     """
-    if num_shards is not None or delegate:
-        from fiftyone_prune.sdk import shards
-
-        return shards.compute_embeddings_sharded(
-            samples, 1 if num_shards is None else num_shards, delegate, model=model,
-            embeddings_field=embeddings_field, batch_size=batch_size,
-            num_workers=num_workers, device=device, skip_existing=skip_existing,
-            checkpoint_path=checkpoint_path, image_size=image_size, chunk_size=chunk_size,
-            patches_field=patches_field, precision=precision)
-    validation.check_collection(samples, images=True)
-    list_path = _check_view_kind(samples, patches_field)
-    if patches_field is None:
-        validation.check_new_field(samples, embeddings_field, fo.VectorField, "embeddings field")
-        path = embeddings_field
-    else:
-        problem = validation.field_name_problem(embeddings_field)
-        if problem:
-            raise ValueError(f"Invalid embeddings field: {problem}")
-        path = f"{list_path}.{embeddings_field}"
-    for name, value, low in (("batch_size", batch_size, 1), ("chunk_size", chunk_size, 1),
-                             ("image_size", image_size, 8)):
-        if not isinstance(value, int) or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    if num_workers is not None and (not isinstance(num_workers, int) or num_workers < 0):
-        raise ValueError(f"num_workers must be an integer >= 0, got {num_workers!r}")
-    torch_device = _check_device(device)
-    from fiftyone_prune.core import models as core_models
-    from fiftyone_prune.core.params import ParameterError
-
-    core_models.autocast_dtype(precision, torch_device.type)
+    args = dict(model=model, embeddings_field=embeddings_field, batch_size=batch_size,
+                num_workers=num_workers, skip_existing=skip_existing,
+                checkpoint_path=checkpoint_path, image_size=image_size,
+                chunk_size=chunk_size, patches_field=patches_field, precision=precision)
+    # every argument checked before anything is leased, loaded or written
+    list_path, torch_device = _check_inputs(samples, device=device, num_shards=num_shards,
+                                            delegate=delegate, **args)
     run_key = run_configs.embeddings_run_key(embeddings_field, patches_field)
-    runs.check_key_free(samples, run_key, True, "embeddings", "embeddings_field")
-
-    embedder = _resolve_model(model, checkpoint_path, image_size)
-    if precision != "fp32" and not isinstance(embedder, core_models.EmbeddingModel):
-        raise ParameterError(f"precision={precision!r} applies to the built-in models "
-                             f"{core_models.BUILTIN_MODELS}; a FiftyOne model runs in its "
-                             f"own precision: leave precision='fp32'", "precision")
-    settings = _settings(model, embedder, precision)
-    _check_resume(samples, path, settings)
-    result = EmbeddingResult(embeddings_field, str(settings["model"]))
-
-    from fiftyone_prune.core.models import EmbeddingModel
-
-    if patches_field is not None:
-        result = _compute_patches(samples, embedder, patches_field, list_path,
-                                  embeddings_field, path, settings, batch_size, num_workers,
-                                  torch_device, skip_existing, chunk_size, progress, result,
-                                  precision)
-        return _registered(samples, run_key, embeddings_field, list_path, settings, result)
-
-    todo = samples
-    if skip_existing and samples.get_field(embeddings_field) is not None:
-        todo = samples.exists(embeddings_field, False)
-    num_total = len(samples)
-    num_todo = len(todo)
-    result.num_skipped_existing = num_total - num_todo
-    if num_todo == 0:
-        return _registered(samples, run_key, embeddings_field, None, settings, result)
-
-    if not isinstance(embedder, EmbeddingModel):
-        result = _compute_with_fiftyone_model(
-            todo, embedder, embeddings_field, batch_size, num_workers, progress, result
-        )
-        _declare_vector_field(samples._dataset, embeddings_field, {"fiftyone_prune": settings})
-        return _registered(samples, run_key, embeddings_field, None, settings, result)
-
-    _declare_vector_field(samples._dataset, embeddings_field, {"fiftyone_prune": settings})
-    ids, filepaths = todo.values(["id", "filepath"])
-    dataset = samples._dataset
-    _run_torch_model(
-        embedder, _ImageFiles(filepaths, embedder.transform(), embedder.image_size), ids,
-        lambda keys, vectors: storage.write_vectors(dataset, embeddings_field, keys, vectors),
-        batch_size, num_workers, torch_device, chunk_size, progress, result, precision,
-    )
-    _warn_failures(result)
-    return _registered(samples, run_key, embeddings_field, None, settings, result)
+    if num_shards is not None or delegate:
+        return _plan_shards(samples, run_key, list_path=list_path, torch_device=torch_device,
+                            num_shards=1 if num_shards is None else num_shards,
+                            delegate=delegate, device=device, args=args)
+    with _field_writer(samples, run_key, embeddings_field) as (w, fence):
+        setup = _load(samples, list_path=list_path, torch_device=torch_device, **args)
+        result = embed_samples(samples, setup, fence=fence, progress=progress)
+        return finish_embeddings(samples, setup, result, w)
 
 
-def _registered(samples, run_key, embeddings_field, patches_path, settings, result):
-    """Registers the embeddings run on ``samples`` (again after a resume, with this
-    call's counts), so that ``fop.delete_run(dataset, run_key)`` removes the field."""
-    runs.register(samples, run_key, "embeddings",
-                  dict(embeddings_field=embeddings_field, patches_path=patches_path,
-                       settings=settings), result.to_dict(), overwrite=True)
-    return result
+@contextlib.contextmanager
+def _field_writer(samples, run_key, embeddings_field):
+    """The lease of the embeddings run ``run_key`` for the whole call, yielding ``(run
+    writer, fence)``: a second call into the same field, in this or another process, is
+    refused by name while this one runs (both could otherwise pass the resume check and
+    mix two settings in one field)."""
+    with contextlib.ExitStack() as stack:
+        try:
+            w = stack.enter_context(writer.run_writer(samples, run_key, "embeddings",
+                                                      overwrite=True,
+                                                      param="embeddings_field"))
+        except leases.RunLockedError as e:
+            holder = leases.current(samples._dataset, run_key)
+            raise leases.RunLockedError(
+                f"Embeddings field {embeddings_field!r} of dataset "
+                f"{samples._dataset.name!r} is being written by another compute_embeddings "
+                f"call (run {run_key!r}, "
+                f"{leases.describe(holder) if holder else 'which just ended'}); nothing was "
+                f"written by this one. Wait for it to end, then rerun with the same settings "
+                f"to resume, or choose another embeddings_field") from e
+        yield w, w.fence
+
+
+def _plan_shards(samples, run_key, *, list_path, torch_device, num_shards, delegate, device,
+                 args):
+    """``compute_embeddings(..., num_shards=M, delegate=...)``: plans (or resumes) a
+    sharded run keyed by the field under the run's lease (the model is loaded once here
+    to record its settings and check the field), then runs the shards here in order or
+    queues one delegated operation per unfinished shard."""
+    embeddings_field = args["embeddings_field"]
+    with _field_writer(samples, run_key, embeddings_field):
+        setup = _load(samples, list_path=list_path, torch_device=torch_device, **args)
+        # declared once here rather than by M workers at the same time
+        _declare_vector_field(samples._dataset, setup.path, {"fiftyone_prune": setup.settings})
+        del setup  # each shard loads its own model
+        params = {k: v for k, v in args.items() if k not in ("skip_existing", "patches_field")}
+        params["device"] = device
+        plan = shard_plans.plan_or_resume(samples, embeddings_field, "embeddings",
+                                          num_shards, params)
+    # outside the lease: the worker that finishes the last shard registers the run
+    return shard_plans.run_or_queue(samples._dataset, plan, SHARD_STEPS, delegate)
+
+
+class _EmbeddingShards(shard_plans.ShardSteps):
+    """The embedding pipeline's steps as sharding composes them: each shard prepares
+    (loads the model; a worker whose model files differ from the planning machine's is
+    refused there) and embeds its slice; the last one registers the run."""
+
+    kind = "embeddings"
+    counts_writes = False  # a forward pass dwarfs counting the slice
+
+    def process(self, dataset, plan, view, *, fence, on_written):
+        setup = prepare_embeddings(view, **plan["params"])
+        result = embed_samples(view, setup, fence=fence)
+        return {"num_embedded": result.num_embedded, "failed_ids": list(result.failed_ids)}
+
+    def count_done(self, view, plan):
+        field = plan["params"]["embeddings_field"]
+        return view.exists(field).count() if view.get_field(field) is not None else 0
+
+    def finish(self, dataset, plan):
+        """Registers the run (keyed by its field, on the planned view, with every shard's
+        counts) while the plan is still the current one; whoever comes second finds the
+        lease held, or the run registered, and leaves it."""
+        field = plan["params"]["embeddings_field"]
+        run_key = run_configs.embeddings_run_key(field)
+        combined = self.result(dataset, plan, [s.get("result") or {} for s in plan["shards"]])
+        combined.num_skipped_existing = 0
+        settings = (dataset.get_field(field).info or {}).get("fiftyone_prune")
+        try:
+            with writer.run_writer(shard_plans.plan_view(dataset, plan), run_key,
+                                   "embeddings", overwrite=True) as w:
+                if shard_plans.is_current(dataset, plan):
+                    _register(w.samples, run_key, dict(embeddings_field=field,
+                                                       patches_path=None, settings=settings),
+                              combined, w)
+        except leases.RunLockedError:  # another worker registers it right now
+            pass
+
+    def result(self, dataset, plan, outputs):
+        """What the shards in ``outputs`` embedded."""
+        result = EmbeddingResult(plan["params"]["embeddings_field"], plan["params"]["model"])
+        for out in outputs:
+            result.num_embedded += out.get("num_embedded", 0)
+            result.failed_ids.extend(out.get("failed_ids", []))
+        result.num_skipped_existing = plan["total"] - result.num_embedded - result.num_failed
+        return result
+
+
+#: the steps :mod:`~fiftyone_prune.sdk.shards` runs for a plan of kind ``"embeddings"``
+SHARD_STEPS = _EmbeddingShards()
 
 
 def _warn_failures(result):
@@ -408,26 +698,28 @@ def _warn_failures(result):
         )
 
 
-def _compute_patches(samples, embedder, patches_field, list_path, field, path, settings,
-                     batch_size, num_workers, device, skip_existing, chunk_size, progress,
-                     result, precision="fp32"):
+def _embed_patches(samples, setup, result, *, fence, progress):
     from fiftyone_prune.core.models import EmbeddingModel
 
-    if not isinstance(embedder, EmbeddingModel):
-        before = samples._dataset.count(path) if samples.get_field(path) is not None else 0
-        samples.compute_embeddings(embedder, embeddings_field=field,
-                                   patches_field=patches_field, batch_size=batch_size,
-                                   num_workers=num_workers, skip_failures=True,
+    dataset = samples._dataset
+    path, list_path, field = setup.path, setup.list_path, setup.embeddings_field
+    info = {"fiftyone_prune": setup.settings}
+    if not isinstance(setup.embedder, EmbeddingModel):
+        before = dataset.count(path) if samples.get_field(path) is not None else 0
+        samples.compute_embeddings(setup.embedder, embeddings_field=field,
+                                   patches_field=setup.patches_field,
+                                   batch_size=setup.batch_size,
+                                   num_workers=setup.num_workers, skip_failures=True,
                                    progress=progress)
-        _declare_vector_field(samples._dataset, path, {"fiftyone_prune": settings})
-        result.num_embedded = samples._dataset.count(path) - before
+        _declare_vector_field(dataset, path, info)
+        result.num_embedded = dataset.count(path) - before
         return result
     declared = samples.get_field(path) is not None
     columns = ["id", "filepath", f"{list_path}.id", f"{list_path}.bounding_box"]
     if declared:
         columns.append(path)
     values = samples.values(columns)
-    single = list_path == patches_field
+    single = list_path == setup.patches_field
     items, keys = [], []
     for row in zip(*values):
         sid, filepath, label_ids, boxes = row[:4]
@@ -437,20 +729,19 @@ def _compute_patches(samples, embedder, patches_field, list_path, field, path, s
         for k, (label_id, box) in enumerate(zip(label_ids or [], boxes or [])):
             if label_id is None:
                 continue
-            if skip_existing and existing is not None and existing[k] is not None:
+            if setup.skip_existing and existing is not None and existing[k] is not None:
                 result.num_skipped_existing += 1
                 continue
             items.append((filepath, box))
             keys.append((sid, label_id))
     if not items:
         return result
-    _declare_vector_field(samples._dataset, path, {"fiftyone_prune": settings})
-    dataset = samples._dataset
+    _declare_vector_field(dataset, path, info)
     _run_torch_model(
-        embedder, _ImageCrops(items, embedder.transform(), embedder.image_size), keys,
-        lambda k, v: storage.write_label_vectors(dataset, list_path, single, field, k, v),
-        batch_size, num_workers, device, chunk_size, progress, result, precision,
-    )
+        setup, _ImageCrops(items, setup.embedder.transform(), setup.embedder.image_size), keys,
+        lambda k, v: storage.write_label_vectors(dataset, list_path, single, field, k, v,
+                                                 fence=fence),
+        progress=progress, result=result)
     result.failed_ids = [label_id for _, label_id in result.failed_ids]
     result.failures = {k[1]: v for k, v in result.failures.items()}
     _warn_failures(result)
@@ -458,61 +749,45 @@ def _compute_patches(samples, embedder, patches_field, list_path, field, path, s
 
 
 def _resolve_model(model, checkpoint_path, image_size):
+    """The model object (after :func:`_check_model_argument`): a built-in model loaded,
+    a zoo model loaded, or the given object."""
     from fiftyone_prune.core import models as core_models
 
-    if isinstance(model, core_models.EmbeddingModel):
-        return model
     if isinstance(model, str):
         if model in core_models.BUILTIN_MODELS:
             return core_models.load_model(model, checkpoint_path, image_size)
         import fiftyone.zoo as foz
 
-        available = foz.list_zoo_models()
-        if model not in available:
-            raise ValueError(
-                f"Unknown model {model!r}: use one of {core_models.BUILTIN_MODELS}, a "
-                f"FiftyOne zoo model name (fiftyone zoo models list), or a "
-                f"fiftyone.core.models.Model instance"
-            )
         zoo_model = foz.load_zoo_model(model)
         _check_fiftyone_model(zoo_model)
         return zoo_model
-    import fiftyone.core.models as fom
-
-    if isinstance(model, fom.Model):
-        _check_fiftyone_model(model)
-        return model
-    raise TypeError(
-        f"model must be a name or a fiftyone.core.models.Model, got {type(model).__name__}"
-    )
+    return model
 
 
 def _check_fiftyone_model(model):
     if not getattr(model, "has_embeddings", False):
-        raise ValueError(
+        raise ParameterError(
             f"{type(model).__name__} does not expose embeddings; choose a model whose "
-            f"has_embeddings is True"
-        )
+            f"has_embeddings is True", "model")
 
 
-def _compute_with_fiftyone_model(todo, model, field, batch_size, num_workers, progress, result):
+def _compute_with_fiftyone_model(todo, setup, progress, result):
     before = len(todo)
     todo.compute_embeddings(
-        model,
-        embeddings_field=field,
-        batch_size=batch_size,
-        num_workers=num_workers,
+        setup.embedder,
+        embeddings_field=setup.embeddings_field,
+        batch_size=setup.batch_size,
+        num_workers=setup.num_workers,
         skip_failures=True,
         progress=progress,
     )
-    missing = todo.exists(field, False)
+    missing = todo.exists(setup.embeddings_field, False)
     result.failed_ids = missing.values("id")
     result.num_embedded = before - len(result.failed_ids)
     return result
 
 
-def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, device,
-                     chunk_size, progress, result, precision="fp32"):
+def _run_torch_model(setup, items, ids, write, *, progress, result):
     """Embeds ``items`` (a torch Dataset yielding ``(index, tensor, error)``) and hands
     each finished chunk ``(ids, vectors)`` to ``write`` in a background thread.
 
@@ -525,11 +800,10 @@ def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, devic
 
     from fiftyone_prune.core.models import autocast_dtype
 
-    dtype = autocast_dtype(precision, device.type)
-
-    if num_workers is None:
-        num_workers = _default_num_workers()
-    module = embedder.module.to(device).eval()
+    device, batch_size, chunk_size = setup.device, setup.batch_size, setup.chunk_size
+    dtype = autocast_dtype(setup.precision, device.type)
+    num_workers = _default_num_workers() if setup.num_workers is None else setup.num_workers
+    module = setup.embedder.module.to(device).eval()
     use_cuda = device.type == "cuda"
     if use_cuda:
         module = module.to(memory_format=torch.channels_last)
@@ -544,12 +818,12 @@ def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, devic
     )
     # one thread keeps the chunks in order; three in flight = one being written and two
     # waiting, so the model never stalls on a write and at most three chunks are held
-    writer = OrderedBatchWriter(write, num_threads=1, max_in_flight=3, name="embeddings-writer")
+    chunk_writer = OrderedBatchWriter(write, num_threads=1, max_in_flight=3, name="embeddings-writer")
     chunk_ids, chunk_vecs = [], []
 
     def flush():
         if chunk_ids:
-            writer.submit(list(chunk_ids), np.concatenate(chunk_vecs).astype(np.float32))
+            chunk_writer.submit(list(chunk_ids), np.concatenate(chunk_vecs).astype(np.float32))
             result.num_embedded += len(chunk_ids)
             chunk_ids.clear()
             chunk_vecs.clear()
@@ -581,5 +855,5 @@ def _run_torch_model(embedder, items, ids, write, batch_size, num_workers, devic
             flush()
     finally:
         # whatever finished before an interruption is still written
-        with writer:
+        with chunk_writer:
             flush()

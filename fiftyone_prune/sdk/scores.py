@@ -1,4 +1,13 @@
-"""Prototype scores as sample fields, registered as a run with full provenance."""
+"""Prototype scores as sample fields, registered as a run with full provenance.
+
+The pipeline's public steps, which the single-process call and each shard of a sharded
+run (:mod:`~fiftyone_prune.sdk.shard_plans`) both use: :func:`check_scoring_inputs`
+(every argument, nothing read), :func:`prepare_scoring` (the k values and the training
+subsample resolved: a :class:`ScoringSetup`), :func:`read_training_vectors` and
+:func:`train_prototypes` (k-means, once), :func:`assign_blocks` (one view or slice read,
+normalised and assigned batch by batch) and :class:`ScoreWriter` (the concurrent, fenced
+writes of the two score fields).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +24,8 @@ import fiftyone.core.utils as fou
 from fiftyone_prune.core import prototypes as core
 from fiftyone_prune.core.concurrency import OrderedBatchWriter
 from fiftyone_prune.core.params import ParameterError, check_scalar, parse_num_clusters
-from fiftyone_prune.sdk import leases, run_configs, runs, storage, validation
+from fiftyone_prune.sdk import (leases, run_configs, runs, shard_plans, storage, validation,
+                                writer)
 
 logger = logging.getLogger(__name__)
 
@@ -75,26 +85,35 @@ def score_fields(run_key: str) -> tuple[str, str]:
     return run_configs.score_field_names(run_key)
 
 
-def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method="kmeans",
-                         num_clusters=None, label_field=None, overwrite=False, niter=25,
-                         max_points_per_centroid=core.DEFAULT_MAX_POINTS_PER_CENTROID):
-    """Checks the arguments of :func:`compute_prototype_scores` (same names) against
-    ``samples`` without reading or writing anything: what the App form calls on every
-    change.
-
-    Raises:
-        ParameterError: naming the first wrong argument (``.param``)
-    """
-    validation.check_collection(samples)
+def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters,
+                     label_field, overwrite, niter, max_points_per_centroid, num_shards,
+                     delegate):
+    """Every check of :func:`check_scoring_inputs` that reads no sample."""
     try:
-        runs.check_key_free(samples, run_key, overwrite, "prototypes")
-    except ParameterError:
-        raise
-    except ValueError as e:  # a taken key: the argument to change is run_key
-        raise ParameterError(str(e), "run_key") from None
-    validation.check_not_empty(samples)
+        validation.check_collection(samples)
+    except (TypeError, ValueError) as e:
+        raise ParameterError(str(e), "samples") from None
+    runs.check_key_free(samples, run_key, overwrite, "prototypes")
+    try:
+        validation.check_not_empty(samples)
+    except ValueError as e:
+        raise ParameterError(str(e), "samples") from None
     if method not in METHODS:
         raise ParameterError(f"Unknown method {method!r}; choose one of {METHODS}", "method")
+    if num_shards is not None or delegate:
+        shard_plans.check_num_shards(1 if num_shards is None else num_shards, samples)
+        if method != "kmeans":
+            raise ParameterError("num_shards applies to method='kmeans' (supervised "
+                                 "prototypes need every label at once and are one cheap "
+                                 "pass): omit num_shards", "method")
+        if isinstance(num_clusters, (list, tuple)) and len(num_clusters) != 1:
+            raise ParameterError("num_shards takes one k: several k combine ranks over all "
+                                 "samples, which no shard sees; omit num_shards or pass one "
+                                 "k", "num_clusters")
+        if overwrite:
+            raise ParameterError("num_shards does not replace a run: delete it first "
+                                 "(fop.delete_run) and start the sharded run on a free key, "
+                                 "or replace it without num_shards", "overwrite")
     field = samples.get_field(embeddings_field) if isinstance(embeddings_field, str) else None
     if field is None:
         raise ParameterError(
@@ -136,6 +155,39 @@ def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method
         raise ParameterError(
             f"Field {f!r} already exists and was not created by run {run_key!r}; "
             f"choose another run key (nothing is overwritten)", "run_key")
+
+
+def _check_ks(ks, num_present):
+    """k is at most the number of samples with an embedding (ParameterError about
+    ``num_clusters`` otherwise): the one place this is checked."""
+    too_big = [k for k in ks if k > num_present]
+    if too_big:
+        raise ParameterError(
+            f"num_clusters {too_big} exceeds the number of samples with embeddings "
+            f"({num_present}); choose at most {num_present}", "num_clusters")
+
+
+def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method="kmeans",
+                         num_clusters=None, label_field=None, overwrite=False, niter=25,
+                         max_points_per_centroid=core.DEFAULT_MAX_POINTS_PER_CENTROID,
+                         num_shards=None, delegate=False):
+    """Checks the arguments of :func:`compute_prototype_scores` (same names) against
+    ``samples`` without writing anything: what the App form calls on every change, and
+    what the scoring call itself checks (k against the samples with an embedding, as
+    :func:`prepare_scoring` does, is counted only when ``num_clusters`` is given).
+
+    Raises:
+        ParameterError: naming the first wrong argument (``.param``)
+    """
+    _check_arguments(samples, embeddings_field=embeddings_field, run_key=run_key,
+                     method=method, num_clusters=num_clusters, label_field=label_field,
+                     overwrite=overwrite, niter=niter,
+                     max_points_per_centroid=max_points_per_centroid,
+                     num_shards=num_shards, delegate=delegate)
+    if num_clusters is not None:
+        parsed = parse_num_clusters(num_clusters)
+        _check_ks(parsed if isinstance(parsed, list) else [parsed],
+                  samples.exists(embeddings_field).count())
 
 
 def _field_descriptions(run_key):
@@ -220,6 +272,235 @@ def _read_scorable(samples, embeddings_field, zero: list):
     return ids, x, missing
 
 
+@dataclass
+class ScoringSetup:
+    """What :func:`prepare_scoring` resolved: the settings one scoring run shares (the
+    single-process call, or the planning call and every shard of a sharded run).
+
+    Attributes:
+        run_key, embeddings_field, method, label_field, seed, niter,
+        max_points_per_centroid, use_gpu, overwrite: as passed
+        ks: the k values (resolved from the data when ``num_clusters`` was None); empty
+            for ``"supervised"`` (one prototype per class, known once read)
+        distance_field, cluster_field: the run's fields
+        num_present: samples of the view with an embedding
+        training_ids: the ids of the seeded training subsample, or None when k-means
+            trains on every vector (a view small enough to read once)
+        view: the view's stages as JSON text (recorded with the run)
+    """
+
+    run_key: str
+    embeddings_field: str
+    method: str
+    ks: list
+    label_field: str | None
+    seed: int
+    niter: int
+    max_points_per_centroid: int
+    use_gpu: bool | None
+    overwrite: bool
+    distance_field: str
+    cluster_field: str
+    num_present: int = 0
+    training_ids: list | None = dc_field(default=None, repr=False)
+    view: str | None = dc_field(default=None, repr=False)
+
+    @property
+    def kmeans(self) -> dict:
+        """The arguments of :func:`~fiftyone_prune.core.prototypes.spherical_kmeans`."""
+        return dict(niter=self.niter, seed=self.seed,
+                    max_points_per_centroid=self.max_points_per_centroid,
+                    use_gpu=self.use_gpu)
+
+    def run_params(self, embeddings_model, **more) -> dict:
+        """The scoring run's recorded parameters."""
+        params = dict(
+            embeddings_field=self.embeddings_field, embeddings_model=embeddings_model,
+            method_name=self.method, num_clusters=self.ks, label_field=self.label_field,
+            seed=self.seed, niter=self.niter,
+            max_points_per_centroid=self.max_points_per_centroid,
+            score_type="cosine_distance" if len(self.ks) == 1 else "mean_normalized_rank",
+            field_prefix=self.run_key, view=self.view)
+        params.update(more)
+        return params
+
+
+def prepare_scoring(samples, embeddings_field, run_key="prototypes", method="kmeans",
+                    num_clusters=None, label_field=None, seed=51,
+                    niter=core.DEFAULT_NITER,
+                    max_points_per_centroid=core.DEFAULT_MAX_POINTS_PER_CENTROID,
+                    use_gpu=None, overwrite=False, num_shards=None,
+                    delegate=False) -> ScoringSetup:
+    """The first step of a scoring run: the arguments checked (as
+    :func:`check_scoring_inputs`), the samples with an embedding listed, k resolved and
+    checked against them, and the training subsample drawn (seeded). Writes nothing.
+
+    Returns:
+        a :class:`ScoringSetup`
+
+    Raises:
+        ParameterError: naming the wrong argument (``.param``)
+        ValueError: when no sample of the view has an embedding
+    """
+    _check_arguments(samples, embeddings_field=embeddings_field, run_key=run_key,
+                     method=method, num_clusters=num_clusters, label_field=label_field,
+                     overwrite=overwrite, niter=niter,
+                     max_points_per_centroid=max_points_per_centroid,
+                     num_shards=num_shards, delegate=delegate)
+    distance_field, cluster_field = score_fields(run_key)
+    # as JSON text, built before anything is written: stage dicts carry "_cls" keys that
+    # mongoengine tries to dereference when the run is reloaded, and ObjectIds in stages
+    # need bson's encoder
+    view = json_util.dumps(samples._serialize()) if hasattr(samples, "_serialize") else None
+    setup = ScoringSetup(
+        run_key=run_key, embeddings_field=embeddings_field, method=method, ks=[],
+        label_field=label_field, seed=seed, niter=niter,
+        max_points_per_centroid=max_points_per_centroid, use_gpu=use_gpu,
+        overwrite=overwrite, distance_field=distance_field, cluster_field=cluster_field,
+        view=view)
+    if method == "supervised":
+        return setup
+    present = samples.exists(embeddings_field)
+    present_ids = present.values("id")
+    if not present_ids:
+        raise ValueError(f"No sample of this view has a value in {embeddings_field!r}; "
+                         f"compute embeddings first (fop.compute_embeddings)")
+    setup.num_present = len(present_ids)
+    setup.ks = _resolve_ks(num_clusters, label_field, present, len(present_ids))
+    rows = core.training_subsample(len(present_ids), max(setup.ks), max_points_per_centroid,
+                                   seed)
+    if rows is not None:
+        setup.training_ids = [present_ids[i] for i in rows]
+    return setup
+
+
+def _resolve_ks(num_clusters, label_field, present, num_present):
+    num_classes = None
+    if label_field is not None and num_clusters is None:
+        num_classes = len(present.distinct(f"{label_field}.label"))
+    ks = (list(num_clusters) if isinstance(num_clusters, (list, tuple))
+          else [num_clusters or core.default_num_clusters(num_present, num_classes)])
+    ks = [int(k) for k in ks]
+    _check_ks(ks, num_present)
+    return ks
+
+
+def read_training_vectors(samples, setup: ScoringSetup) -> np.ndarray:
+    """The L2-normalised vectors k-means trains on: the seeded subsample
+    (``setup.training_ids``, read from the view, whose stages may define the field), or
+    every scorable vector of a view small enough to train on all of it. All-zero vectors
+    (no direction) are not trained on."""
+    if setup.training_ids is None:
+        _, x, _ = _read_scorable(samples, setup.embeddings_field, [])
+    else:
+        # in chunks: one select stage of k x max_points_per_centroid ids could pass
+        # MongoDB's 16 MB limit
+        ids = setup.training_ids
+        parts = [read_embeddings(samples.select(ids[s: s + _SELECT_CHUNK]),
+                                 setup.embeddings_field)[1]
+                 for s in range(0, len(ids), _SELECT_CHUNK)]
+        x = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        del parts
+        if len(_zero_rows(x)):
+            x = x[x.any(axis=1)]
+    core.l2_normalize(x, out=x)
+    return x
+
+
+def train_prototypes(x: np.ndarray, setup: ScoringSetup) -> list[np.ndarray]:
+    """Spherical k-means on the normalised ``x``, once per k of ``setup.ks`` (seeded):
+    the same centroids in a single process and in a sharded run's planning call."""
+    return [core.spherical_kmeans(x, k, **setup.kmeans) for k in setup.ks]
+
+
+def assign_blocks(samples, embeddings_field, centroids, *, missing=None, zero=None,
+                  batch_size=None):
+    """Streams the vectors of ``samples`` in batches and yields ``(ids, assigned)`` per
+    batch, ``assigned`` holding ``(cluster, distance)`` for each array of
+    ``centroids``: the read-normalise-assign loop of the single-process streamed pass
+    and of every scoring shard. Samples without a vector go to ``missing``, all-zero
+    vectors (left unscored) to ``zero`` and ``missing`` (when given).
+
+    Raises:
+        ValueError: at the first NaN/inf vector or vector of another size, naming a
+            sample
+    """
+    dim = centroids[0].shape[1]
+    try:
+        for batch_ids, block, batch_missing, nonfinite in storage.iter_vector_blocks(
+                samples, embeddings_field, batch_size=batch_size):
+            if missing is not None:
+                missing.extend(batch_missing)
+            if len(nonfinite):
+                raise ValueError(_nonfinite_message(embeddings_field, len(nonfinite),
+                                                    batch_ids[nonfinite[0]]))
+            if not batch_ids:
+                continue
+            zero_rows = _zero_rows(block)
+            if len(zero_rows):
+                nonzero = np.ones(len(batch_ids), dtype=bool)
+                nonzero[zero_rows] = False
+                left = [batch_ids[i] for i in zero_rows]
+                for out in (zero, missing):
+                    if out is not None:
+                        out.extend(left)
+                batch_ids = [i for i, k in zip(batch_ids, nonzero) if k]
+                block = block[nonzero]
+                if not batch_ids:
+                    continue
+            if block.shape[1] != dim:  # a whole batch of another size
+                raise ValueError(_mixed_message(embeddings_field, storage.VectorDimensionError(
+                    batch_ids[0], block.shape[1], dim)))
+            core.l2_normalize(block, out=block)
+            yield batch_ids, [core.nearest_prototype(block, c) for c in centroids]
+    except storage.VectorDimensionError as e:
+        raise ValueError(_mixed_message(embeddings_field, e)) from None
+
+
+class ScoreWriter:
+    """Writes the two score fields: the batches handed to :meth:`submit` are written by
+    ``_WRITE_THREADS`` concurrent bulk writes (an
+    :class:`~fiftyone_prune.core.concurrency.OrderedBatchWriter`), each fenced by
+    ``fence`` (a writer that lost its lease or plan writes nothing more: the next
+    :meth:`submit` or :meth:`close` raises). What the single-process run and every
+    scoring shard write through.
+
+    Args:
+        dataset: the dataset
+        fields: ``(distance field, cluster field)`` to write
+        fence (None): the :class:`~fiftyone_prune.sdk.storage.Fence` of every write
+        on_written (None): called with the number of samples of each written batch, in
+            submission order
+    """
+
+    def __init__(self, dataset, fields, *, fence=None, on_written=None):
+        self.dataset, self.fields, self.fence = dataset, tuple(fields), fence
+        # at most two batches per thread in flight: bounded memory, live progress
+        self.writer = OrderedBatchWriter(self._write, _WRITE_THREADS, on_written=on_written,
+                                         name="score-writer")
+
+    def submit(self, ids, distance, cluster):
+        # plain Python floats/ints/strs: what BSON encodes without per-value conversion
+        distance = distance.tolist() if isinstance(distance, np.ndarray) else list(distance)
+        cluster = cluster.tolist() if isinstance(cluster, np.ndarray) else list(cluster)
+        for s in range(0, len(ids), _WRITE_BATCH):
+            e = min(s + _WRITE_BATCH, len(ids))
+            self.writer.submit(ids[s:e], distance[s:e], cluster[s:e])
+
+    def _write(self, ids, distance, cluster):
+        storage.write_scalars(self.dataset, {self.fields[0]: distance,
+                                             self.fields[1]: cluster}, ids, fence=self.fence)
+        return len(ids)  # rows, for the progress
+
+    def close(self):
+        """Waits for every write; re-raises the first failed one."""
+        self.writer.close()
+
+    def cancel(self):
+        """Drops the batches not written yet and waits for those being written."""
+        self.writer.cancel()
+
+
 def compute_prototype_scores(
     samples,
     embeddings_field: str,
@@ -263,7 +544,7 @@ def compute_prototype_scores(
         progress (None): progress bar (True/False) or a callback for ``fo.report_progress``
         num_shards (None): train k-means here (the same centroids as without shards), then
             assign and write the view in this many disjoint ``_id`` ranges
-            (:mod:`~fiftyone_prune.sdk.shards`); the run stays unusable (state
+            (:mod:`~fiftyone_prune.sdk.shard_plans`); the run stays unusable (state
             ``"sharded"``) until every shard is done. One k, ``"kmeans"`` only
         delegate (False): queue the shards as delegated operations for ``fiftyone delegated
             launch`` workers and return the run's status (needs ``num_shards``)
@@ -288,11 +569,20 @@ def compute_prototype_scores(
     found later in the streamed pass stops the run and the fields it had started
     writing are removed again. ``overwrite=True`` writes the new values into staging
     fields and switches them in only when they are complete, so a failure or a kill
-    leaves the old run and every old value intact; rerun to score.
+    leaves the old run and every old value intact; rerun to score. Every write is fenced
+    by the lease (:class:`~fiftyone_prune.sdk.storage.Fence`): a call stalled past its
+    lease (and taken over) writes nothing more, and its roll-back deletes nothing.
+    ``overwrite=True`` of a sharded run deletes its plan first, so the shards still
+    running on it are fenced out from their next write.
 
     Returns:
         a :class:`ScoreResult`; with ``delegate=True`` instead the sharded run's status
         (see :func:`~fiftyone_prune.sdk.shards.shard_status`)
+
+    Raises:
+        ParameterError: before anything is written, naming the wrong argument
+            (``.param``; see :func:`check_scoring_inputs`)
+        ~fiftyone_prune.sdk.leases.RunLockedError: while another writer holds the run
 
     Example::
 
@@ -304,122 +594,74 @@ def compute_prototype_scores(
                                               num_clusters=10)
         print(result.num_scored, result.distance_field)  # 200 prototypes_distance
     """
+    args = dict(embeddings_field=embeddings_field, run_key=run_key, method=method,
+                num_clusters=num_clusters, label_field=label_field, seed=seed, niter=niter,
+                max_points_per_centroid=max_points_per_centroid, use_gpu=use_gpu)
     if num_shards is not None or delegate:
-        from fiftyone_prune.sdk import shards
-
-        return shards.compute_prototype_scores_sharded(
-            samples, embeddings_field, run_key, 1 if num_shards is None else num_shards,
-            delegate, method=method, num_clusters=num_clusters, label_field=label_field,
-            seed=seed, niter=niter, max_points_per_centroid=max_points_per_centroid,
-            use_gpu=use_gpu, overwrite=overwrite)
-    validation.check_collection(samples)
+        return _score_sharded(samples, num_shards=1 if num_shards is None else num_shards,
+                              delegate=delegate, overwrite=overwrite, **args)
     validation.check_run_key(run_key)
-    # the lease first: the checks below (is the key free? whose are the fields?) and
-    # every write then happen while no other writer can change the answers
-    with leases.hold(samples, run_key) as lease:
-        return _compute(samples, embeddings_field, run_key, method, num_clusters,
-                        label_field, seed, niter, max_points_per_centroid, use_gpu,
-                        overwrite, progress, lease)
+    # the lease first: the checks (is the key free? whose are the fields?) and every
+    # write then happen while no other writer can change the answers
+    with writer.run_writer(samples, run_key, "prototypes", overwrite=overwrite) as w:
+        setup = prepare_scoring(samples, overwrite=overwrite, **args)
+        if overwrite and shard_plans.drop_plan(samples._dataset, run_key):
+            # a sharded run replaced: its shards still running are fenced out from now
+            logger.info("Replacing sharded run %r", run_key)
+        return _score(samples, setup, w, progress)
 
 
-def _compute(samples, embeddings_field, run_key, method, num_clusters, label_field, seed,
-             niter, max_points_per_centroid, use_gpu, overwrite, progress, lease):
-    check_scoring_inputs(samples, embeddings_field, run_key, method, num_clusters,
-                         label_field, overwrite, niter, max_points_per_centroid)
+def _score(samples, setup, w, progress):
+    """The single-process run: prototypes, one pass assigning and writing every sample,
+    the run registered (an overwrite's staged values switched in)."""
     timings = {}
     zero = []  # ids of all-zero vectors: left unscored
     t0 = time.perf_counter()
-    distance_field, cluster_field = score_fields(run_key)
-    dataset = samples._dataset
-    cluster_type = fo.StringField if method == "supervised" else fo.IntField
-    # as JSON text, built before anything is written: stage dicts carry "_cls" keys that
-    # mongoengine tries to dereference when the run is reloaded, and ObjectIds in stages
-    # need bson's encoder
-    view_json = json_util.dumps(samples._serialize()) if hasattr(samples, "_serialize") else None
-    target = _ScoreFieldsWriter(dataset, run_key, distance_field, cluster_field,
-                                cluster_type, overwrite, progress, lease)
+    target = _RunFields(samples._dataset, setup, w, progress)
     try:
-        if method == "supervised":
-            ids, missing, distance, cluster_values, ks, results_extra = _supervised(
-                samples, embeddings_field, label_field, timings, zero)
-            target.write_all(samples, ids, distance, cluster_values, timings)
+        if setup.method == "supervised":
+            ids, missing, distance, cluster_values, extra = _supervised(samples, setup,
+                                                                        timings, zero)
+            target.write_all(ids, distance, cluster_values, timings)
+        elif setup.training_ids is None:  # small enough to train on everything: one read
+            ids, missing, distance, cluster_values, extra = _kmeans_in_memory(
+                samples, setup, timings, zero)
+            target.write_all(ids, distance, cluster_values, timings)
         else:
-            present = samples.exists(embeddings_field)
-            present_ids = present.values("id")
-            if not present_ids:
-                raise ValueError(
-                    f"No sample of this view has a value in {embeddings_field!r}; compute "
-                    f"embeddings first (fop.compute_embeddings)"
-                )
-            ks = _resolve_ks(num_clusters, label_field, present, len(present_ids))
-            kmeans = dict(niter=niter, seed=seed, max_points_per_centroid=max_points_per_centroid,
-                          use_gpu=use_gpu)
-            training_rows = core.training_subsample(len(present_ids), max(ks),
-                                                    max_points_per_centroid, seed)
-            if training_rows is None:  # small enough to train on everything: one read
-                ids, missing, distance, cluster_values, results_extra = _kmeans_in_memory(
-                    samples, embeddings_field, ks, kmeans, timings, zero)
-                target.write_all(samples, ids, distance, cluster_values, timings)
-            else:
-                ids, missing, results_extra = _kmeans_streamed(
-                    samples, embeddings_field, ks, kmeans, present_ids, training_rows, target,
-                    timings, zero)
+            ids, missing, extra = _kmeans_streamed(samples, setup, target, timings, zero)
         timings["total_s"] = round(time.perf_counter() - t0, 3)
-
-        model_info = (samples.get_field(embeddings_field).info or {}).get("fiftyone_prune")
-        params = dict(
-            embeddings_field=embeddings_field, embeddings_model=model_info, method_name=method,
-            num_clusters=ks, label_field=label_field, seed=seed, niter=niter,
-            max_points_per_centroid=max_points_per_centroid,
-            score_type="cosine_distance" if len(ks) == 1 else "mean_normalized_rank",
-            field_prefix=run_key, num_scored=len(ids), num_skipped=len(missing), num_zero_vectors=len(zero),
-            view=view_json,
-        )
-        lease.check()
+        model_info = (samples.get_field(setup.embeddings_field).info or {}).get(
+            "fiftyone_prune")
+        params = setup.run_params(model_info, num_scored=len(ids), num_skipped=len(missing),
+                                  num_zero_vectors=len(zero))
         # an overwrite registers the new run "in progress", then switches the new values
         # in: a kill in between leaves a run that readers refuse until a rerun
-        runs.register(samples, run_key, "prototypes", params,
-                      dict(skipped_ids=missing, timings=timings, **results_extra),
-                      overwrite=overwrite,
-                      state=runs.IN_PROGRESS if target.replaces_run else runs.COMPLETE)
+        w.register(params, dict(skipped_ids=missing, timings=timings, **extra),
+                   state=runs.IN_PROGRESS if target.replaces_run else runs.COMPLETE)
         if target.replaces_run:
             target.switch()
-            runs.set_state(samples, run_key, runs.COMPLETE)
+            w.set_state(runs.COMPLETE)
     except BaseException:
         target.roll_back()  # no scores without their run (a no-op before the first write)
         raise
     if zero:
         logger.warning("%d sample(s) have an all-zero embedding in %r (no direction: every "
                        "cosine distance would be 1.0); left unscored: %s", len(zero),
-                       embeddings_field, ", ".join(zero[:10]) + (" ..." if len(zero) > 10 else ""))
+                       setup.embeddings_field,
+                       ", ".join(zero[:10]) + (" ..." if len(zero) > 10 else ""))
     if len(missing) > len(zero):
         logger.warning("%d sample(s) left unscored (no embedding%s): %s",
                        len(missing) - len(zero),
-                       " or no label" if method == "supervised" else "",
+                       " or no label" if setup.method == "supervised" else "",
                        ", ".join(m for m in missing[:10] if m not in zero)
                        + (" ..." if len(missing) > 10 else ""))
-    return ScoreResult(run_key, method, distance_field, cluster_field, ks, len(ids),
-                       missing, timings)
+    return ScoreResult(setup.run_key, setup.method, setup.distance_field,
+                       setup.cluster_field, setup.ks, len(ids), missing, timings)
 
 
-def _resolve_ks(num_clusters, label_field, present, num_present):
-    num_classes = None
-    if label_field is not None and num_clusters is None:
-        num_classes = len(present.distinct(f"{label_field}.label"))
-    ks = (list(num_clusters) if isinstance(num_clusters, (list, tuple))
-          else [num_clusters or core.default_num_clusters(num_present, num_classes)])
-    ks = [int(k) for k in ks]
-    too_big = [k for k in ks if k > num_present]
-    if too_big:
-        raise ValueError(
-            f"num_clusters {too_big} exceeds the number of samples with embeddings "
-            f"({num_present}); choose at most {num_present}"
-        )
-    return ks
-
-
-def _supervised(samples, embeddings_field, label_field, timings, zero):
+def _supervised(samples, setup, timings, zero):
     """One prototype per class: the whole (normalised) matrix in memory, one read."""
+    embeddings_field, label_field = setup.embeddings_field, setup.label_field
     t = time.perf_counter()
     ids, x, missing = _read_scorable(samples, embeddings_field, zero)
     timings["read_s"] = round(time.perf_counter() - t, 3)
@@ -450,22 +692,23 @@ def _supervised(samples, embeddings_field, label_field, timings, zero):
     extra = dict(classes=[str(c) for c in classes_], class_counts=[int(c) for c in counts],
                  centroids=fou.serialize_numpy_array(protos, ascii=True))
     timings["prototypes_s"] = round(time.perf_counter() - t, 3)
-    return ids, missing, distance, [str(c) for c in labels_arr], [len(classes_)], extra
+    setup.ks = [len(classes_)]
+    return ids, missing, distance, [str(c) for c in labels_arr], extra
 
 
-def _kmeans_in_memory(samples, embeddings_field, ks, kmeans, timings, zero):
+def _kmeans_in_memory(samples, setup, timings, zero):
     t = time.perf_counter()
-    ids, x, missing = _read_scorable(samples, embeddings_field, zero)
+    ids, x, missing = _read_scorable(samples, setup.embeddings_field, zero)
     timings["read_s"] = round(time.perf_counter() - t, 3)
     t = time.perf_counter()
     core.l2_normalize(x, out=x)
-    centroids = [core.spherical_kmeans(x, k, **kmeans) for k in ks]
+    centroids = train_prototypes(x, setup)
     assigned = [_assign_in_batches(x, c) for c in centroids]
     timings["prototypes_s"] = round(time.perf_counter() - t, 3)
-    distance = (assigned[0][1] if len(ks) == 1
+    distance = (assigned[0][1] if len(setup.ks) == 1
                 else core.combine_by_mean_rank([d for _, d in assigned]))
-    return ids, missing, distance, assigned[0][0], _kmeans_extra(centroids[0], assigned[0][0],
-                                                                 ks[0])
+    return (ids, missing, distance, assigned[0][0],
+            _kmeans_extra(centroids[0], assigned[0][0], setup.ks[0]))
 
 
 def _kmeans_extra(centroids, cluster, k):
@@ -474,119 +717,77 @@ def _kmeans_extra(centroids, cluster, k):
                 cluster_sizes=[int(s) for s in sizes])
 
 
-def _kmeans_streamed(samples, embeddings_field, ks, kmeans, present_ids, training_rows,
-                     target, timings, zero):
-    """k-means on a seeded subsample, then one streamed pass: each batch is read,
-    normalised, assigned and (a new run with one k) written while the next is read.
-    Memory: the training subsample, a few batches, and an id and a cluster per sample
-    (plus a distance when the write waits for the pass); no other vectors.
+def _kmeans_streamed(samples, setup, target, timings, zero):
+    """k-means on the seeded subsample, then one streamed pass (:func:`assign_blocks`):
+    each batch is read, normalised, assigned and (a new run with one k) written while the
+    next is read. Memory: the training subsample, a few batches, and an id and a cluster
+    per sample (plus a distance when the write waits for the pass); no other vectors.
 
     The training vectors are checked before anything changes; a bad vector found later
     in the pass (NaN, another size) stops the run, and the fields this run created
-    (new fields, or an overwrite's staging fields) are removed again, so the dataset is
-    as before. With several k (scores are ranks over all samples) the scores are kept in
-    memory (a float and an int per sample) and written after the pass."""
+    (new fields, or an overwrite's staging fields) are removed again (fenced: only while
+    this writer owns the run), so the dataset is as before. With several k (scores are
+    ranks over all samples) the scores are kept in memory (a float and an int per
+    sample) and written after the pass."""
     t = time.perf_counter()
-    train_ids = [present_ids[i] for i in training_rows]
-    # from the view (its stages may define the field); in chunks, as one select stage of
-    # k x max_points_per_centroid ids could pass MongoDB's 16 MB limit
-    parts = [read_embeddings(samples.select(train_ids[s: s + _SELECT_CHUNK]),
-                              embeddings_field)[1]
-             for s in range(0, len(train_ids), _SELECT_CHUNK)]
-    x = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    del parts
-    if len(_zero_rows(x)):  # all-zero vectors are left unscored: not trained on either
-        x = x[x.any(axis=1)]
-    core.l2_normalize(x, out=x)
-    centroids = [core.spherical_kmeans(x, k, **kmeans) for k in ks]
-    del x
+    centroids = train_prototypes(read_training_vectors(samples, setup), setup)
     timings["train_s"] = round(time.perf_counter() - t, 3)
 
     t = time.perf_counter()
-    write_now = len(ks) == 1
-    ids, missing, clusters, distances = [], [], [], [[] for _ in ks]
+    write_now = len(setup.ks) == 1
+    ids, missing, clusters, distances = [], [], [], [[] for _ in setup.ks]
     if write_now:
-        target.begin(len(present_ids))
-    try:
-        try:
-            for batch_ids, block, batch_missing, nonfinite in storage.iter_vector_blocks(
-                    samples, embeddings_field):
-                missing.extend(batch_missing)
-                if len(nonfinite):
-                    raise ValueError(_nonfinite_message(embeddings_field, len(nonfinite),
-                                                        batch_ids[nonfinite[0]]))
-                if not batch_ids:
-                    continue
-                zero_rows = _zero_rows(block)
-                if len(zero_rows):
-                    nonzero = np.ones(len(batch_ids), dtype=bool)
-                    nonzero[zero_rows] = False
-                    zero.extend(batch_ids[i] for i in zero_rows)
-                    missing.extend(batch_ids[i] for i in zero_rows)
-                    batch_ids = [i for i, k in zip(batch_ids, nonzero) if k]
-                    block = block[nonzero]
-                    if not batch_ids:
-                        continue
-                if block.shape[1] != centroids[0].shape[1]:  # a whole batch of another size
-                    raise ValueError(_mixed_message(embeddings_field, storage.VectorDimensionError(
-                        batch_ids[0], block.shape[1], centroids[0].shape[1])))
-                core.l2_normalize(block, out=block)
-                assigned = [core.nearest_prototype(block, c) for c in centroids]
-                ids.extend(batch_ids)
-                if write_now:
-                    target.submit(batch_ids, assigned[0][1], assigned[0][0])
-                clusters.append(assigned[0][0])
-                if not write_now:  # kept for the ranks / the write after the pass
-                    for j, (_, distance) in enumerate(assigned):
-                        distances[j].append(distance)
-        except storage.VectorDimensionError as e:
-            raise ValueError(_mixed_message(embeddings_field, e)) from None
+        target.begin(setup.num_present)
+    for batch_ids, assigned in assign_blocks(samples, setup.embeddings_field, centroids,
+                                             missing=missing, zero=zero):
+        ids.extend(batch_ids)
         if write_now:
-            target.finish()
-    except BaseException:
-        if write_now:
-            target.roll_back()
-        raise
+            target.submit(batch_ids, assigned[0][1], assigned[0][0])
+        clusters.append(assigned[0][0])
+        if not write_now:  # kept for the ranks / the write after the pass
+            for j, (_, distance) in enumerate(assigned):
+                distances[j].append(distance)
+    if write_now:
+        target.finish()
     cluster = np.concatenate(clusters)
     # read, assign and (a new run with one k) write, overlapped
     timings["stream_s"] = round(time.perf_counter() - t, 3)
     if not write_now:
         merged = [np.concatenate(d) for d in distances]
-        distance = merged[0] if len(ks) == 1 else core.combine_by_mean_rank(merged)
-        target.write_all(samples, ids, distance, cluster, timings)
-    return ids, missing, _kmeans_extra(centroids[0], cluster, ks[0])
+        target.write_all(ids, core.combine_by_mean_rank(merged), cluster, timings)
+    return ids, missing, _kmeans_extra(centroids[0], cluster, setup.ks[0])
 
 
-class _ScoreFieldsWriter:
-    """The two score fields of a run, written by ``_WRITE_THREADS`` concurrent bulk
-    writes (an :class:`~fiftyone_prune.core.concurrency.OrderedBatchWriter`).
+class _RunFields:
+    """The score fields of a single-process run, written through a :class:`ScoreWriter`
+    fenced by the run writer's lease.
 
     A new run writes its fields directly (created before the first write, removed again
-    if the run fails part-way; a killed run leaves them without a run, which
-    ``overwrite=True`` replaces). An overwrite (``replaces_run``) writes into two
-    staging fields named after this writer's lease, so the old run and its values stay
-    whole until the new values are complete; :meth:`switch` then moves them into the
-    run's fields in one server-side pass."""
+    if the run fails part-way, while it still owns the run; a killed run leaves them
+    without a run, which ``overwrite=True`` replaces). An overwrite (``replaces_run``)
+    writes into two staging fields named after this writer's token, so the old run and
+    its values stay whole until the new values are complete; :meth:`switch` then moves
+    them into the run's fields in one server-side pass."""
 
-    def __init__(self, dataset, run_key, distance_field, cluster_field, cluster_type,
-                 overwrite, progress, lease):
-        self.dataset, self.run_key = dataset, run_key
-        self.final = (distance_field, cluster_field)
-        self.cluster_type = cluster_type
-        self.replaces_run = overwrite and run_key in dataset.list_runs()
-        self.fields = (tuple(f"{f}_staging_{lease.token[:8]}" for f in self.final)
-                       if self.replaces_run else self.final)
+    def __init__(self, dataset, setup, w, progress):
+        self.dataset, self.run_key, self.w = dataset, setup.run_key, w
+        self.final = (setup.distance_field, setup.cluster_field)
+        self.cluster_type = fo.StringField if setup.method == "supervised" else fo.IntField
+        self.replaces_run = setup.overwrite and w.replaces_run
+        self.fields = (tuple(w.staging_name(f) for f in self.final) if self.replaces_run
+                       else self.final)
         self.progress = progress
         self.writer = self.bar = None
         self.started = False  # fields created: from here on a failure removes them
 
     def begin(self, total):
         self.started = True
-        # what a killed writer left (allowed by overwrite=True; this writer holds the lease)
+        # what a killed (or stalled and fenced-out) writer left: removed while this
+        # writer owns the run, values first (fenced), declarations after
         leftovers = staging_fields(self.dataset, self.run_key) + orphan_fields(
             self.dataset, self.run_key)
         if leftovers:
-            self.dataset.delete_sample_fields(leftovers)
+            storage.unset_fields(self.dataset, leftovers, self.w.fence)
         descriptions = _field_descriptions(self.run_key)
         for field, final, ftype in zip(self.fields, self.final,
                                        (fo.FloatField, self.cluster_type)):
@@ -596,23 +797,12 @@ class _ScoreFieldsWriter:
             self.dataset.add_sample_field(field, ftype, description=description)
         self.bar = fou.ProgressBar(total=total, progress=self.progress)
         self.bar.start()
-        # at most two batches per thread in flight: bounded memory, live progress
-        self.writer = OrderedBatchWriter(self._write, _WRITE_THREADS,
-                                         on_written=self.bar.update, name="score-writer")
+        self.writer = ScoreWriter(self.dataset, self.fields, fence=self.w.fence,
+                                  on_written=self.bar.update)
         self.t = time.perf_counter()
 
     def submit(self, ids, distance, cluster):
-        # plain Python floats/ints/strs: what BSON encodes without per-value conversion
-        distance = distance.tolist() if isinstance(distance, np.ndarray) else list(distance)
-        cluster = cluster.tolist() if isinstance(cluster, np.ndarray) else list(cluster)
-        for s in range(0, len(ids), _WRITE_BATCH):
-            e = min(s + _WRITE_BATCH, len(ids))
-            self.writer.submit(ids[s:e], distance[s:e], cluster[s:e])
-
-    def _write(self, ids, distance, cluster):
-        storage.write_scalars(self.dataset, {self.fields[0]: distance,
-                                             self.fields[1]: cluster}, ids)
-        return len(ids)  # rows, for the progress bar
+        self.writer.submit(ids, distance, cluster)
 
     def finish(self):
         self.writer.close()
@@ -622,19 +812,21 @@ class _ScoreFieldsWriter:
 
     def switch(self):
         """Replaces the old values by the staged ones (the new run is registered by
-        then, marked in progress). Fields of the same types swap in one server-side
-        pass, per document atomically; a type change (e.g. ``"supervised"`` clusters
-        are strings, k-means ones ints) deletes the old field and renames the staged
-        one."""
+        then, marked in progress), fenced. Fields of the same types swap in one
+        server-side pass, per document atomically; a type change (e.g.
+        ``"supervised"`` clusters are strings, k-means ones ints) deletes the old field
+        and renames the staged one."""
+        fence = self.w.fence
         same = {src: dst for src, dst in zip(self.fields, self.final)
                 if type(self.dataset.get_field(dst)) is type(self.dataset.get_field(src))}
         if same:
-            storage.swap_fields(self.dataset, same)
+            storage.swap_fields(self.dataset, same, fence=fence)
         changed = {src: dst for src, dst in zip(self.fields, self.final) if src not in same}
         if changed:
             old = [dst for dst in changed.values() if self.dataset.get_field(dst) is not None]
             if old:
-                self.dataset.delete_sample_fields(old)
+                storage.unset_fields(self.dataset, old, fence)
+            self.w.check()
             self.dataset.rename_sample_fields(changed)
         staged = [f for f in same if self.dataset.get_field(f) is not None]
         if staged:  # values already moved: this only drops the declarations
@@ -648,28 +840,30 @@ class _ScoreFieldsWriter:
                 declared.save()
 
     def roll_back(self):
-        """Stops the writes and removes the fields this writer created: a new run's two
-        fields (no partial scores without their run), or an overwrite's staging fields
-        (the old run and its values were never touched)."""
+        """Stops the writes and removes the fields this writer created (a new run's two
+        fields: no partial scores without their run; or an overwrite's staging fields:
+        the old run and its values were never touched), fenced: a writer that lost the
+        run deletes nothing (another writer may own those fields now)."""
         if not self.started:
             return
         if self.writer is not None:
             self.writer.cancel()
             self.writer = None
             self.bar.close()
-        existing = [f for f in self.fields if self.dataset.get_field(f) is not None]
-        if existing:
-            self.dataset.delete_sample_fields(existing)
-            logger.warning("Scoring stopped; removed the partly written fields %s", existing)
-
-    def write_all(self, samples, ids, distance, cluster_values, timings):
-        self.begin(len(ids))
         try:
-            self.submit(ids, distance, cluster_values)
-            self.finish()
-        except BaseException:
-            self.roll_back()
-            raise
+            removed = storage.unset_fields(self.dataset, list(self.fields), self.w.fence)
+        except leases.LeaseLostError:
+            logger.warning("Scoring stopped after losing the run %r: its fields %s are left "
+                           "to the writer that owns the run now", self.run_key,
+                           list(self.fields))
+            return
+        if removed:
+            logger.warning("Scoring stopped; removed the partly written fields %s", removed)
+
+    def write_all(self, ids, distance, cluster_values, timings):
+        self.begin(len(ids))
+        self.submit(ids, distance, cluster_values)
+        self.finish()
         timings["write_s"] = self.write_s
 
 
@@ -677,11 +871,151 @@ _STAGING_DESCRIPTION = "staging (being written, not yet valid): {}"
 
 
 def staging_fields(dataset, run_key) -> list[str]:
-    """Staging fields of ``run_key`` in the dataset: those of a running overwrite (under
-    its lease) or, for the lease holder, what a killed overwrite left."""
-    texts = {_STAGING_DESCRIPTION.format(t) for t in _field_descriptions(run_key).values()}
-    return [name for name, field in dataset.get_field_schema().items()
-            if getattr(field, "description", None) in texts]
+    """Staging fields of ``run_key`` in the dataset (any writer's: the run's config
+    names them, :func:`~fiftyone_prune.sdk.run_configs.is_staging_field`): those of a
+    running overwrite (under its lease) or, for the lease holder, what a killed or
+    fenced-out overwrite left."""
+    finals = score_fields(run_key)
+    return [name for name in dataset.get_field_schema()
+            if any(run_configs.is_staging_field(name, f) for f in finals)]
+
+
+# --- sharded runs (composed by shard_plans from the steps above) -----------------------
+
+def _score_sharded(samples, *, num_shards, delegate, overwrite, embeddings_field, run_key,
+                   method, num_clusters, label_field, seed, niter, max_points_per_centroid,
+                   use_gpu):
+    """``compute_prototype_scores(..., num_shards=M, delegate=...)``: trains k-means once
+    (:func:`read_training_vectors`, :func:`train_prototypes`: the single-process path's
+    steps, so the centroids are identical), registers the run in state ``"sharded"``,
+    then runs the assign-and-write shards here in order (returns a ``ScoreResult``) or
+    queues them (returns the plan's status). Calling it again with the same arguments
+    resumes the unfinished shards."""
+    dataset = samples._dataset
+    params = dict(embeddings_field=embeddings_field, num_clusters=num_clusters, seed=seed,
+                  niter=niter, max_points_per_centroid=max_points_per_centroid,
+                  use_gpu=use_gpu)
+    existing = storage.get_shard_plan(shard_plans.plan_id(dataset, run_key))
+    if (existing is not None and run_key in dataset.list_runs()
+            and existing["params"] == params and existing.get("kind") == "prototypes"
+            and not overwrite):
+        shard_plans.check_num_shards(num_shards, samples)
+        plan = shard_plans.plan_or_resume(samples, run_key, "prototypes", num_shards, params)
+    else:
+        validation.check_run_key(run_key)
+        with writer.run_writer(samples, run_key, "prototypes", overwrite=overwrite) as w:
+            setup = prepare_scoring(samples, overwrite=overwrite, num_shards=num_shards,
+                                    delegate=delegate, **params, run_key=run_key,
+                                    method=method, label_field=label_field)
+            t = time.perf_counter()
+            centroids = train_prototypes(read_training_vectors(samples, setup), setup)[0]
+            train_s = round(time.perf_counter() - t, 3)
+            serialized = fou.serialize_numpy_array(centroids, ascii=True)
+            # a new plan (new token): a deleted run's shards still running are fenced out
+            plan = shard_plans.plan_or_resume(samples, run_key, "prototypes", num_shards,
+                                              params, fresh=True, centroids=serialized,
+                                              ks=setup.ks, train_s=train_s)
+            model_info = (samples.get_field(embeddings_field).info or {}).get(
+                "fiftyone_prune")
+            w.register(setup.run_params(model_info, view=plan["view"],
+                                        num_shards=num_shards),
+                       dict(centroids=serialized, timings={"train_s": train_s}),
+                       state=shard_plans.SHARDED)
+    _declare_score_fields(dataset, run_key)
+    return shard_plans.run_or_queue(dataset, plan, SHARD_STEPS, delegate)
+
+
+def _declare_score_fields(dataset, run_key):
+    descriptions = _field_descriptions(run_key)
+    distance_field, cluster_field = score_fields(run_key)
+    for field, ftype in ((distance_field, fo.FloatField), (cluster_field, fo.IntField)):
+        if dataset.get_field(field) is None:
+            dataset.add_sample_field(field, ftype, description=descriptions[field])
+
+
+class _ScoringShards(shard_plans.ShardSteps):
+    """The scoring pipeline's steps as sharding composes them: each shard assigns its
+    slice to the planned centroids and writes it (:func:`assign_blocks`,
+    :class:`ScoreWriter`, as the single-process streamed pass); the last one completes
+    the run."""
+
+    kind = "prototypes"
+    counts_writes = True  # assigning is about as fast per sample as counting
+
+    def process(self, dataset, plan, view, *, fence, on_written):
+        p = plan["params"]
+        field = p["embeddings_field"]
+        distance_field, cluster_field = score_fields(plan["key"])
+        centroids = fou.deserialize_numpy_array(plan["centroids"], ascii=True)
+        # resume: the samples of this shard not scored yet (the values are a
+        # deterministic function of the stored centroids)
+        todo = view.exists(field).exists(distance_field, False)
+        num_scored = 0
+        score_writer = ScoreWriter(dataset, (distance_field, cluster_field), fence=fence,
+                                   on_written=on_written)
+        try:
+            for batch_ids, assigned in assign_blocks(todo, field, [centroids]):
+                cluster, distance = assigned[0]
+                score_writer.submit(batch_ids, distance, cluster)
+                num_scored += len(batch_ids)
+        except BaseException:
+            score_writer.cancel()
+            raise
+        score_writer.close()
+        return {"num_scored": num_scored}
+
+    def count_done(self, view, plan):
+        return view.exists(score_fields(plan["key"])[0]).count()
+
+    def finish(self, dataset, plan):
+        """Registers the scoring run as complete (its results as the single-process run
+        records them) once every shard is done, while the plan is the current one; a
+        no-op for whoever comes second."""
+        run_key = plan["key"]
+        try:
+            with writer.run_writer(dataset, run_key, "prototypes", overwrite=True) as w:
+                if (run_key not in dataset.list_runs()
+                        or not shard_plans.is_current(dataset, plan)):
+                    return
+                if getattr(dataset.get_run_info(run_key).config, "state",
+                           None) != shard_plans.SHARDED:
+                    return
+                view = shard_plans.plan_view(dataset, plan)
+                p = plan["params"]
+                distance_field, cluster_field = score_fields(run_key)
+                skipped = view.exists(distance_field, False).values("id")
+                no_embedding = view.exists(p["embeddings_field"], False).count()
+                ks = plan["ks"]
+                counts = view.exists(distance_field).count_values(cluster_field)  # server
+                sizes = [counts.get(c, 0) for c in range(ks[0])]
+                # in place (results, then the state): re-registering would delete and
+                # recreate the run, which readers in other processes could see missing
+                results = dataset.init_run_results(
+                    run_key, centroids=plan["centroids"],
+                    cluster_sizes=[int(s) for s in sizes], skipped_ids=skipped,
+                    timings={"train_s": plan.get("train_s")})
+                w.check()
+                dataset.save_run_results(run_key, results, overwrite=True)
+                w.set_state(runs.COMPLETE, num_scored=len(view) - len(skipped),
+                            num_skipped=len(skipped),
+                            num_zero_vectors=len(skipped) - no_embedding)
+        except leases.RunLockedError:  # another worker finalizes right now
+            pass
+
+    def result(self, dataset, plan, outputs):
+        """The run's :class:`ScoreResult` as registered."""
+        run_key = plan["key"]
+        dataset.reload()
+        cfg = dataset.get_run_info(run_key).config
+        results = dataset.load_run_results(run_key, load_view=False)
+        distance_field, cluster_field = score_fields(run_key)
+        return ScoreResult(run_key, "kmeans", distance_field, cluster_field,
+                           list(cfg.num_clusters), cfg.num_scored,
+                           list(results.skipped_ids or []), dict(results.timings or {}))
+
+
+#: the steps :mod:`~fiftyone_prune.sdk.shards` runs for a plan of kind ``"prototypes"``
+SHARD_STEPS = _ScoringShards()
 
 
 def _assign_in_batches(x, centroids, batch_size=65536):

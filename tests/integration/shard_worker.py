@@ -4,9 +4,9 @@ inherits the test session's database name and plugins folder.
 
     python -m tests.integration.shard_worker DELAY_S CHUNK
 
-Scoring shards write ``CHUNK`` samples per write (a module constant; embedding shards
-take the run's ``chunk_size``) and each write of scores or vectors waits ``DELAY_S``
-first, so that a shard takes long enough for the test to SIGKILL its worker between two
+Scoring shards read, assign and write ``CHUNK`` samples per step (the setting
+``storage.READ_BATCH_SIZE``; embedding shards take the run's ``chunk_size``) and each
+write of scores or vectors waits ``DELAY_S`` first, so that a shard takes long enough for the test to SIGKILL its worker between two
 writes; what is written is unchanged.
 """
 
@@ -16,9 +16,9 @@ import time
 
 def main():
     delay, chunk = float(sys.argv[1]), int(sys.argv[2])
-    from fiftyone_prune.sdk import shards, storage
+    from fiftyone_prune.sdk import storage
 
-    shards.SCORE_CHUNK = chunk
+    storage.READ_BATCH_SIZE = chunk
 
     def slowed(write):
         def slowed_write(*args, **kwargs):

@@ -393,10 +393,11 @@ def test_delete_run_removes_what_a_killed_overwrite_staged(vectors_dataset):
     """Staging fields left by a killed overwrite (declared like the real writer declares
     them) go with the run."""
     fop.compute_prototype_scores(vectors_dataset, "emb", run_key="left", num_clusters=4)
-    target = scores._ScoreFieldsWriter(vectors_dataset, "left", "left_distance", "left_cluster",
-                            fo.IntField, True, False, leases.Lease(vectors_dataset, "left", 1))
-    target.begin(0)
-    target.finish()
+    from fiftyone_prune.sdk import run_configs
+
+    token = leases.Lease(vectors_dataset, "left", 1).token
+    for final, ftype in (("left_distance", fo.FloatField), ("left_cluster", fo.IntField)):
+        vectors_dataset.add_sample_field(run_configs.staging_field(final, token), ftype)
     staged = scores.staging_fields(vectors_dataset, "left")
     assert len(staged) == 2
     assert sorted(fop.delete_run(vectors_dataset, "left")) == sorted(

@@ -14,7 +14,7 @@ import pytest
 import fiftyone as fo
 
 import fiftyone_prune as fop
-from fiftyone_prune.sdk import shards, storage
+from fiftyone_prune.sdk import shard_plans, shards, storage
 from tests.conftest import REPO_ROOT, unique_name
 
 
@@ -78,7 +78,7 @@ def test_shards_are_disjoint_and_cover_the_view(vectors):
     plan = storage.get_shard_plan(shards.plan_id(vectors, "v"))
     seen = []
     for i in range(4):
-        seen += shards._slice(shards._view(vectors, plan), plan, i).values("id")
+        seen += shard_plans.shard_view(vectors, plan, i).values("id")
     assert sorted(seen) == sorted(view.values("id")) and len(set(seen)) == 250
     assert vectors.count("v_distance") == 250  # nothing outside the view
 
@@ -119,14 +119,26 @@ def test_a_failed_shard_keeps_the_run_unusable_until_it_is_rerun(vectors):
 
 def test_bad_sharded_inputs_fail_before_any_write(vectors):
     before = sorted(vectors.get_field_schema())
-    for kwargs, match in [(dict(num_shards=0), "num_shards"),
-                          (dict(num_shards=301), "exceeds"),
-                          (dict(num_shards=2, num_clusters=[2, 3]), "one k"),
-                          (dict(num_shards=2, method="supervised"), "kmeans"),
-                          (dict(num_shards=2, embeddings_field="nope"), "does not exist")]:
+    from fiftyone_prune.core.params import ParameterError
+    from fiftyone_prune.sdk.scores import check_scoring_inputs
+
+    for kwargs, match, param in [
+            (dict(num_shards=0), "num_shards", "num_shards"),
+            (dict(num_shards=301), "exceeds", "num_shards"),
+            (dict(num_shards=2, num_clusters=[2, 3]), "one k", "num_clusters"),
+            (dict(num_shards=2, method="supervised"), "kmeans", "method"),
+            (dict(num_shards=2, overwrite=True), "does not replace", "overwrite"),
+            (dict(num_shards=2, num_clusters=301), "exceeds the number of samples with",
+             "num_clusters"),
+            (dict(num_shards=2, embeddings_field="nope"), "does not exist",
+             "embeddings_field")]:
         kwargs = dict(dict(embeddings_field="emb", run_key="bad"), **kwargs)
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(ParameterError, match=match) as info:
             fop.compute_prototype_scores(vectors, **kwargs)
+        assert info.value.param == param
+        # the App form's check says the same, before anything is read
+        with pytest.raises(ParameterError, match=match):
+            check_scoring_inputs(vectors, **kwargs)
     assert sorted(vectors.get_field_schema()) == before
     assert "bad" not in vectors.list_runs()
 
@@ -332,7 +344,7 @@ def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
         for s in plan["shards"]:
             if s["state"] == "running" and s["owner"]:
                 pid = int(s["owner"].split("/pid ")[1].split("/")[0])
-                view = shards._slice(shards._view(dataset, plan), plan, s["index"])
+                view = shard_plans.shard_view(dataset, plan, s["index"])
                 if pid in pids and 2 <= view.exists("d").count() <= 14:  # of 20
                     return s["index"], pid
         return None
@@ -350,7 +362,7 @@ def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
     before = {i: (v, t) for i, v, t in zip(*dataset.values(["id", "d", "last_modified_at"]))
               if v is not None}
     plan = storage.get_shard_plan(pid_id)
-    killed_slice = shards._slice(shards._view(dataset, plan), plan, index)
+    killed_slice = shard_plans.shard_view(dataset, plan, index)
     written_by_killed = killed_slice.exists("d").count()
     assert 2 <= written_by_killed < 20  # the killed worker left its shard half done
     assert len(before) == 100 + written_by_killed
