@@ -255,10 +255,11 @@ class PruneRun(fors.Run):
         (:class:`RunChangeRefused`: the record stays) while another process writes it."""
         with _lease_for(samples, key, "delete") as lease:
             dataset = samples._dataset
+            # the plan first: its shards still running are fenced out before the fields go
+            storage.delete_shard_plan(plan_id(dataset, key))
             for field in self.created_fields(dataset, key):
                 dataset.delete_sample_field(field)
             self._cleanup_more(dataset, key, storage.Fence.of(lease))
-            storage.delete_shard_plan(plan_id(dataset, key))
 
     def created_fields(self, dataset, key) -> list[str]:
         """The fields of :meth:`get_fields` (and staging fields) that exist now."""
