@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -221,3 +222,152 @@ def test_a_taken_evaluation_key_names_eval_key(vectors):
                              overwrite=True)
     assert error.value.param == "eval_key"
     assert vectors.list_runs(kind="evaluation") == []
+
+
+def test_fiftyones_rename_of_a_selection_moves_its_tags_and_a_new_one_takes_the_old_name(
+        vectors, tmp_path):
+    view = _score_and_select(vectors)
+    kept = set(vectors.match_tags("half:kept").values("id"))
+    vectors.rename_run("half_selection", "other")
+    config = vectors.get_run_info("other").config
+    assert config.name == "other" and config.tags[0] == "other:kept"
+    assert set(vectors.match_tags("other:kept").values("id")) == kept
+    assert not any(t.startswith("half:") for t in vectors.count_sample_tags())
+    assert "other-kept" in vectors.list_saved_views()
+    assert "half-kept" not in vectors.list_saved_views()
+    assert fop.run_status(vectors, "other") == "complete"
+    # a new selection under the old name is fresh, and owns only its own tags
+    fop.select_samples(view, "p", keep=0.2, strategy="easy", name="half")
+    new_kept = set(vectors.match_tags("half:kept").values("id"))
+    assert len(new_kept) == 10 and fop.run_status(vectors, "half_selection") == "complete"
+    assert set(vectors.match_tags("other:kept").values("id")) == kept
+    # the renamed selection stays complete and exportable by its new name
+    media = tmp_path / "media"
+    media.mkdir()
+    paths = [str(media / f"{i}.png") for i in range(N)]
+    for path in paths:
+        open(path, "wb").close()
+    vectors.set_values("filepath", paths)
+    report = fop.export_kept_samples(vectors.match_tags("other:kept"), str(tmp_path / "out"),
+                                     dataset_type="media", export_media=False,
+                                     selection="other")
+    assert report["num_samples"] == len(kept)
+    manifest = json.load(open(report["manifest"]))
+    assert manifest["selection_run"] == "other"
+    # FiftyOne's delete of the renamed one leaves the new one's tags untouched
+    vectors.delete_run("other")
+    assert set(vectors.match_tags("half:kept").values("id")) == new_kept
+    assert not any(t.startswith("other:") for t in vectors.count_sample_tags())
+    assert fop.run_status(vectors, "half_selection") == "complete"
+
+
+def test_rename_then_a_new_run_under_the_old_key_is_a_fresh_run(vectors):
+    fop.compute_prototype_scores(vectors, "emb", run_key="p", num_clusters=4)
+    q_values = vectors.values(["p_distance", "p_cluster"])
+    fop.rename_run(vectors, "p", "q")
+    assert vectors.values(["q_distance", "q_cluster"]) == q_values
+    # no "left by a killed run" misdirection: the old key is simply free
+    fop.compute_prototype_scores(vectors, "emb", run_key="p", num_clusters=2)
+    assert fop.run_status(vectors, "p") == fop.run_status(vectors, "q") == "complete"
+    assert vectors.values(["q_distance", "q_cluster"]) == q_values  # q untouched
+    assert fop.get_run_info(vectors, "q").config.num_clusters == [4]
+    assert set(vectors.values("p_cluster")) == {0, 1}
+    assert sorted(fop.delete_run(vectors, "q")) == ["q_cluster", "q_distance"]
+    assert vectors.count("p_distance") == N and set(vectors.values("p_cluster")) == {0, 1}
+    with pytest.raises(fop.ParameterError, match="already used") as error:
+        fop.rename_run(vectors, "p", "p")
+    assert error.value.param == "new_run_key"
+
+
+def test_fiftyones_delete_and_rename_are_refused_while_another_writer_holds_the_run(vectors):
+    """FiftyOne logs an Exception from a run's cleanup and deletes the record anyway; our
+    run class refuses with a BaseException, so the record and its fields both stay."""
+    from fiftyone_prune.sdk import leases
+
+    _score_and_select(vectors)
+    values = vectors.values("p_distance")
+    taken, release = threading.Event(), threading.Event()
+
+    def other_writer():  # another holder of the lease (its own token), as a process is
+        with leases.hold(vectors, "p"):
+            taken.set()
+            release.wait(300)
+
+    thread = threading.Thread(target=other_writer)
+    thread.start()
+    try:
+        assert taken.wait(300)
+        with pytest.raises(run_configs.RunChangeRefused, match="Cannot delete run 'p': .*"
+                           "being written by .*pid"):
+            vectors.delete_run("p")
+        with pytest.raises(run_configs.RunChangeRefused, match="Cannot rename run 'p'"):
+            vectors.rename_run("p", "q")
+        with pytest.raises(leases.RunLockedError, match="being written by"):
+            fop.delete_run(vectors, "p")
+    finally:
+        release.set()
+        thread.join()
+    vectors.reload()
+    assert "p" in vectors.list_runs() and "q" not in vectors.list_runs()
+    assert vectors.values("p_distance") == values
+    assert fop.run_status(vectors, "p") == "complete"
+    assert fop.run_status(vectors, "half_selection") == "complete"
+    vectors.delete_run("p")  # free again: deletes record and fields together
+    assert vectors.get_field("p_distance") is None and "p" not in vectors.list_runs()
+
+
+def _scored_copy(name, num_clusters, seed, filepaths):
+    rng = np.random.default_rng(seed)
+    dataset = fo.Dataset(unique_name(name))
+    dataset.add_samples([fo.Sample(filepath=f, emb=rng.normal(size=DIM).astype(np.float32))
+                         for f in filepaths])
+    fop.compute_prototype_scores(dataset, "emb", run_key="p", num_clusters=num_clusters)
+    return dataset
+
+
+@pytest.mark.parametrize("overlap", [False, True])
+def test_merged_scores_of_another_run_are_reported_and_refused(overlap):
+    """``a.merge_samples(b)`` where both have a run "p" (different k): "p" would read
+    complete with some of b's values; the run's recorded check refuses it."""
+    paths_a = [f"/nonexistent/a{i}.png" for i in range(40)]
+    paths_b = paths_a[:20] if overlap else [f"/nonexistent/b{i}.png" for i in range(20)]
+    a = _scored_copy("merge-a", 4, 1, paths_a)
+    b = _scored_copy("merge-b", 2, 2, paths_b)
+    try:
+        assert fop.run_status(a, "p") == "complete"
+        a.merge_samples(b)
+        assert fop.get_run_info(a, "p").config.num_clusters == [4]
+        status = fop.run_status(a, "p")
+        assert status.startswith("mismatched: its fields hold values it did not write")
+        assert "overwrite=True" in status
+        with pytest.raises(fop.ParameterError, match="did not write.*overwrite=True") as error:
+            fop.select_samples(a, "p", keep=0.5, strategy="hard")
+        assert error.value.param == "run_key"
+        fop.compute_prototype_scores(a, "emb", run_key="p", num_clusters=4, overwrite=True)
+        assert fop.run_status(a, "p") == "complete"
+        # deleting samples afterwards leaves the others' values valid: still complete
+        a.delete_samples(a.limit(5))
+        assert fop.run_status(a, "p") == "complete"
+    finally:
+        fo.delete_dataset(a.name)
+        fo.delete_dataset(b.name)
+
+
+def test_a_clone_keeps_its_runs_consistent(vectors):
+    view = _score_and_select(vectors)
+    clone = vectors.clone()
+    try:
+        for key in ("p", "half_selection"):
+            assert fop.run_status(clone, key) == "complete"
+        assert clone.values("p_distance") == vectors.values("p_distance")
+        assert clone.count_sample_tags() == vectors.count_sample_tags()
+        # each dataset's runs are its own: a new selection and a delete on the clone
+        fop.select_samples(clone, "p", keep=0.2, strategy="easy", name="half",
+                           overwrite=True)
+        clone.delete_run("p")
+        assert clone.get_field("p_distance") is None
+        assert fop.run_status(vectors, "p") == fop.run_status(vectors, "half_selection") \
+            == "complete"
+        assert vectors.count_sample_tags()["half:kept"] == 25 == len(view.match_tags("half:kept"))
+    finally:
+        fo.delete_dataset(clone.name)
