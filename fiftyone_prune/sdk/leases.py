@@ -159,14 +159,17 @@ class Lease:
             return {"$cond": ["$_free", value, f"${field}"]}
 
         # one atomic single-document update: MongoDB refuses $expr in an upsert's filter,
-        # so the "absent or expired (for longer than the grace)" test is made inside the
-        # update pipeline
+        # so the "absent or expired (for longer than the holder's grace)" test is made
+        # inside the update pipeline
         update = [
             {"$set": {"_free": {"$or": [
                 {"$eq": [{"$type": "$expires_at"}, "missing"]},
-                {"$lte": [{"$add": ["$expires_at", grace_ms]}, "$$NOW"]}]}}},
+                {"$lte": [{"$add": ["$expires_at", {"$ifNull": ["$grace_ms", 0]}]},
+                          "$$NOW"]}]}}},
             {"$set": {"owner": take("owner", self.owner), "token": take("token", self.token),
                       "dataset": dataset.name, "run_key": self.run_key,
+                      "seconds": take("seconds", self.seconds),
+                      "grace_ms": take("grace_ms", grace_ms),
                       "acquired_at": take("acquired_at", "$$NOW"),
                       "renewed_at": take("renewed_at", "$$NOW"),
                       "expires_at": take("expires_at", {"$add": ["$$NOW", ms]})}},
@@ -182,11 +185,11 @@ class Lease:
                 if attempt == 2:
                     raise
         if doc["token"] != self.token:
+            held_for = doc.get("seconds", self.seconds) + doc.get("grace_ms", 0) / 1000
             raise RunLockedError(
                 f"Run {self.run_key!r} of dataset {dataset.name!r} is being written by "
                 f"{describe(doc)}; wait or pass overwrite=True after it ends (a writer "
-                f"that was killed blocks it for at most "
-                f"{self.seconds + takeover_grace(self.seconds):g} s)")
+                f"that was killed blocks it for at most {held_for:g} s)")
         self.heartbeat.start()
 
     def renew(self) -> bool:

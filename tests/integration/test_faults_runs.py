@@ -18,7 +18,7 @@ import pytest
 import fiftyone as fo
 
 import fiftyone_prune as fop
-from fiftyone_prune.sdk import leases, runs, scores
+from fiftyone_prune.sdk import leases, runs, scores, storage
 from tests.conftest import REPO_ROOT, unique_name
 
 N = 6000
@@ -51,11 +51,11 @@ TASKS = {
     "race-score": [("score", dict(SCORE, run_key="race", seed=1), 64),
                    ("score", dict(SCORE, run_key="race", seed=2), 64)],
     "race-select": [("select", dict(run_key="base", name="both", keep=0.5,
-                                    strategy="hard"), 200),
+                                    strategy="hard", overwrite=True), 200),
                     ("select", dict(run_key="base", name="both", keep=0.5,
-                                    strategy="easy"), 200)],
+                                    strategy="easy", overwrite=True), 200)],
     "kill-select": [("select", dict(run_key="base", name="sel", keep=0.3,
-                                    strategy="easy"), 20)],
+                                    strategy="easy", overwrite=True), 20)],
     "kill-overwrite": [("score", dict(SCORE, run_key="ow", num_clusters=6,
                                       overwrite=True), 64)],
     "kill-fresh": [("score", dict(SCORE, run_key="fresh"), 64)],
@@ -211,7 +211,8 @@ def test_incomplete_mismatched_and_stale_selections_are_refused(vectors_dataset,
     with pytest.raises(ValueError, match="interrupted.*rerun it"):
         export_kept_samples(kept_view, str(tmp_path / "out1"), dataset_type="media",
                             export_media=False, selection="st")
-    fop.select_samples(vectors_dataset, "st", keep=0.5, strategy="hard")  # rerun completes
+    fop.select_samples(vectors_dataset, "st", keep=0.5, strategy="hard",
+                       overwrite=True)  # rerun completes
     assert runs.run_status(vectors_dataset, key) == runs.COMPLETE
     # the scores recomputed after the selection: stale, refused unless asked
     fop.compute_prototype_scores(vectors_dataset, "emb", run_key="st", num_clusters=3,
@@ -233,7 +234,7 @@ def test_incomplete_mismatched_and_stale_selections_are_refused(vectors_dataset,
     fop.compute_prototype_scores(vectors_dataset, "emb", run_key="st", num_clusters=4,
                                  overwrite=True)
     with pytest.raises(ValueError, match="recomputed after this selection was planned"):
-        apply_plan(vectors_dataset, plan)
+        apply_plan(vectors_dataset, plan, overwrite=True)
     # the scoring run deleted: the selection is stale
     fop.delete_run(vectors_dataset, "st")
     assert runs.run_status(vectors_dataset, key) == "stale: its scoring run 'st' was deleted"
@@ -268,17 +269,41 @@ def test_lease_between_threads_expiry_and_takeover(vectors_dataset, monkeypatch)
         lease.check()
     assert len(errors) == 1 and f"pid {os.getpid()}" in errors[0] and " since " in errors[0]
     assert "base" in vectors_dataset.list_runs()
-    # a holder that stopped renewing (as a killed process does) is taken over on expiry
+    # a holder that stopped renewing (as a killed or stopped process does) loses the
+    # lease for good once it expires, even before anyone takes it over: its renewal and
+    # its fenced writes are refused by the database, and nothing is written
+    vectors_dataset.add_sample_field("fenced", fo.FloatField)
     dead = leases.Lease(vectors_dataset, "base", 1.0)
     dead.acquire(vectors_dataset)
-    dead._stop.set()
-    dead._thread.join()
+    fence = storage.Fence.of(dead)
+    storage.write_scalars(vectors_dataset, {"fenced": [1.0]}, vectors_dataset.values("id")[:1],
+                          fence=fence)  # while it holds (renewed): written
+    dead.heartbeat.stop()
     with pytest.raises(leases.RunLockedError):
         leases.Lease(vectors_dataset, "base", 1.0).acquire(vectors_dataset)
-    time.sleep(1.2)
-    with leases.hold(vectors_dataset, "base"):
-        with pytest.raises(leases.LeaseLostError, match="nothing was committed"):
-            dead.check()
+    deadline = time.time() + 120
+    while leases.current(vectors_dataset, "base") is not None:  # expires on server time
+        assert time.time() < deadline
+        time.sleep(0.05)
+    assert not dead.renew()
+    ids = vectors_dataset.values("id")[:3]
+    with pytest.raises(leases.LeaseLostError, match="wrote nothing more"):
+        storage.write_scalars(vectors_dataset, {"fenced": [2.0] * 3}, ids, fence=fence)
+    with pytest.raises(leases.LeaseLostError):
+        storage.add_tag(vectors_dataset, ids, "fenced-tag", fence=fence)
+    assert vectors_dataset.count_values("fenced") == {1.0: 1, None: N - 1}
+    assert "fenced-tag" not in vectors_dataset.count_sample_tags()
+    # and after a short grace past the expiry, the next writer takes the key over
+    while True:
+        try:
+            with leases.hold(vectors_dataset, "base"):
+                with pytest.raises(leases.LeaseLostError, match="nothing was committed"):
+                    dead.check()
+            break
+        except leases.RunLockedError:
+            assert time.time() < deadline
+            time.sleep(0.05)
+    vectors_dataset.delete_sample_field("fenced")
     monkeypatch.setenv("FIFTYONE_PRUNE_LEASE_SECONDS", "0")
     with pytest.raises(ValueError, match="FIFTYONE_PRUNE_LEASE_SECONDS"):
         leases.lease_seconds()
@@ -309,10 +334,11 @@ def test_two_processes_selecting_one_name_never_mix(vectors_dataset, workers):
     vectors_dataset.reload()
     tags = tag_sets(vectors_dataset, "both")
     assert not tags["kept"] & tags["pruned"]
-    plan = fop.plan_selection(vectors_dataset, **started[winner][1])
+    plan = fop.plan_selection(vectors_dataset, **{k: v for k, v in started[winner][1].items()
+                                                  if k != "overwrite"})
     assert tags["kept"] == set(plan.kept_ids) and tags["pruned"] == set(plan.pruned_ids)
     assert runs.run_status(vectors_dataset, "both_selection") == runs.COMPLETE
-    assert vectors_dataset.count_sample_tags().get("both:kept:staging") is None
+    assert not any(":staging" in t for t in vectors_dataset.count_sample_tags())
     fop.delete_run(vectors_dataset, "both_selection")
 
 
@@ -323,7 +349,8 @@ def test_selection_killed_between_tag_batches_leaves_the_old_one_whole(vectors_d
     proc = workers.start_one("kill-select")
 
     def partly_staged():
-        n = vectors_dataset.count_sample_tags().get("sel:kept:staging", 0)
+        n = sum(c for t, c in vectors_dataset.count_sample_tags().items()
+                if t.startswith("sel:kept:staging:"))  # the writer's own staging tag
         return 0 < n < 0.3 * N
 
     kill_when(proc, partly_staged, "the first staged tag batches")
@@ -335,14 +362,16 @@ def test_selection_killed_between_tag_batches_leaves_the_old_one_whole(vectors_d
                                                                 len(old["kept"]))
     # the dead worker's lease blocks a new writer until it expires, naming the worker
     with pytest.raises(ValueError, match=f"being written by .*pid {proc.pid}"):
-        fop.select_samples(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel")
+        fop.select_samples(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel",
+                           overwrite=True)
     wait_lease_expiry()
     assert runs.run_status(vectors_dataset, "sel_selection") == runs.COMPLETE
-    fop.select_samples(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel")
+    fop.select_samples(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel",
+                       overwrite=True)
     plan = fop.plan_selection(vectors_dataset, "base", keep=0.3, strategy="easy", name="sel")
     new = tag_sets(vectors_dataset, "sel")
     assert new["kept"] == set(plan.kept_ids) and new["pruned"] == set(plan.pruned_ids)
-    assert not any(t.endswith(":staging") for t in vectors_dataset.count_sample_tags())
+    assert not any(":staging" in t for t in vectors_dataset.count_sample_tags())
     assert runs.run_status(vectors_dataset, "sel_selection") == runs.COMPLETE
     fop.delete_run(vectors_dataset, "sel_selection")
 
