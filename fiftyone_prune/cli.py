@@ -298,7 +298,8 @@ def _pipeline(dataset, args, model, image_size, embeddings_field, options, overw
     scores = fop.compute_prototype_scores(
         dataset, embeddings_field, run_key=args.run_key,
         num_clusters=num_clusters, label_field=label_field, overwrite=overwrite)
-    print(f"scored {scores.num_scored} samples with k={scores.num_clusters} "
+    ks = scores.num_clusters if isinstance(scores.num_clusters, list) else [scores.num_clusters]
+    print(f"scored {scores.num_scored} samples with k={','.join(str(k) for k in ks)} "
           f"(fields {scores.distance_field}, {scores.cluster_field})")
     kept = fop.select_samples(dataset, run_key=args.run_key, spec=spec)
     _print_selection(dataset, args.run_key)

@@ -201,3 +201,130 @@ def test_demo_reruns_into_its_own_folder_and_refuses_what_is_not_its_export(tmp_
     finally:
         if fo.dataset_exists(name):
             fo.delete_dataset(name)
+
+
+def _scored_cli_dataset(dataset, run_key="prototypes"):
+    import numpy as np
+
+    import fiftyone_prune as fop
+
+    rng = np.random.default_rng(0)
+    dataset.set_values("emb", list(rng.normal(size=(len(dataset), 8)).astype(np.float32)))
+    fop.compute_prototype_scores(dataset, "emb", run_key=run_key, num_clusters=4)
+
+
+def class_folders(tmp_path, images):
+    """``folder/<label>/<image>``: a classification tree, as users keep labelled images."""
+    folder = tmp_path / "classes"
+    for path, label in images:
+        (folder / label).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, folder / label / os.path.basename(path))
+    return folder
+
+
+def test_demo_without_the_demo_extra_is_one_line(monkeypatch, tmp_path, capsys):
+    """mlxtend made unimportable (None in sys.modules: Python's own "not installed")."""
+    monkeypatch.setitem(sys.modules, "mlxtend", None)
+    monkeypatch.setitem(sys.modules, "mlxtend.data", None)
+    name = unique_name("demo")
+    code, _, err = main_in_process(capsys, "demo", "--dataset", name, "--max-samples", "20",
+                                   "--export", str(tmp_path / "kept"))
+    assert code == 2 and err.count("\n") == 1, err
+    assert "'mlxtend'" in err and "pip install 'fiftyone-prune[demo]'" in err
+    assert not fo.dataset_exists(name) and not (tmp_path / "kept").exists()
+
+
+def test_run_that_fails_before_its_first_result_leaves_no_dataset(digits_images, tmp_path,
+                                                                   capsys):
+    folder = image_folder(tmp_path, digits_images[:4])
+    name = unique_name("failed")
+    code, _, err = main_in_process(capsys, "run", str(folder), "--dataset", name,
+                                   "--checkpoint", str(tmp_path / "no_such.pth.tar"))
+    assert code == 2 and "no_such.pth.tar" in err, err
+    assert not fo.dataset_exists(name)
+
+
+def test_run_refuses_an_export_inside_its_input_folder_before_any_work(digits_images,
+                                                                       tmp_path, capsys):
+    """The export's copies would be read back as new samples by the next run."""
+    folder = class_folders(tmp_path, digits_images[:6])
+    name = unique_name("inside")
+    code, _, err = main_in_process(capsys, "run", str(folder), "--dataset", name,
+                                   "--model", "efficientnet_lite0",
+                                   "--export", str(folder / "kept"))
+    assert code == 2 and err.startswith("error: --export: ") and "inside the input" in err
+    assert not fo.dataset_exists(name) and not (folder / "kept").exists()
+
+
+def test_run_replaces_a_run_only_with_overwrite(digits_dataset, capsys):
+    _scored_cli_dataset(digits_dataset)
+    code, _, err = main_in_process(capsys, "run", digits_dataset.name, "--model",
+                                   "efficientnet_lite0", "--num-clusters", "3")
+    assert code == 2 and err.startswith("error: --run-key: ") and "--overwrite" in err, err
+    assert "overwrite=True" not in err
+    digits_dataset.reload()
+    assert not digits_dataset.has_field("efficientnet_lite0_embedding")  # before any work
+
+
+def test_run_labels_images_from_their_class_folders(digits_images, tmp_path, capsys):
+    images = digits_images[:12]
+    folder = class_folders(tmp_path, images)
+    name = unique_name("classes")
+    try:
+        code, out, err = main_in_process(
+            capsys, "run", str(folder), "--dataset", name, "--model", "efficientnet_lite0",
+            "--image-size", "32", "--num-workers", "0", "--keep", "0.5",
+            "--strategy", "random")
+        assert code == 0, err
+        dataset = fo.load_dataset(name)
+        labels = dict(zip(dataset.values("filepath"), dataset.values("ground_truth.label")))
+        assert {os.path.basename(p): l for p, l in labels.items()} == {
+            os.path.basename(p): l for p, l in images}
+        assert "labels from class folders" in out
+        # the labels are used: k is the number of classes
+        assert f"k={len({l for _, l in images})} " in out
+        assert dataset.persistent  # made persistent by its first result
+    finally:
+        if fo.dataset_exists(name):
+            fo.delete_dataset(name)
+
+
+def test_export_defaults_to_the_newest_selection(digits_dataset, tmp_path, capsys):
+    import fiftyone_prune as fop
+
+    _scored_cli_dataset(digits_dataset, "proto")
+    fop.select_samples(digits_dataset, "proto", keep=30, name="older", balance=None)
+    fop.select_samples(digits_dataset, "proto", keep=12, name="newer", balance=None)
+    code, out, err = main_in_process(capsys, "export", digits_dataset.name,
+                                     str(tmp_path / "out"))
+    assert code == 0, err
+    assert last_json(out)["num_samples"] == 12
+
+
+def test_a_selection_that_keeps_fewer_than_asked_warns(digits_dataset, capsys):
+    _scored_cli_dataset(digits_dataset, "proto")
+    code, out, err = main_in_process(capsys, "select", digits_dataset.name, "--run-key",
+                                     "proto", "--keep", "60", "--dedup-eps", "0.9",
+                                     "--name", "dd")
+    assert code == 0, err
+    kept = digits_dataset.count_sample_tags()["dd:kept"]
+    assert kept < 60, "the fixture must make SemDeDup leave fewer than asked"
+    assert f"warning: kept {kept} of the 60 asked" in err and "--dedup-eps" in err
+
+
+def test_purge_lists_then_removes_what_the_package_wrote(digits_dataset, capsys):
+    import fiftyone_prune as fop
+
+    _scored_cli_dataset(digits_dataset, "proto")
+    fop.select_samples(digits_dataset, "proto", keep=10, name="ten")
+    code, out, _ = main_in_process(capsys, "purge", digits_dataset.name, "--dry-run")
+    assert code == 0 and "would remove runs: proto, ten_selection" in out, out
+    digits_dataset.reload()
+    assert digits_dataset.has_saved_view("ten-kept")
+    code, out, _ = main_in_process(capsys, "purge", digits_dataset.name)
+    assert code == 0 and "removed saved views: ten-kept" in out, out
+    digits_dataset.reload()
+    assert digits_dataset.list_runs() == [] and digits_dataset.list_saved_views() == []
+    assert not digits_dataset.has_field("proto_distance")
+    assert digits_dataset.count_sample_tags() == {}
+    assert digits_dataset.has_field("emb")  # not written by the package: the user's
