@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from fiftyone_prune.core.concurrency import OrderedBatchWriter, Prefetcher
+from fiftyone_prune.core.concurrency import Heartbeat, OrderedBatchWriter, Prefetcher
 
 
 class Source:
@@ -278,3 +278,54 @@ def test_cancel_drops_what_has_not_started_and_joins():
     assert not _threads("w-cancel")
     with pytest.raises(RuntimeError, match="closed"):
         writer.submit(5)
+
+
+def test_heartbeat_beats_every_function_in_one_thread_drops_a_finished_one_survives_errors(
+        caplog):
+    calls = {"renew": 0, "progress": 0, "flaky": 0}
+    progressed = threading.Event()
+    threads = set()
+
+    def renew():  # a lease renewal that finds the lease lost on its second beat
+        threads.add(threading.current_thread().name)
+        calls["renew"] += 1
+        return calls["renew"] < 2
+
+    def flaky():  # a database hiccup: logged, called again on the next beat
+        calls["flaky"] += 1
+        raise ConnectionError("hiccup")
+
+    def progress():
+        threads.add(threading.current_thread().name)
+        calls["progress"] += 1
+        if calls["progress"] >= 5:
+            progressed.set()
+
+    with caplog.at_level(logging.WARNING):
+        with Heartbeat(0.001, renew, flaky, name="hb-test") as heartbeat:
+            heartbeat.add(progress)
+            assert progressed.wait(30)
+    assert calls["renew"] == 2  # returned False once: never called again
+    assert calls["flaky"] >= 5 and "hiccup" in caplog.text
+    assert threads == {"hb-test"} and not _threads("hb-test") and not heartbeat.running
+
+
+def test_heartbeat_stop_wakes_it_at_once_and_is_idempotent():
+    beats = []
+    heartbeat = Heartbeat(3600, lambda: beats.append(1), name="hb-long").start()
+    assert heartbeat.running
+    heartbeat.stop()  # does not wait out the hour: the thread waits on the stop event
+    heartbeat.stop()
+    assert not heartbeat.running and not _threads("hb-long") and beats == []
+    stopped = threading.Event()
+
+    def stop_from_a_beat():  # stopping from inside a beat does not join itself
+        heartbeat_in.stop()
+        stopped.set()
+
+    heartbeat_in = Heartbeat(0.001, stop_from_a_beat, name="hb-self").start()
+    assert stopped.wait(30)
+    heartbeat_in.stop()
+    assert not _threads("hb-self")
+    with pytest.raises(ValueError, match="positive"):
+        Heartbeat(0, lambda: None)
