@@ -351,3 +351,47 @@ def test_bf16_on_cpu_is_close_to_fp32_recorded_and_not_mixed_on_resume(digits_da
     done = fop.compute_embeddings(view, model=efficientnet_small, embeddings_field="bf16",
                                   num_workers=0, precision="bf16")
     assert done.num_embedded == 6 and done.num_skipped_existing == 6
+
+
+def test_every_bad_input_is_a_parameter_error_naming_its_argument(digits_dataset):
+    """One parameter path: compute_embeddings and the App form's check_embedding_inputs
+    raise the same ParameterError, whose .param is compute_embeddings' own keyword,
+    before a model loads or anything is written."""
+    from fiftyone_prune.core.params import ParameterError
+    from fiftyone_prune.sdk.embeddings import check_embedding_inputs
+
+    digits_dataset.add_sample_field("text", fo.StringField)
+    detections = _with_boxes(digits_dataset)
+    cases = [
+        (dict(embeddings_field="text"), "already exists as a StringField",
+         "embeddings_field"),
+        (dict(embeddings_field="bad name"), "not a valid field name", "embeddings_field"),
+        (dict(model="no-such-model"), "Unknown model", "model"),
+        (dict(model=3), "must be a name", "model"),
+        (dict(batch_size=0), "batch_size", "batch_size"),
+        (dict(chunk_size="2"), "chunk_size", "chunk_size"),
+        (dict(image_size=4), "image_size", "image_size"),
+        (dict(num_workers=-1), "num_workers", "num_workers"),
+        (dict(skip_existing="yes"), "skip_existing", "skip_existing"),
+        (dict(device="gpu"), "not a torch device", "device"),
+        (dict(precision="fp8"), "one of", "precision"),
+        (dict(patches_field="ground_truth"), "Detection or Detections", "patches_field"),
+        (dict(num_shards=0), "positive integer", "num_shards"),
+        (dict(num_shards=10**6), "exceeds the", "num_shards"),
+        (dict(num_shards=2, skip_existing=False), "skip_existing=False", "skip_existing"),
+        (dict(num_shards=2, patches_field="objects"), "patches", "patches_field"),
+    ]
+    for kwargs, match, param in cases:
+        kwargs = dict(dict(model="efficientnet_lite0", embeddings_field="emb"), **kwargs)
+        with pytest.raises(ParameterError, match=match) as info:
+            fop.compute_embeddings(detections if "patches_field" in kwargs
+                                   else digits_dataset, **kwargs)
+        assert info.value.param == param, (kwargs, info.value)
+        with pytest.raises(ParameterError, match=match) as info:
+            check_embedding_inputs(detections if "patches_field" in kwargs
+                                   else digits_dataset, **kwargs)
+        assert info.value.param == param
+    with pytest.raises(ParameterError, match="patches view") as info:
+        fop.compute_embeddings(detections.to_patches("objects"), model="efficientnet_lite0")
+    assert info.value.param == "samples"
+    assert not digits_dataset.has_field("emb") and not digits_dataset.list_runs()
