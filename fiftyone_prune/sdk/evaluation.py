@@ -18,6 +18,7 @@ import numpy as np
 import fiftyone.core.utils as fou
 
 from fiftyone_prune.core import probe as core_probe
+from fiftyone_prune.core import scaling as core_scaling
 from fiftyone_prune.core import significance
 from fiftyone_prune.core.params import (  # EVAL_STRATEGIES is re-exported
     EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, parse_fractions)
@@ -47,12 +48,71 @@ class EvaluationResult:
     plot_path: str | None = None
     num_test: int = 0
     num_fits: int = 0
+    #: one row per evaluated selection (every strategy but random, at every kept
+    #: fraction; random too when the evaluation deduplicates): ``strategy``,
+    #: ``fraction``, ``kept``, ``error``, ``random_equivalent`` (samples) with
+    #: ``equivalent_low``/``equivalent_high``, ``ratio`` (equivalent / kept) with
+    #: ``ratio_low``/``ratio_high`` (95 %), ``status`` and ``reason`` (numbers None when
+    #: none is given); None for evaluations made with ``scaling=False`` or before it
+    worth: list | None = None
+    #: one row per curve (``"random"``, the learning curve, first; then each strategy):
+    #: the law ``error(n) = a * n^(-b) + c`` fitted, ``a``, ``b``, ``c`` with 95 %
+    #: intervals, ``form``/``form_reason``, fit quality (``misfit``: the largest miss
+    #: in standard deviations of the point missed; ``rmse``), ``points``,
+    #: ``status``/``reason`` (see
+    #: :func:`fiftyone_prune.core.scaling.fit_curve`)
+    scaling: list | None = None
+    scaling_plot_path: str | None = None
 
     def to_dict(self) -> dict:
         return {"eval_key": self.eval_key, "table": self.table,
                 "full_accuracy": self.full_accuracy, "verdicts": self.verdicts,
                 "plot_path": self.plot_path, "num_test": self.num_test,
-                "num_fits": self.num_fits}
+                "num_fits": self.num_fits, "worth": self.worth, "scaling": self.scaling,
+                "scaling_plot_path": self.scaling_plot_path}
+
+    def format_worth(self) -> str:
+        """The scaling view as text: each curve's law, then what every evaluated
+        selection is worth in random samples (or why no number is given)."""
+        if not self.scaling:
+            return "no scaling view (evaluated with scaling=False)"
+        lines = ["learning curves, error(n) = a * n^(-b) + c (95 % intervals):"]
+        lines += [f"  {core_scaling.describe_fit(row)}" for row in self.scaling]
+        lines.append("worth of each selection in random samples (95 % intervals):")
+        lines += [f"  {core_scaling.describe_worth(row)}" for row in self.worth]
+        return "\n".join(lines)
+
+    def samples_needed(self, target_accuracy: float) -> list:
+        """The inverse projection: how many samples random data, and each strategy,
+        need to reach ``target_accuracy`` on the held-out part, by each curve's fitted
+        law, with 95 % intervals (the refitted laws of the bootstrap resamples).
+        Marked ``extrapolated`` outside the measured sizes; refused (``samples`` None,
+        with the ``reason``) where the curve gives no law, the target is at or below
+        its plateau, more than ``core.scaling.MAX_EXTRAPOLATION`` times beyond the
+        measured sizes, or too noisy.
+
+        Args:
+            target_accuracy: held-out accuracy to reach, in (0, 1)
+
+        Returns:
+            one row per curve: ``strategy``, ``target_accuracy``, ``samples``, ``low``,
+            ``high``, ``extrapolated``, ``status``, ``reason``
+
+        Raises:
+            ParameterError: ``target_accuracy`` outside (0, 1), or no scaling view
+
+        Example::
+
+            result = fop.load_evaluation(dataset, "prototypes_evaluation")
+            for row in result.samples_needed(0.95):
+                print(row["strategy"], row["samples"], row["low"], row["high"], row["reason"])
+        """
+        check_scalar(target_accuracy, "target_accuracy", numbers.Real, 0, 1, "neither")
+        if not self.scaling:
+            raise ParameterError(f"evaluation {self.eval_key!r} has no scaling view; "
+                                 f"evaluate again with scaling=True", "target_accuracy")
+        return [core_scaling.samples_needed(row, 1.0 - float(target_accuracy))
+                for row in self.scaling]
 
     def format_table(self) -> str:
         """The curve as text: accuracy with its 95 % interval and the difference to
@@ -86,7 +146,7 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
                      fractions=DEFAULT_FRACTIONS, strategies=DEFAULT_STRATEGIES,
                      seeds: int = 3, probe: str = "linear", test_tag=None,
                      test_fraction: float = 0.2, eval_key=None, overwrite: bool = False,
-                     spec: SelectionSpec | None = None):
+                     spec: SelectionSpec | None = None, scaling: bool = True):
     """Checks the arguments of :func:`evaluate_pruning` (same names) against
     ``samples`` without evaluating anything: what the App form calls on every change.
 
@@ -121,6 +181,7 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
     if "density" in strategies and cfg.method_name != "kmeans":
         raise ParameterError("strategy 'density' needs a k-means scoring run", "strategies")
     check_scalar(seeds, "seeds", int, min_val=1)
+    check_scalar(scaling, "scaling", bool)
     if probe not in PROBES:
         raise ParameterError(f"Unknown probe {probe!r}; choose one of {PROBES}", "probe")
     if test_tag is None:
@@ -188,7 +249,8 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
                      image_size: int = 28, cnn_epochs: int = 15,
                      eval_key: str | None = None, overwrite: bool = False,
                      plot_path: str | None = None, progress=None,
-                     spec: SelectionSpec | None = None) -> EvaluationResult:
+                     spec: SelectionSpec | None = None, scaling: bool = True,
+                     scaling_plot_path: str | None = None) -> EvaluationResult:
     """Trains a probe on each selection and reports accuracy on a held-out split.
 
     Args:
@@ -225,6 +287,17 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
             ``balance_ratio``; its keep, strategy and seed are what the evaluation
             varies (``fractions``, ``strategies``, ``seeds``), so they are not used.
             Class balance uses ``label_field``
+        scaling (True): also the scaling view (``result.scaling``, ``result.worth``):
+            the random learning curve (random subsets of the training pool at
+            geometrically spaced sizes from ~2 % of it to all of it, ``seeds`` each;
+            the table's random points are reused and only the missing, mostly small
+            sizes are fitted), the law ``error(n) = a * n^(-b) + c`` per curve, and
+            each selection's random-equivalent size and worth ratio (see
+            :mod:`fiftyone_prune.core.scaling`). The random curve is made of random
+            subsets of the training pool as it is, never deduplicated: a deduplicating
+            ``spec`` is measured against random samples of the data as they come
+        scaling_plot_path (None): also save the scaling view as a log-log PNG here
+            (:func:`save_scaling_plot`)
 
     Every point carries a 95 % interval (``low``/``high``) and its difference to random
     at the same fraction (``diff``, ``diff_low``, ``diff_high``), combining held-out
@@ -250,7 +323,7 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     eval_key = eval_key or f"{run_key}_evaluation"
     spec = as_selection_spec(spec, balance=balance, balance_ratio=balance_ratio)
     cfg = check_evaluation(samples, label_field, run_key, fractions, strategies, seeds,
-                           probe, test_tag, test_fraction, eval_key, overwrite, spec)
+                           probe, test_tag, test_fraction, eval_key, overwrite, spec, scaling)
     strategies = ["random"] + [s for s in strategies if s != "random"]
     fractions = sorted(set(parse_fractions(fractions)))
     # the evaluated selections balance classes by the probe's labels
@@ -264,9 +337,10 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     feats = _features(samples, ids, probe, embeddings_field or cfg.embeddings_field,
                       image_size)
     table_all = _training_scores(samples, cfg, train_ids, spec.balance, label_field, run_key)
-    points, fit_rows, full_keys, train_rows = _plan_fits(
+    points, fit_rows, full_keys, train_rows, curve = _plan_fits(
         samples, cfg, table_all, ids, set(test_ids), spec, fractions, strategies, seeds,
-        probe, run_key)
+        probe, run_key,
+        curve_classes=len(set(labels[train].astype(str))) if scaling else None)
     correct = _fit_probes(probe, fit_rows, full_keys[0], feats, labels, test, cnn_epochs,
                           progress)
     bootstrap = significance.HeldoutBootstrap(len(test), seed=BOOTSTRAP_SEED)
@@ -274,10 +348,20 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     full["kept"] = int(len(train_rows))
     table = _curve_table(bootstrap, points, correct)
     verdicts = make_verdicts(table, full, seeds, len(test))
+    scaling_rows = worth = curve_points = None
+    if scaling:
+        scaling_rows, worth, curve_points = _scaling_view(
+            bootstrap, points, curve, correct, full_keys, len(train_rows), seeds,
+            spec.dedup_eps is not None)
+        verdicts += scaling_verdicts(scaling_rows, worth)
     result = EvaluationResult(eval_key, table, full, verdicts, num_test=len(test),
-                              num_fits=len(fit_rows))
+                              num_fits=len(fit_rows), worth=worth, scaling=scaling_rows)
     if plot_path:
         result.plot_path = save_plot(result, plot_path, title=f"{samples._dataset.name}: {run_key}, {probe} probe")
+    if scaling_plot_path and scaling:
+        result.scaling_plot_path = save_scaling_plot(
+            result, scaling_plot_path,
+            title=f"{samples._dataset.name}: {run_key}, {probe} probe")
     params = dict(run_key=run_key, label_field=label_field, embeddings_field=embeddings_field
                   or cfg.embeddings_field, fractions=fractions, strategies=strategies,
                   seeds=seeds, probe=probe, balance=spec.balance,
@@ -289,10 +373,12 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
                   image_size=image_size if probe == "cnn" else None,
                   cnn_epochs=cnn_epochs if probe == "cnn" else None,
                   num_train=len(train_ids), num_test=len(test_ids), num_fits=len(fit_rows),
-                  bootstrap_seed=BOOTSTRAP_SEED, scoring_timestamp=scoring_timestamp)
+                  bootstrap_seed=BOOTSTRAP_SEED, scoring_timestamp=scoring_timestamp,
+                  scaling=scaling)
     runs.register(samples, eval_key, "evaluation", params,
                   dict(result.to_dict(), test_ids=test_ids, train_ids=train_ids,
                        training_sets=_training_sets(points, fit_rows, train, test),
+                       learning_curve=curve_points,
                        seconds=round(time.perf_counter() - t0, 2)),
                   overwrite=overwrite)
     return result
@@ -336,17 +422,24 @@ def _training_scores(samples, cfg, train_ids, balance, label_field, run_key):
 
 
 def _plan_fits(samples, cfg, table_all, ids, test_set, spec, fractions, strategies, seeds,
-               probe, run_key):
+               probe, run_key, curve_classes=None):
     """Every selection of the curve (cheap), and the distinct training sets to fit.
 
     One probe fit per *distinct* training set: a deterministic selection (easy, hard,
     density, the full set) gives the same rows for every seed, and the linear probe is
     deterministic too, so refitting it per seed would only repeat the same numbers.
 
+    With ``curve_classes`` (the number of classes), also the random learning curve of
+    the scaling view: random subsets of the training pool (never deduplicated) at the
+    table's random sizes plus those :func:`fiftyone_prune.core.scaling.curve_sizes`
+    adds, ``seeds`` each. Without dedup the table's random points are the curve's
+    (the same training sets: nothing is fitted twice).
+
     Returns:
-        ``(points, fit_rows, full_keys, train_rows)``: per curve point ``(strategy,
-        fraction, kept, fit keys in seed order)``; fit key -> training rows; the full
-        training set's fit keys; its rows
+        ``(points, fit_rows, full_keys, train_rows, curve)``: per curve point
+        ``(strategy, fraction, kept, fit keys in seed order)``; fit key -> training rows;
+        the full training set's fit keys; its rows; the learning curve's ``(kept, fit
+        keys)`` below the full set, by size (empty without ``curve_classes``)
     """
     pos = {sid: p for p, sid in enumerate(ids)}
     train_rows = np.array([pos[i] for i in table_all.ids])
@@ -375,7 +468,27 @@ def _plan_fits(samples, cfg, table_all, ids, test_set, spec, fractions, strategi
                 kept = len(kept_rows)
                 keys.append(fit_key(kept_rows, seed))
             points.append((strategy, fraction, kept, list(dict.fromkeys(keys))))
-    return points, fit_rows, full_keys, train_rows
+    curve = {}
+    if curve_classes is not None:
+        pool = len(train_rows)
+        evaluated = {kept for strategy, _, kept, _ in points if strategy == "random"}
+        if spec.dedup_eps is None:
+            curve = {kept: keys for strategy, _, kept, keys in points if strategy == "random"}
+        plain = spec.replace(strategy="random", dedup_eps=None)
+        wanted = evaluated | set(core_scaling.curve_sizes(pool, curve_classes, evaluated))
+        for size in sorted(wanted - set(curve) - {pool}):
+            keys = []
+            for seed in range(seeds):
+                plan = plan_from_table(samples, cfg, table_all,
+                                       plain.replace(keep=int(size), seed=seed),
+                                       name=run_key, run_key=run_key)
+                if test_set.intersection(plan.kept_ids):
+                    raise RuntimeError("a held-out sample was selected for training")
+                keys.append(fit_key(np.array([pos[i] for i in plan.kept_ids],
+                                             dtype=np.int64), seed))
+            curve[size] = list(dict.fromkeys(keys))
+    curve = [(kept, curve[kept]) for kept in sorted(curve) if kept < len(train_rows)]
+    return points, fit_rows, full_keys, train_rows, curve
 
 
 def _fit_probes(probe, fit_rows, full_key, feats, labels, test, cnn_epochs, progress):
@@ -445,6 +558,73 @@ def _point(bootstrap, fits) -> dict:
     return dict(mean=mean, low=low, high=high, std=float(np.std(accuracies)),
                 accuracies=accuracies, fits=len(fits),
                 correct=[significance.pack_correct(c) for c in fits])
+
+
+def _scaling_view(bootstrap, points, curve, correct, full_keys, pool, seeds, deduplicated):
+    """The scaling view from the fits already made: the random learning curve's law,
+    each strategy's law, and every selection's random-equivalent size.
+
+    All of it uses the evaluation's held-out bootstrap (paired: one set of resamples for
+    every curve and selection) and one seeded generator for the seed-noise draws, so the
+    same call gives the same numbers.
+
+    Returns:
+        ``(scaling rows, worth rows, learning curve points to store)``
+    """
+    rng = np.random.default_rng(BOOTSTRAP_SEED)
+    full = np.array([correct[k] for k in full_keys])
+
+    def fits(keys):
+        return np.array([correct[k] for k in keys])
+
+    random_fit = core_scaling.fit_curve(
+        "random", [(kept, fits(keys)) for kept, keys in curve] + [(pool, full)], bootstrap, rng)
+    if seeds < 2 and random_fit["status"] == "ok":
+        random_fit.update(status="one_seed", reason=(
+            "one seed: the noise of random subsets is unmeasured, so no size is matched "
+            "to it; run 2 or more seeds"))
+    rows, worth = [random_fit], []
+    for strategy in dict.fromkeys(p[0] for p in points):
+        if strategy == "random" and not deduplicated:
+            continue  # the learning curve is random's curve
+        # a deduplicating evaluation selects from the survivors: its selections are
+        # "<strategy>+dedup", and keeping everything is not the full training set
+        label = f"{strategy}+dedup" if deduplicated else strategy
+        mine = [(fraction, kept, keys) for s, fraction, kept, keys in points if s == strategy]
+        curve_points = [(kept, fits(keys)) for _, kept, keys in mine]
+        if not deduplicated and all(kept != pool for _, kept, _ in mine):
+            curve_points.append((pool, full))
+        rows.append(core_scaling.fit_curve(label, curve_points, bootstrap, rng))
+        worth += [core_scaling.selection_worth(random_fit, label, fraction, kept, fits(keys),
+                                               bootstrap, rng)
+                  for fraction, kept, keys in mine]
+    for row in rows:
+        row.pop("_draws_errors", None)
+    stored = [dict(kept=int(kept), correct=[significance.pack_correct(c) for c in fits(keys)])
+              for kept, keys in curve]
+    return rows, worth, stored
+
+
+def scaling_verdicts(scaling_rows, worth) -> list:
+    """Two plain-language lines: the random learning curve's law (or why there is
+    none), and what the selections are worth in random samples."""
+    out = [f"Random learning curve: {core_scaling.describe_fit(scaling_rows[0])}"]
+    given = [w for w in worth if w["ratio"] is not None]
+    if given:
+        best = max(given, key=lambda w: w["ratio"])
+        less = sum(w["ratio_high"] < 1 for w in given)
+        more = sum(w["ratio_low"] > 1 for w in given)
+        out.append(
+            f"Worth in random samples: {len(given)} of {len(worth)} selections get a ratio "
+            f"({more} worth more than random data of their size, {less} less, the rest "
+            f"within the noise); the highest: {core_scaling.describe_worth(best)}.")
+    elif worth:
+        statuses = [w["status"] for w in worth]
+        common = max(dict.fromkeys(statuses), key=statuses.count)
+        example = next(w for w in worth if w["status"] == common)
+        out.append(f"Worth in random samples: no selection gets a ratio; e.g. "
+                   f"{core_scaling.describe_worth(example)}.")
+    return out
 
 
 def make_verdicts(table, full, seeds, num_test) -> list:
@@ -555,6 +735,151 @@ def save_plot(result: EvaluationResult, path: str, title: str = "") -> str:
     return path
 
 
+#: Colours of the scaling plot (the panel has its own, for both App themes).
+_PLOT_COLORS = {"random": "#757575", "easy": "#1E88E5", "hard": "#E53935", "ccs": "#8E24AA",
+                "density": "#00ACC1"}
+
+
+def scaling_plot_data(result: EvaluationResult, selection=None) -> dict:
+    """What a scaling plot draws, in numbers (the PNG and the App panel draw the same):
+    per curve its measured points (held-out error with 95 % intervals against training
+    samples) and its fitted law over the measured sizes; and the equivalence of one
+    selection: its point, and the random curve's size at the same error, with the
+    interval.
+
+    Args:
+        result: an :class:`EvaluationResult` with a scaling view
+        selection (None): ``(strategy, fraction)`` whose equivalence to draw (strategy
+            as in ``result.worth``, e.g. ``"hard"``; the fraction nearest is used);
+            default: the selection with the highest worth ratio given, if any
+
+    Returns:
+        ``{"curves": [{"strategy", "points": [{"kept", "error", "low", "high"}],
+        "line": {"n", "error"} or None, "status", "label"}], "equivalence": None or the
+        worth row plus ``label``}``
+    """
+    if not result.scaling:
+        raise ParameterError(f"evaluation {result.eval_key!r} has no scaling view; evaluate "
+                             f"again with scaling=True", "scaling")
+    floor = 0.5 / max(1, result.num_test)  # log axes: an error of 0 is drawn at half a sample
+    curves = []
+    for row in result.scaling:
+        points = [dict(kept=p["kept"], error=max(p["error"], floor), low=max(p["low"], floor),
+                       high=max(p["high"], floor)) for p in row["points"]]
+        line = None
+        if row.get("a") is not None:
+            n = np.geomspace(points[0]["kept"], points[-1]["kept"], 60)
+            line = {"n": n.tolist(),
+                    "error": np.maximum(core_scaling.law((row["a"], row["b"], row["c"]), n),
+                                        floor).tolist()}
+        law = (f"{row['a']:.3g}·n^-{row['b']:.2f}" + (f" + {row['c']:.3f}" if row["c"] else "")
+               if row.get("a") is not None else "no law")
+        curves.append(dict(strategy=row["strategy"], points=points, line=line,
+                           status=row["status"],
+                           label=f"{row['strategy']}: {law}"
+                           + ("" if row["status"] == "ok" else f" ({row['status']})")))
+    given = [w for w in (result.worth or []) if w["ratio"] is not None]
+    chosen = None
+    if selection is not None:
+        strategy, fraction = selection
+        same = [w for w in (result.worth or []) if w["strategy"] == strategy]
+        if same:
+            chosen = min(same, key=lambda w: abs(w["fraction"] - float(fraction)))
+    elif given:
+        chosen = max(given, key=lambda w: w["ratio"])
+    equivalence = None
+    if chosen is not None:
+        equivalence = dict(chosen, label=core_scaling.describe_worth(chosen))
+        random = result.scaling[0]
+        if chosen["ratio"] is not None and random.get("a") is not None:
+            # the random law drawn out to the equivalent size's interval when it reaches
+            # beyond the measured sizes (an extrapolation, drawn dashed)
+            lo = min(chosen["equivalent_low"], random["points"][0]["kept"])
+            hi = max(chosen["equivalent_high"], random["points"][-1]["kept"])
+            n = np.geomspace(lo, hi, 60)
+            equivalence["random_line"] = {
+                "n": n.tolist(), "error": np.maximum(core_scaling.law(
+                    (random["a"], random["b"], random["c"]), n), floor).tolist()}
+    return {"curves": curves, "equivalence": equivalence}
+
+
+def save_scaling_plot(result: EvaluationResult, path: str, selection=None,
+                      title: str = "") -> str:
+    """Saves the scaling view as a log-log image: held-out error against training
+    samples, each curve's measured points with 95 % intervals and its fitted law, and
+    the equivalence of one selection drawn on the random curve (its point, the random
+    size at the same error with the interval, and the worth ratio).
+
+    Args:
+        result: an :class:`EvaluationResult` with a scaling view (``scaling=True``)
+        path: the image file to write (format from the extension, e.g. ``.png``)
+        selection (None): ``(strategy, fraction)`` whose equivalence to draw; default:
+            the selection with the highest worth ratio given
+        title (""): the plot's title
+
+    Returns:
+        ``path``
+
+    Example::
+
+        import fiftyone_prune as fop
+        from fiftyone_prune.sdk.evaluation import save_scaling_plot
+
+        result = fop.load_evaluation(dataset, "prototypes_evaluation")
+        save_scaling_plot(result, "/tmp/scaling.png", selection=("ccs", 0.5))
+    """
+    from matplotlib.figure import Figure
+
+    data = scaling_plot_data(result, selection)
+    fig = Figure(figsize=(7.5, 5), dpi=120)
+    ax = fig.subplots()
+    for curve in data["curves"]:
+        color = _PLOT_COLORS.get(curve["strategy"].split("+")[0], None)
+        pts = curve["points"]
+        xs = [p["kept"] for p in pts]
+        ys = np.array([p["error"] for p in pts])
+        err = [ys - [p["low"] for p in pts], [p["high"] for p in pts] - ys]
+        random = curve["strategy"] == "random"
+        drawn = ax.errorbar(xs, ys, yerr=np.maximum(err, 0), fmt="o" if random else "s",
+                            markersize=4, capsize=2, color=color, alpha=0.9,
+                            label=curve["label"])
+        if curve["line"] is not None:
+            ax.plot(curve["line"]["n"], curve["line"]["error"], color=drawn[0].get_color(),
+                    linestyle="--" if random else "-", linewidth=1.5 if random else 1)
+    eq = data["equivalence"]
+    if eq is not None and eq["ratio"] is not None:
+        line = eq["random_line"]
+        ax.plot(line["n"], line["error"], color=_PLOT_COLORS["random"], linestyle=":",
+                linewidth=1)
+        y = max(eq["error"], 0.5 / max(1, result.num_test))
+        ax.plot([eq["kept"], eq["random_equivalent"]], [y, y], color="black", linewidth=1.2)
+        ax.plot([eq["kept"]], [y], marker="*", markersize=13, color="black", linestyle="")
+        ax.plot([eq["random_equivalent"]], [y], marker="o", markersize=7,
+                markerfacecolor="white", color="black", linestyle="")
+        ax.hlines(y, eq["equivalent_low"], eq["equivalent_high"], color="black",
+                  linewidth=5, alpha=0.25)
+        ax.axvline(eq["random_equivalent"], color="black", linestyle=":", linewidth=0.8)
+        ax.annotate(f"{eq['strategy']} {eq['fraction']:.0%}: worth "
+                    f"{eq['random_equivalent']:,} random\n({eq['ratio']:.2f}x, 95 % CI "
+                    f"{eq['ratio_low']:.2f}x-{eq['ratio_high']:.2f}x)",
+                    (eq["random_equivalent"], y), textcoords="offset points",
+                    xytext=(8, 10), fontsize=8)
+    elif eq is not None:
+        ax.plot([eq["kept"]], [max(eq["error"], 0.5 / max(1, result.num_test))], marker="*",
+                markersize=13, color="black", linestyle="",
+                label=f"{eq['strategy']} {eq['fraction']:.0%}: no ratio ({eq['status']})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlabel("training samples n (log)")
+    ax.set_ylabel(f"held-out error (log; 95 % CI, {result.num_test} held out)")
+    ax.set_title(title or "learning curves: error(n) = a·n^-b + c", fontsize=10)
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path)
+    return path
+
+
 def load_evaluation(samples, eval_key: str) -> EvaluationResult:
     """The stored result of evaluation run ``eval_key`` (nothing is recomputed).
 
@@ -563,8 +888,9 @@ def load_evaluation(samples, eval_key: str) -> EvaluationResult:
         eval_key: an :func:`evaluate_pruning` run (by default ``<run_key>_evaluation``)
 
     Returns:
-        an :class:`EvaluationResult` with the table, full-data accuracy and verdicts
-        that :func:`evaluate_pruning` stored
+        an :class:`EvaluationResult` with the table, full-data accuracy, verdicts and
+        scaling view (``worth``, ``scaling``; None for evaluations without one) that
+        :func:`evaluate_pruning` stored
 
     Raises:
         ParameterError: when ``eval_key`` is not a run of this package
@@ -580,4 +906,7 @@ def load_evaluation(samples, eval_key: str) -> EvaluationResult:
                             getattr(results, "plot_path", None),
                             getattr(results, "num_test", None)
                             or len(getattr(results, "test_ids", None) or []),
-                            getattr(results, "num_fits", 0))
+                            getattr(results, "num_fits", 0),
+                            worth=getattr(results, "worth", None),
+                            scaling=getattr(results, "scaling", None),
+                            scaling_plot_path=getattr(results, "scaling_plot_path", None))
