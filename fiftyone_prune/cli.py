@@ -240,7 +240,8 @@ def cmd_select(args):
 
     spec = selection_spec(args)
     dataset = _load_or_create_dataset(args.dataset)
-    fop.select_samples(dataset, run_key=args.run_key, name=args.name, spec=spec)
+    fop.select_samples(dataset, run_key=args.run_key, name=args.name, spec=spec,
+                       overwrite=args.overwrite)
     _print_selection(dataset, args.name or args.run_key)
     return 0
 
@@ -301,7 +302,7 @@ def _pipeline(dataset, args, model, image_size, embeddings_field, options, overw
     ks = scores.num_clusters if isinstance(scores.num_clusters, list) else [scores.num_clusters]
     print(f"scored {scores.num_scored} samples with k={','.join(str(k) for k in ks)} "
           f"(fields {scores.distance_field}, {scores.cluster_field})")
-    kept = fop.select_samples(dataset, run_key=args.run_key, spec=spec)
+    kept = fop.select_samples(dataset, run_key=args.run_key, spec=spec, overwrite=overwrite)
     _print_selection(dataset, args.run_key)
     if args.export:
         report = fop.export_kept_samples(
@@ -314,17 +315,16 @@ def _pipeline(dataset, args, model, image_size, embeddings_field, options, overw
 
 
 def _check_run_key_free(dataset, run_key):
-    """``run`` replaces a scoring run or selection only with ``--overwrite``."""
-    from fiftyone_prune.sdk import runs
-    from fiftyone_prune.sdk.selection import selection_names
+    """``run`` replaces the scoring run and the selection named ``--run-key`` only with
+    ``--overwrite``: the SDK's own checks, before any work."""
+    from fiftyone_prune.sdk.run_configs import check_key_free
+    from fiftyone_prune.sdk.selection import check_selection_name_free
 
-    taken = [k for k in (run_key, selection_names(run_key)["run_key"])
-             if k in runs.list_runs(dataset)]
-    if taken:
-        raise ParameterError(
-            f"dataset {dataset.name!r} already has run(s) {taken}: pass --overwrite to "
-            f"replace them (tags and saved view {run_key}-kept included), or choose "
-            f"another --run-key", "run_key")
+    check_key_free(dataset, run_key, False, "prototypes")
+    try:
+        check_selection_name_free(dataset, run_key, False)
+    except ParameterError as e:  # run names its selection after --run-key
+        raise ParameterError(str(e), "run_key") from None
 
 
 def _check_export_outside(folder, export_dir):
@@ -521,6 +521,8 @@ def build_parser():
     p.add_argument("dataset")
     p.add_argument("--run-key", default="prototypes", help="the scoring run")
     p.add_argument("--name", default=None, help="selection name (default: the run key)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the tags and saved view of a selection with this name")
     _add_select_args(p)
     p.set_defaults(func=cmd_select)
 

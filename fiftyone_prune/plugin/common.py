@@ -314,19 +314,6 @@ def selections_newest_first(samples) -> list[tuple[str, object]]:
             for k in runs_newest_first(samples, "selection")]
 
 
-def selection_exists(samples, name: str) -> bool:
-    from fiftyone_prune.sdk import runs
-    from fiftyone_prune.sdk.selection import selection_names
-
-    return selection_names(name)["run_key"] in runs.list_runs(samples, "selection")
-
-
-def replace_refused(name: str) -> str:
-    """The App's words for a name that is taken (Python says ``overwrite=True``)."""
-    return (f"A selection named {name!r} already exists: choose another name, or tick "
-            f"'Replace an existing run' to replace its tags and saved view")
-
-
 def free_key(samples, base: str) -> str:
     """``base`` if no run uses it, else ``base_2``, ``base_3``, ..."""
     taken = set(samples._dataset.list_runs())

@@ -120,6 +120,7 @@ class ComputeEmbeddings(_PruneOperator):
 
     def resolve_input(self, ctx):
         from fiftyone_prune.core.models import BUILTIN_MODELS
+        from fiftyone_prune.sdk.embeddings import check_embedding_inputs
 
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
@@ -161,23 +162,15 @@ class ComputeEmbeddings(_PruneOperator):
                       "Precision", default="fp32", required=False,
                       description="Arithmetic of the forward pass; recorded with the field, "
                                   "so a resume must use the same")
-        _add_num_shards(ctx, inputs)
-        name = ctx.params.get("embeddings_field", default_field)
-        try:
-            if name:
-                validation.check_new_field(ctx.dataset, name, fo.VectorField,
-                                           "embeddings field", param="embeddings_field")
-            check_scalar(_whole_number(ctx.params.get("batch_size", 32)), "batch_size", int,
-                         min_val=1)
-            if (ctx.params.get("precision") or "fp32") != "fp32":
-                import torch
-
-                from fiftyone_prune.core.models import autocast_dtype
-
-                autocast_dtype(ctx.params["precision"],
-                               "cuda" if torch.cuda.is_available() else "cpu")
-        except ValueError as e:
-            common.show_error(inputs, e)
+        num_shards = _add_num_shards(ctx, inputs)
+        if ctx.params.get("embeddings_field", default_field):
+            try:  # the SDK's own checks, as execute will call it
+                check_embedding_inputs(common.target_view(ctx),
+                                       **_embedding_kwargs(ctx.params, default_field),
+                                       num_shards=num_shards if num_shards > 1 else None,
+                                       delegate=num_shards > 1)
+            except ValueError as e:
+                common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs)
         return common.form(ctx, inputs, "Compute embeddings")
 
@@ -185,13 +178,10 @@ class ComputeEmbeddings(_PruneOperator):
         from fiftyone_prune.sdk.embeddings import compute_embeddings
 
         p = ctx.params
-        model = p.get("zoo_model") if p.get("model") == "zoo" else p.get("model", "swav_resnet50")
         view = common.target_view(ctx)
         num_shards = _whole_number(p.get("num_shards") or 1)
-        kwargs = dict(model=model, embeddings_field=p.get("embeddings_field", "swav_embedding"),
-                      batch_size=_whole_number(p.get("batch_size", 32)),
-                      checkpoint_path=p.get("checkpoint_path") or None,
-                      precision=p.get("precision") or "fp32")
+        kwargs = _embedding_kwargs(p, "swav_embedding")
+        model = kwargs["model"]
 
         def work(progress):
             if num_shards > 1:
@@ -204,7 +194,7 @@ class ComputeEmbeddings(_PruneOperator):
                 view, **kwargs,
                 # worker processes can't be forked safely inside the App server
                 num_workers=None if ctx.delegated else 0,
-                skip_existing=p.get("skip_existing", True),
+                skip_existing=bool(p.get("skip_existing", True)),
                 progress=progress.bar("Embedding {done}/{total} images"),
             ).to_dict()
 
@@ -265,6 +255,16 @@ class ComputeEmbeddings(_PruneOperator):
         if model not in ("swav_resnet50", "efficientnet_lite0"):
             params.update(model="zoo", zoo_model=model)
         return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+def _embedding_kwargs(params, default_field) -> dict:
+    """The embeddings form's values as ``compute_embeddings`` takes them."""
+    model = params.get("model") or "swav_resnet50"
+    return dict(model=params.get("zoo_model") if model == "zoo" else model,
+                embeddings_field=params.get("embeddings_field") or default_field,
+                batch_size=_whole_number(params.get("batch_size", 32)),
+                checkpoint_path=params.get("checkpoint_path") or None,
+                precision="fp32" if model == "zoo" else params.get("precision") or "fp32")
 
 
 def _zoo_embedding_models():
@@ -521,7 +521,7 @@ class SelectSamples(_PruneOperator):
     ICON = "/assets/select.svg"
 
     def resolve_input(self, ctx):
-        from fiftyone_prune.sdk.selection import check_selection
+        from fiftyone_prune.sdk.selection import check_selection, check_selection_name_free
 
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
@@ -571,11 +571,10 @@ class SelectSamples(_PruneOperator):
                                f"default: the run key ({run_key})")
         inputs.bool("overwrite", default=False, label="Replace an existing run",
                     description="Replace the tags and saved view of a selection with this name")
-        name = ctx.params.get("name") or run_key
-        if common.selection_exists(ctx.dataset, name) and not ctx.params.get("overwrite"):
-            common.mark_invalid(inputs.properties["name"], common.replace_refused(name))
         # the preview comes last: it depends on every input above
         try:
+            check_selection_name_free(view, ctx.params.get("name") or run_key,
+                                      bool(ctx.params.get("overwrite")))
             _, spec, name = selection_request(dict(ctx.params, run_key=run_key))
             if len(view) > PREVIEW_LIMIT:
                 check_selection(view, run_key, spec, name=name)
@@ -601,8 +600,6 @@ class SelectSamples(_PruneOperator):
 
         view = common.target_view(ctx)
         run_key, spec, name = selection_request(ctx.params)
-        if common.selection_exists(view, name or run_key) and not ctx.params.get("overwrite"):
-            raise ValueError(common.replace_refused(name or run_key))
 
         def work(progress):
             progress.stage("Selecting: reading scores")
@@ -1127,20 +1124,19 @@ def _kind(ctx, key):
 class RenameRun(_PruneOperator):
     NAME = "rename_pruning_run"
     LABEL = "Prune: rename a run"
-    DESCRIPTION = ("Give a scoring or evaluation run a new key (its selections and "
-                   "evaluations follow it)")
+    DESCRIPTION = ("Give a run a new key: what it owns follows (a scoring run's fields, "
+                   "a selection's tags and saved view), and so do the runs made from it")
     QUICK = True
 
     def resolve_input(self, ctx):
         inputs = types.Object()
-        key = _run_choice(ctx, inputs, kinds=("prototypes", "evaluation"),
-                          description="A scoring or evaluation run (a selection is named "
-                                      "by its tags and saved view: select again instead)")
+        key = _run_choice(ctx, inputs, description="The run to rename")
         if key is None:
             return common.form(ctx, inputs, "Rename a run")
         inputs.str("new_run_key", required=True, label="New run key",
-                   description="Letters, digits and underscores; its fields keep their "
-                               "names")
+                   description="Letters, digits and underscores. A selection's key is "
+                               "<name>_selection: <name> becomes its tags' and saved "
+                               "view's name")
         new_key = ctx.params.get("new_run_key")
         if new_key:
             try:

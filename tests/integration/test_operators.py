@@ -355,14 +355,19 @@ def test_run_management_lists_loads_renames_and_deletes(digits_dataset):
     # rename: the selection follows its scoring run and stays usable
     _run_op(digits_dataset, "rename_pruning_run", {"run_key": "proto", "new_run_key": "p2"})
     assert "p2" in runs.list_runs(digits_dataset, "prototypes")
+    digits_dataset.reload()
+    assert digits_dataset.has_field("p2_distance") and not digits_dataset.has_field(
+        "proto_distance")
     assert "proto" not in digits_dataset.list_runs()
     assert runs.run_status(digits_dataset, "half_selection") == "complete"
-    # a selection is named by its tags and saved view: the form does not offer it
-    with pytest.raises(ExecutionError, match="Invalid enum value"):
-        _run_op(digits_dataset, "rename_pruning_run",
-                {"run_key": "half_selection", "new_run_key": "other"})
-    with pytest.raises(ValueError, match="select again under the new name"):
-        runs.rename_run(digits_dataset, "half_selection", "other")
+    # a selection: its tags and saved view take the new name
+    _run_op(digits_dataset, "rename_pruning_run",
+            {"run_key": "half_selection", "new_run_key": "other_selection"})
+    digits_dataset.reload()
+    assert {t for t in digits_dataset.distinct("tags")} == {"other:kept", "other:pruned"}
+    assert digits_dataset.list_saved_views() == ["other-kept"]
+    _run_op(digits_dataset, "rename_pruning_run",
+            {"run_key": "other_selection", "new_run_key": "half_selection"})
     with pytest.raises(ExecutionError, match="already used"):
         _run_op(digits_dataset, "rename_pruning_run",
                 {"run_key": "p2", "new_run_key": "half_selection"})
@@ -376,8 +381,9 @@ def test_run_management_lists_loads_renames_and_deletes(digits_dataset):
     assert not digits_dataset.has_saved_view("half-kept")
     assert not {t for t in digits_dataset.distinct("tags") if t.startswith("half:")}
     result = _run_op(digits_dataset, "delete_pruning_run", {"run_key": "p2", "confirm": True})
-    assert "proto_distance" in result.result["deleted_fields"]
-    assert "proto_distance" not in digits_dataset.get_field_schema()
+    # the rename took its fields along: p2_distance is what it owned
+    assert "p2_distance" in result.result["deleted_fields"]
+    assert not {"p2_distance", "proto_distance"} & set(digits_dataset.get_field_schema())
     assert len(digits_dataset) > 0  # samples are never deleted
 
 
