@@ -11,7 +11,7 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 
 from fiftyone_prune.core.params import (
-    EVAL_STRATEGIES, ParameterError, SelectionSpec, check_scalar, keep_shortfall,
+    EVAL_STRATEGIES, ParameterError, SelectionSpec, keep_shortfall,
     parse_fractions, parse_num_clusters, selection_spec_from_inputs,
 )
 from fiftyone_prune.plugin import common
@@ -56,25 +56,22 @@ def _whole_number(value):
 # --- #14: one run split into M delegated tasks ---------------------------------------
 
 def _add_num_shards(ctx, inputs):
-    """The "Split into M tasks" input of the embedding and scoring forms; returns M.
+    """The "Split into M tasks" input of the embedding and scoring forms; returns M as
+    the SDK takes it (None for one run; the SDK's checks judge any other value).
 
     It is always shown: the App says whether the user chose Execute or Schedule only
     when the button is clicked (``request_delegation`` is sent with the execution, never
     with the form), so a form cannot show it for "Schedule" only. With M > 1 either
     button just queues the M tasks, which is quick."""
-    prop = inputs.int(
+    inputs.int(
         "num_shards", default=1, label="Split into M tasks",
         description="1: one run. M > 1: queue M tasks over disjoint slices of these "
                     "samples for `fiftyone delegated launch` workers (any number, on any "
                     "machine sharing this database); the run is usable once all are done")
-    num_shards = ctx.params.get("num_shards")
-    num_shards = 1 if num_shards is None else _whole_number(num_shards)
-    try:
-        check_scalar(num_shards, "num_shards", int, min_val=1)
-    except ParameterError as e:
-        common.mark_invalid(prop, str(e))
-        return 1
-    if num_shards > 1:
+    num_shards = _whole_number(ctx.params.get("num_shards"))
+    if num_shards in (None, 1):
+        return None
+    if isinstance(num_shards, int) and num_shards > 1:
         inputs.view("shards_hint", types.Notice(label=(
             f"Execute queues {num_shards} tasks and returns: start workers with `fiftyone "
             f"delegated launch` (one per machine or GPU); `fiftyone-prune runs "
@@ -167,8 +164,7 @@ class ComputeEmbeddings(_PruneOperator):
             try:  # the SDK's own checks, as execute will call it
                 check_embedding_inputs(common.target_view(ctx),
                                        **_embedding_kwargs(ctx.params, default_field),
-                                       num_shards=num_shards if num_shards > 1 else None,
-                                       delegate=num_shards > 1)
+                                       num_shards=num_shards, delegate=num_shards is not None)
             except ValueError as e:
                 common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs)
@@ -290,19 +286,6 @@ def _warn_swav_download(inputs):
 
 # --- prototype scores ------------------------------------------------------------------
 
-def _check_scoring_inputs(view, embeddings_field, run_key, method, num_clusters,
-                          label_field, overwrite):
-    """The SDK's own checks of ``compute_prototype_scores`` (nothing written)."""
-    from fiftyone_prune.sdk.scores import check_scoring_inputs
-
-    check_scoring_inputs(view, embeddings_field, run_key, method=method,
-                         num_clusters=num_clusters, label_field=label_field,
-                         overwrite=overwrite)
-    if isinstance(num_clusters, int) and num_clusters > len(view):
-        raise ParameterError(f"k={num_clusters} exceeds the number of samples in the view "
-                             f"({len(view)})", "num_clusters")
-
-
 class ComputePrototypeScores(_PruneOperator):
     NAME = "compute_prototype_scores"
     LABEL = "Prune: compute prototype scores"
@@ -313,6 +296,8 @@ class ComputePrototypeScores(_PruneOperator):
         return common.execution_options(ctx, always_delegate_above=100_000)
 
     def resolve_input(self, ctx):
+        from fiftyone_prune.sdk.scores import check_scoring_inputs
+
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
         vector_fields = validation.vector_fields(ctx.dataset)
@@ -354,15 +339,16 @@ class ComputePrototypeScores(_PruneOperator):
                    description="Fields <key>_distance and <key>_cluster are written")
         inputs.bool("overwrite", default=False, label="Replace an existing run",
                     description="Replace the run with this key and its fields")
-        if method == "kmeans":
-            _add_num_shards(ctx, inputs)
+        num_shards = _add_num_shards(ctx, inputs) if method == "kmeans" else None
         p = ctx.params
-        try:
+        try:  # the SDK's own checks, as execute will call it
             ks = parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None
-            _check_scoring_inputs(common.target_view(ctx),
-                                  p.get("embeddings_field", vector_fields[0]),
-                                  p.get("run_key", default_key), method, ks,
-                                  p.get("label_field"), bool(p.get("overwrite", False)))
+            check_scoring_inputs(common.target_view(ctx),
+                                 p.get("embeddings_field", vector_fields[0]),
+                                 p.get("run_key", default_key), method=method,
+                                 num_clusters=ks, label_field=p.get("label_field") or None,
+                                 overwrite=bool(p.get("overwrite", False)),
+                                 num_shards=num_shards, delegate=num_shards is not None)
         except ValueError as e:
             common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs, above=50_000)

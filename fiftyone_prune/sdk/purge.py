@@ -18,8 +18,6 @@ from __future__ import annotations
 
 import re
 
-import fiftyone as fo
-
 from fiftyone_prune.sdk import leases, runs, shards, storage, validation
 from fiftyone_prune.sdk.run_configs import selection_names
 

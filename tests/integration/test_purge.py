@@ -11,7 +11,6 @@ import textwrap
 import numpy as np
 import pytest
 
-import fiftyone as fo
 import fiftyone.operators as foo
 from fiftyone.operators.delegated import DelegatedOperationService
 
