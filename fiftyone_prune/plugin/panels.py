@@ -10,7 +10,8 @@ import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
 
-from fiftyone_prune.core.params import ParameterError, parse_keep
+from fiftyone_prune.core.params import (ParameterError, parse_keep,
+                                     selection_spec_from_inputs)
 from fiftyone_prune.plugin import common
 from fiftyone_prune.plugin.common import PLUGIN
 
@@ -150,10 +151,9 @@ class PruningPanel(foo.Panel):
         balance = s.balance or "cluster"
         group = s.group if s.group not in (None, "", "all") else None
         try:
-            hist = selection_histogram(ctx.view, ctx.panel.state.run_key,
-                                       keep=parse_keep(keep), strategy=strategy,
-                                       balance=None if balance == "none" else balance,
-                                       group=group)
+            hist = selection_histogram(ctx.view, ctx.panel.state.run_key, group=group,
+                                       spec=selection_spec_from_inputs(dict(
+                                           keep=keep, strategy=strategy, balance=balance)))
             ctx.panel.state.error = None
             ctx.panel.state.error_param = None
         except ValueError as e:
