@@ -9,6 +9,7 @@ import fiftyone as fo
 
 import fiftyone_prune as fop
 from fiftyone_prune.sdk.demo import write_demo_images
+from fiftyone_prune.core.scaling import curve_sizes
 from fiftyone_prune.sdk.advice import recommend_strategy
 from tests.conftest import unique_name
 
@@ -47,9 +48,17 @@ def test_curve_is_deterministic_sane_and_stored(digits, tmp_path):
     # the same call gives the same table, intervals included: nothing is read from the
     # evaluation stored just before
     assert result.table == again.table and result.verdicts == again.verdicts
+    assert result.worth == again.worth and result.scaling == again.scaling
     # only distinct training sets are fitted: the full set and easy/hard once (the
-    # linear probe is deterministic), random once per seed
-    assert fits[-1] == (9, 9) and result.num_fits == 9
+    # linear probe is deterministic), random once per seed; the scaling view adds only
+    # the random learning curve's missing sizes (2 seeds each), the table's random
+    # points are its other sizes
+    added = curve_sizes(480, 10, [48, 240])
+    assert added and max(added) < 480
+    assert fits[-1] == (9 + 2 * len(added),) * 2 and result.num_fits == 9 + 2 * len(added)
+    assert [p["kept"] for p in result.scaling[0]["points"]] == sorted(added + [48, 240, 480])
+    assert [(w["strategy"], w["fraction"]) for w in result.worth] == [
+        ("easy", 0.1), ("easy", 0.5), ("hard", 0.1), ("hard", 0.5)]
     assert [r["fits"] for r in result.table] == [2, 1, 1, 2, 1, 1]
     strategies = {r["strategy"] for r in result.table}
     assert strategies == {"random", "easy", "hard"}
@@ -74,6 +83,7 @@ def test_curve_is_deterministic_sane_and_stored(digits, tmp_path):
     assert "held out: 120 samples" in result.format_table()
     loaded = fop.load_evaluation(digits, "proto_evaluation")
     assert loaded.table == result.table and loaded.num_test == 120
+    assert loaded.worth == result.worth and loaded.scaling == result.scaling
     # the per-sample correctness of every fit is stored and gives the accuracies back
     from fiftyone_prune.core.significance import unpack_correct
     for r in loaded.table:
@@ -136,7 +146,8 @@ def test_auto_never_picks_what_loses_to_random(digits):
                                   strategies=("easy", "hard"), seeds=2, eval_key="low")
     rows = {r["strategy"]: r for r in result.table}
     assert rows["hard"]["diff_high"] < 0  # measured: hard loses to random here
-    assert "hard" in result.verdicts[-1] and "lose" in result.verdicts[-1]
+    (line,) = [v for v in result.verdicts if v.startswith("Keeping 10%")]
+    assert "hard" in line and "lose" in line
     plan = fop.plan_selection(digits, "proto", keep=0.1, strategy="auto")
     assert plan.strategy == "random" and "evaluation 'low'" in plan.strategy_reason
     fop.delete_run(digits, "low")
@@ -204,11 +215,16 @@ def test_held_out_tag_is_never_kept(digits):
 
 def test_cnn_probe_on_images(digits):
     fits, progress = _counting()
+    # scaling=False: the table's fits only (the scaling view is tested with the linear
+    # probe; with the CNN it only adds small fits of the same kind)
     result = fop.evaluate_pruning(digits, "ground_truth", "proto", fractions=(0.5,),
                                   strategies=("hard",), seeds=1, probe="cnn", image_size=8,
-                                  cnn_epochs=4, eval_key="cnn", progress=progress)
+                                  cnn_epochs=4, eval_key="cnn", progress=progress,
+                                  scaling=False)
     assert result.full_accuracy["mean"] > 0.5
     assert fits[-1] == (3, 3)  # full, random, hard
+    assert result.worth is None and result.scaling is None
+    assert fop.load_evaluation(digits, "cnn").worth is None
     # one seed: random's selection noise is unmeasured, so no win can be claimed
     assert any(v.startswith("One seed") for v in result.verdicts)
     fop.delete_run(digits, "cnn")
@@ -223,6 +239,7 @@ def test_cnn_probe_on_images(digits):
     (dict(strategies=("auto",)), "not evaluated as a strategy"),
     (dict(seeds=0), "positive integer"),
     (dict(probe="svm"), "Unknown probe"),
+    (dict(scaling="yes"), "scaling must be bool"),
     (dict(run_key="none_such"), "No prototype-score run"),
 ])
 def test_bad_input_is_refused_before_work(digits, kwargs, message):
