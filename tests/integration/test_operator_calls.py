@@ -263,3 +263,28 @@ def test_the_apps_run_still_streams_one_line(digits_dataset, tmp_path):
     lines = [json.loads(line) for line in create_response_generator(result.result)]
     error = lines[-1]["error"]
     assert "swav.pth.tar" in error and "\n" not in error and "Traceback" not in error
+
+
+def test_the_export_form_asks_for_a_folder_in_one_line(digits_dataset):
+    """The App's file input sends an empty value until a folder is chosen: the form
+    says so under that input instead of failing in execute."""
+    _selected(digits_dataset)
+    ctx = foo.ExecutionContext(request_params={
+        "dataset_name": digits_dataset.name, "view": digits_dataset.view()._serialize(),
+        "params": {"export_dir": {}}})
+    props = foo.get_operator(URI + "export_kept_samples").resolve_input(ctx).type.properties
+    invalid = {k: p.error_message for k, p in props.items() if getattr(p, "invalid", False)}
+    assert invalid == {"export_dir": "Choose the folder to export to"}
+
+
+def test_a_selection_that_keeps_fewer_than_asked_says_so(digits_dataset):
+    _scored(digits_dataset)
+    result = foo.execute_operator(URI + "select_samples", {"view": digits_dataset.view()},
+                                  params={"run_key": "proto", "keep": 60, "dedup_eps": 0.9})
+    kept = result.result["num_kept"]
+    assert kept < 60, "the fixture must make SemDeDup leave fewer than asked"
+    assert result.result["warning"].startswith(f"kept {kept} of the 60 asked")
+    ctx = foo.ExecutionContext(request_params={"dataset_name": digits_dataset.name,
+                                               "results": result.result})
+    shown = foo.get_operator(URI + "select_samples").resolve_output(ctx).to_json()
+    assert result.result["warning"] in str(shown)

@@ -85,7 +85,8 @@ def test_score_and_runs_commands(digits_dataset, capsys):
     assert "cli_run\tprototypes" in listed
     code, _, err = main_in_process(capsys, "score", name, "--embeddings-field", "emb",
                                    "--run-key", "cli_run")
-    assert code == 2 and err.startswith("error: --run-key: ") and "overwrite" in err
+    assert code == 2 and err.startswith("error: --run-key: ") and "--overwrite" in err
+    assert "overwrite=True" not in err  # the CLI's words, not Python's
     code, one, _ = main_in_process(capsys, "select", name, "--run-key", "cli_run", "--keep",
                                    "1", "--name", "one", "--strategy", "hard")
     assert "kept 1, pruned 119" in one  # "1" is a count, as keep=1 in Python
