@@ -6,6 +6,8 @@ the panel only lays it out and wires buttons to views and operators.
 
 from __future__ import annotations
 
+import contextlib
+
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
 from fiftyone import ViewField as F
@@ -133,6 +135,10 @@ class PruningPanel(foo.Panel):
         return common.runs_newest_first(ctx.dataset, "prototypes")
 
     def _refresh(self, ctx):
+        with _one_patch(ctx):
+            self._recompute(ctx)
+
+    def _recompute(self, ctx):
         from fiftyone_prune.sdk.evaluation import load_evaluation
         from fiftyone_prune.sdk import runs
         from fiftyone_prune.sdk.selection import selection_histogram
@@ -354,3 +360,22 @@ _NOWRAP_BUTTON = {**_FIT, "button": {"sx": {"whiteSpace": "nowrap"}}}
 
 
 PANELS = [PruningPanel]
+
+
+@contextlib.contextmanager
+def _one_patch(ctx):
+    """Sends the panel state and data set in the block as one patch each: the App
+    re-renders the panel and redraws its plots on every patch, and a refresh sets a
+    dozen values (each a patch of its own, it took the App ~50 s of CPU on a loaded
+    2-core machine to show the plots)."""
+    pending = {"patch_panel_state": {}, "patch_panel_data": {}}
+    sent = {name: getattr(ctx.ops, name) for name in pending}
+    for name, values in pending.items():
+        setattr(ctx.ops, name, lambda d, panel_id=None, _v=values: _v.update(d))
+    try:
+        yield
+    finally:
+        for name, send in sent.items():
+            delattr(ctx.ops, name)
+            if pending[name]:
+                send(pending[name])

@@ -1,0 +1,43 @@
+"""The pruning panel sends what one event computes as one patch of state and one of
+data: the App re-renders the panel and redraws every plot per patch, and a dozen patches
+per refresh kept a loaded 2-core machine's browser busy for tens of seconds (the App's
+clicks timed out behind it)."""
+
+import numpy as np
+from fiftyone.operators.executor import ExecutionContext, Executor
+
+import fiftyone_prune as fop
+from fiftyone_prune.plugin.panels import PruningPanel
+
+
+def requests_of(dataset, method, state=None, params=None):
+    executor = Executor()
+    ctx = ExecutionContext(request_params={
+        "dataset_name": dataset.name,
+        "params": dict({"panel_id": "p1", "panel_state": dict(state or {})}, **(params or {}))},
+        executor=executor)
+    getattr(PruningPanel(), method)(ctx)
+    return [(r["operator_uri"], r["params"]) for r in executor.to_json()["requests"]]
+
+
+def test_a_refresh_is_one_state_patch_and_one_data_patch(digits_dataset):
+    rng = np.random.default_rng(0)
+    digits_dataset.set_values("emb", list(rng.normal(size=(len(digits_dataset), 8))
+                                          .astype(np.float32)))
+    fop.compute_prototype_scores(digits_dataset, "emb", run_key="proto", num_clusters=4,
+                                 label_field="ground_truth")
+    fop.evaluate_pruning(digits_dataset, "ground_truth", run_key="proto",
+                         fractions=[0.5, 0.9], strategies=["random", "hard"], seeds=1)
+    for method, params in (("on_load", None), ("on_change_keep", {"value": 0.5})):
+        sent = requests_of(digits_dataset, method, params=params)
+        uris = [uri for uri, _ in sent]
+        # on_change_keep first records the control's value, then refreshes
+        assert uris.count("patch_panel_state") == (1 if method == "on_load" else 2), uris
+        assert uris.count("patch_panel_data") == 1, uris
+        state = [p["state"] for uri, p in sent if uri == "patch_panel_state"][-1]
+        data = next(p["data"] for uri, p in sent if uri == "patch_panel_data")
+        # everything the refresh computes is in those patches
+        assert {"run_key", "summary", "reason", "groups", "histogram_layout",
+                "groups_layout", "verdicts"} <= set(state), sorted(state)
+        assert {"plots.histogram", "plots.groups", "plots.curve"} <= set(data), sorted(data)
+        assert state["summary"].startswith("**")
