@@ -137,6 +137,9 @@ class Lease:
         token: this writer's fencing token
         owner: ``<host>/pid <pid>/<token[:8]>``, what other writers are told
         lost: set once a renewal found the lease lost
+        expires_at: the expiry (server time) this writer last set: no other writer can
+            own the key before it, so a write the database makes only while ``$$NOW`` is
+            earlier is made under this lease (``storage.Fence``)
         heartbeat: the :class:`~fiftyone_prune.core.concurrency.Heartbeat` renewing it
             (running while held); other periodic work of the same writer joins it with
             ``lease.heartbeat.add(fn)`` instead of starting a thread of its own
@@ -149,6 +152,7 @@ class Lease:
         self.token = uuid.uuid4().hex
         self.owner = f"{socket.gethostname()}/pid {os.getpid()}/{self.token[:8]}"
         self.lost = False
+        self.expires_at = None
         self.heartbeat = Heartbeat(seconds / 4, self._beat, name=f"lease {run_key}")
 
     def acquire(self, dataset) -> None:
@@ -190,6 +194,7 @@ class Lease:
                 f"Run {self.run_key!r} of dataset {dataset.name!r} is being written by "
                 f"{describe(doc)}; wait or pass overwrite=True after it ends (a writer "
                 f"that was killed blocks it for at most {held_for:g} s)")
+        self.expires_at = doc["expires_at"]
         self.heartbeat.start()
 
     def renew(self) -> bool:
@@ -198,11 +203,14 @@ class Lease:
         if self.lost:
             return False
         ms = int(self.seconds * 1000)
-        result = _collection().update_one(
+        doc = _collection().find_one_and_update(
             valid_filter(self.id, self.token),
-            [{"$set": {"renewed_at": "$$NOW", "expires_at": {"$add": ["$$NOW", ms]}}}])
-        if result.matched_count != 1:
+            [{"$set": {"renewed_at": "$$NOW", "expires_at": {"$add": ["$$NOW", ms]}}}],
+            projection={"expires_at": 1}, return_document=ReturnDocument.AFTER)
+        if doc is None:
             self.lost = True
+        else:
+            self.expires_at = doc["expires_at"]
         return not self.lost
 
     def _beat(self):
