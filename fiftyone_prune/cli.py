@@ -391,9 +391,21 @@ def _evaluation_progress():
 
 
 def cmd_evaluate(args):
+    import numbers
+
     import fiftyone_prune as fop
+    from fiftyone_prune.core.params import check_scalar
 
     fractions = parse_fractions(args.fractions)
+    # the scaling options are checked before the (long) evaluation starts
+    scaling = not args.no_scaling
+    for value, name in ((args.target_accuracy, "target_accuracy"),
+                        (args.scaling_plot, "scaling_plot")):
+        if value is not None and not scaling:
+            raise ParameterError(f"{option_name(name)} needs the scaling view; drop "
+                                 f"--no-scaling", name)
+    if args.target_accuracy is not None:
+        check_scalar(args.target_accuracy, "target_accuracy", numbers.Real, 0, 1, "neither")
     dataset = _load_or_create_dataset(args.dataset)
     result = fop.evaluate_pruning(
         dataset, label_field=args.label_field, run_key=args.run_key,
@@ -401,12 +413,24 @@ def cmd_evaluate(args):
         seeds=args.seeds, probe=args.probe, balance=None if args.balance == "none" else args.balance,
         test_tag=args.test_tag, test_fraction=args.test_fraction, eval_key=args.eval_key,
         overwrite=args.overwrite, plot_path=args.plot, progress=_evaluation_progress(),
+        scaling=scaling, scaling_plot_path=args.scaling_plot,
     )
     print(result.format_table())
     print()
     print("\n".join(result.verdicts))
+    if scaling:
+        print()
+        print(result.format_worth())
+    if args.target_accuracy is not None:
+        from fiftyone_prune.core.scaling import describe_projection
+
+        print(f"samples needed for held-out accuracy {args.target_accuracy} (95 % intervals):")
+        for row in result.samples_needed(args.target_accuracy):
+            print(f"  {describe_projection(row)}")
     if result.plot_path:
         print(f"plot: {result.plot_path}")
+    if result.scaling_plot_path:
+        print(f"scaling plot: {result.scaling_plot_path}")
     return 0
 
 
@@ -565,6 +589,15 @@ def build_parser():
     p.add_argument("--eval-key", default=None)
     p.add_argument("--overwrite", action="store_true")
     p.add_argument("--plot", default=None, help="save the curve as PNG here")
+    # the scaling view is on by default: it answers "what is the kept set worth in
+    # random samples", and adds only the learning curve's small sizes to the fits
+    p.add_argument("--no-scaling", action="store_true",
+                   help="skip the scaling view (learning curves, worth in random samples)")
+    p.add_argument("--scaling-plot", default=None,
+                   help="save the scaling view (log-log error vs samples) as PNG here")
+    p.add_argument("--target-accuracy", type=float, default=None,
+                   help="also print the samples random data and each strategy need to "
+                        "reach this held-out accuracy (e.g. 0.95)")
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("demo", help="run the whole pipeline on bundled real images (offline)")
