@@ -478,3 +478,20 @@ def test_all_zero_vectors_are_left_unscored_with_a_warning(streamed, caplog):
         assert fop.get_run_info(dataset, "z").config.num_zero_vectors == 3
     finally:
         fo.delete_dataset(dataset.name)
+
+
+def test_an_evaluation_holds_its_lease_from_the_first_check_to_its_registration(
+        vectors_dataset):
+    """Every probe fit happens under the evaluation's lease (before: only the
+    registration), so a second writer of the key is refused for the whole run."""
+    seen = []
+
+    def progress(pb):  # called by FiftyOne's progress bar during the fits
+        seen.append((leases.current(vectors_dataset, "held_eval") is not None,
+                     leases.held_here(vectors_dataset, "held_eval") is not None))
+
+    fop.evaluate_pruning(vectors_dataset.take(600, seed=0), "ground_truth", run_key="base",
+                         eval_key="held_eval", fractions=[0.5], seeds=1, progress=progress)
+    assert seen and all(live and mine for live, mine in seen)
+    assert leases.current(vectors_dataset, "held_eval") is None  # released at the end
+    fop.delete_run(vectors_dataset, "held_eval")
