@@ -79,13 +79,15 @@ def register(samples, run_key: str, kind: str, params: dict, results: dict,
         results: JSON-serialisable values stored as the run's results
         overwrite (False): replace a run of the same kind under ``run_key`` (what it
             created is not cleaned up: the caller has replaced it)
-        state ("complete"): the recorded state
+        state ("complete"): the recorded state; a complete run also records its
+            ``check`` (what its fields hold: see :func:`set_state`; ``params`` may
+            carry it)
     """
     with leases.hold(samples, run_key) as lease:
         lease.check()
         config = CONFIGS[kind](state=state, version=uuid.uuid4().hex, versions=versions(),
                                **params)
-        if state == COMPLETE:
+        if state == COMPLETE and params.get("check") is None:  # a writer may pass it
             config.check = run_for(config).check_value(samples._dataset)
         samples.register_run(run_key, config,
                              results=fors.RunResults(samples, config, run_key, **results),
@@ -94,13 +96,15 @@ def register(samples, run_key: str, kind: str, params: dict, results: dict,
 
 def set_state(samples, run_key: str, state: str, **updates) -> None:
     """Changes the recorded ``state`` (and other config values) of a run; on
-    ``"complete"`` also records what its fields hold (:attr:`check`)."""
+    ``"complete"`` also records what its fields hold (``check``: one aggregation over
+    the dataset, unless the writer passes ``check=`` itself, e.g. a scoring writer's
+    ``{"count": n, "sum": s}`` of the distances it wrote)."""
     dataset = samples._dataset
     config = dataset.get_run_info(run_key).config
     config.state = state
     for name, value in updates.items():
         setattr(config, name, value)
-    if state == COMPLETE:
+    if state == COMPLETE and updates.get("check") is None:
         config.check = run_for(config).check_value(dataset)
     dataset.update_run_config(run_key, config)
 
