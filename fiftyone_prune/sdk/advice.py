@@ -9,6 +9,7 @@ that imports go one way: :mod:`~fiftyone_prune.sdk.selection` imports this modul
 
 from __future__ import annotations
 
+from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import runs, validation
 
 #: ``recommend_strategy`` answers from an evaluated kept fraction at most this far from
@@ -170,3 +171,81 @@ def quick_evaluation_offer(samples, run_key: str, keep_fraction: float,
     message = (f"Labels found ({label_field!r}): a quick evaluation at {fraction:.0%} kept "
                f"(about {seconds:.0f} s) would tell whether a strategy beats random here")
     return {"seconds": seconds, "kwargs": kwargs, "message": message}
+
+
+#: A selection matches an evaluated kept fraction within this distance (a count ``keep``
+#: is compared as the fraction of the scored samples it kept).
+WORTH_FRACTION_TOLERANCE = 0.005
+
+
+def worth_of_selection(samples, selection_key: str) -> dict | None:
+    """What selection ``selection_key`` is worth in random samples, from the stored
+    evaluation that evaluated that very selection: the same scoring run at the same
+    version, the same strategy (as chosen), balance (and balance ratio, class-balance
+    field), dedup threshold, and kept fraction (within
+    :data:`WORTH_FRACTION_TOLERANCE`). The newest such evaluation with a scaling view is
+    used. Nothing is computed.
+
+    Args:
+        samples: the dataset or view the runs are registered on
+        selection_key: a selection run's key (``<name>_selection``)
+
+    Returns:
+        None when no evaluation matches; else the evaluation's worth row
+        (``strategy``, ``fraction``, ``kept``, ``random_equivalent``,
+        ``equivalent_low``, ``equivalent_high``, ``ratio``, ``ratio_low``,
+        ``ratio_high``, ``status``, ``reason``; the ratio None with the reason when the
+        evaluation gave no number) plus ``eval_key`` and ``selection_fraction``. A random
+        selection without dedup is the reference itself: ``ratio`` None, ``status``
+        ``"reference"``, and the reason says so
+
+    Raises:
+        ParameterError: ``selection_key`` is not a selection run of this package
+
+    Example::
+
+        import fiftyone_prune as fop
+        from fiftyone_prune.sdk.advice import worth_of_selection
+
+        worth = worth_of_selection(dataset, "prototypes_selection")
+        print(worth and (worth["ratio"], worth["ratio_low"], worth["ratio_high"], worth["reason"]))
+    """
+    info = runs.get_run_info(samples, selection_key)
+    sel = info.config
+    if getattr(sel, "kind", None) != "selection":
+        raise ParameterError(f"{selection_key!r} is a {getattr(sel, 'kind', 'other')} run, "
+                             f"not a selection; pass a selection's run key such as "
+                             f"'<name>_selection'", "selection_key")
+    strategy = getattr(sel, "chosen_strategy", None) or sel.strategy
+    dedup_eps = getattr(sel, "dedup_eps", None)
+    keep = sel.keep
+    scored = (getattr(sel, "num_kept", 0) or 0) + (getattr(sel, "num_pruned", 0) or 0)
+    fraction = (float(keep) if isinstance(keep, float)
+                else (getattr(sel, "budget", None) or keep) / max(1, scored))
+    base = dict(selection_fraction=fraction)
+    if strategy == "random" and dedup_eps is None:
+        return dict(base, strategy="random", eval_key=None, ratio=None, ratio_low=None,
+                    ratio_high=None, random_equivalent=None, status="reference",
+                    reason="a random selection is the reference the worth ratio is "
+                           "measured against (1x by definition)")
+    label = f"{strategy}+dedup" if dedup_eps is not None else strategy
+    found = []
+    for key in runs.list_runs(samples, "evaluation"):
+        einfo = runs.get_run_info(samples, key)
+        ev = einfo.config
+        if (getattr(ev, "run_key", None) != sel.run_key
+                or getattr(ev, "scoring_timestamp", None) != getattr(sel, "scoring_version", None)
+                or getattr(ev, "balance", None) != sel.balance
+                or getattr(ev, "balance_ratio", None) != sel.balance_ratio
+                or getattr(ev, "dedup_eps", None) != dedup_eps
+                or (sel.balance == "class" and ev.label_field != sel.label_field)
+                or not getattr(ev, "scaling", False)):
+            continue
+        for row in runs.load_run_results(samples, key).worth or []:
+            if (row["strategy"] == label
+                    and abs(row["fraction"] - fraction) <= WORTH_FRACTION_TOLERANCE):
+                found.append((einfo.timestamp, key, row))
+    if not found:
+        return None
+    _, key, row = max(found, key=lambda f: f[0])
+    return dict(row, eval_key=key, **base)

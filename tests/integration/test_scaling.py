@@ -18,6 +18,7 @@ from fiftyone_prune.core import probe as core_probe
 from fiftyone_prune.core import scaling
 from fiftyone_prune.core.params import SelectionSpec
 from fiftyone_prune.core.significance import HeldoutBootstrap, unpack_correct
+from fiftyone_prune.sdk.advice import worth_of_selection
 from fiftyone_prune.sdk.demo import write_demo_images
 from fiftyone_prune.sdk.evaluation import BOOTSTRAP_SEED
 from tests.conftest import unique_name
@@ -120,6 +121,32 @@ def test_scaling_view_is_stored_and_answers_the_interface(mnist):
         needed["random"]["low"] <= needed["random"]["samples"] <= needed["random"]["high"])
     with pytest.raises(ValueError, match="target_accuracy"):
         loaded.samples_needed(1.2)
+
+
+def test_a_selection_finds_the_worth_its_evaluation_measured(mnist):
+    """What the export manifest records: the worth row of the evaluation that measured
+    this very selection (scoring run and version, strategy, balance, kept fraction)."""
+    dataset, result = mnist
+    fop.select_samples(dataset, "proto", keep=0.5, strategy="easy", name="easy_half")
+    fop.select_samples(dataset, "proto", keep=0.5, strategy="hard", name="hard_half")
+    fop.select_samples(dataset, "proto", keep=0.5, strategy="random", name="random_half")
+    fop.select_samples(dataset, "proto", keep=0.5, strategy="easy", balance="class",
+                       label_field="ground_truth", name="easy_class")
+    try:
+        worth = worth_of_selection(dataset, "easy_half_selection")
+        expected = next(w for w in result.worth if w["fraction"] == 0.5)
+        assert worth["eval_key"] == "scaled" and worth["selection_fraction"] == 0.5
+        assert {k: worth[k] for k in expected} == expected
+        # not evaluated: hard; another balance: no match; random is the reference
+        assert worth_of_selection(dataset, "hard_half_selection") is None
+        assert worth_of_selection(dataset, "easy_class_selection") is None
+        reference = worth_of_selection(dataset, "random_half_selection")
+        assert reference["status"] == "reference" and reference["ratio"] is None
+        with pytest.raises(ValueError, match="not a selection"):
+            worth_of_selection(dataset, "scaled")
+    finally:
+        for name in ("easy_half", "hard_half", "random_half", "easy_class"):
+            fop.delete_run(dataset, f"{name}_selection")
 
 
 def test_law_of_the_small_half_predicts_the_full_pool(mnist):
