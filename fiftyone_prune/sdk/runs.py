@@ -4,14 +4,18 @@ Each kind has its own run class (:mod:`fiftyone_prune.sdk.run_configs`), registe
 the view it ran on (``load_run_view`` gives it back). The config records every
 parameter, the names of what the run created and the versions of what computed it;
 FiftyOne adds its own version and a timestamp. FiftyOne's own ``delete_run`` and
-``rename_run`` then do what this module's do, minus the lease; runs load where this
-package is not importable (as FiftyOne's generic ``RunConfig``).
+``rename_run`` then do what this module's do, under the run's lease too (refused while
+another process writes the run); runs load where this package is not importable (as
+FiftyOne's generic ``RunConfig``).
 
-Every run also records a ``state`` (``"complete"``, or ``"in_progress"`` while a
-selection switches its tags) and a ``version`` (a fresh uuid per registration): a
-selection records the ``version`` of the scoring run it was made from, so a selection
-whose scores were recomputed since is recognised as stale (:func:`run_status`).
-Registering (and deleting) a run holds its lease (:mod:`fiftyone_prune.sdk.leases`).
+Every run also records a ``state`` (``"complete"``; ``"in_progress"`` while its output
+is switched in; ``"sharded"`` while shards compute it) and a ``version`` (a fresh uuid
+per registration): a selection records the ``version`` of the scoring run it was made
+from, so a selection whose scores were recomputed since is recognised as stale
+(:func:`run_status`); a complete scoring run records what its fields hold (``check``),
+so values it did not write (merged in from another dataset) are recognised too.
+Writers go through :mod:`fiftyone_prune.sdk.writer`, which holds the run's lease
+(:mod:`fiftyone_prune.sdk.leases`) and fences every write.
 """
 
 from __future__ import annotations
