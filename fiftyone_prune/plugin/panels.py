@@ -7,6 +7,7 @@ the panel only lays it out and wires buttons to views and operators.
 from __future__ import annotations
 
 import contextlib
+import json
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -72,10 +73,10 @@ class PruningPanel(foo.Panel):
 
     # --- events -----------------------------------------------------------------------
     def on_load(self, ctx):
-        self._refresh(ctx)
+        self._refresh(ctx, force=True)
 
     def on_change_dataset(self, ctx):
-        self._refresh(ctx)
+        self._refresh(ctx, force=True)
 
     def on_change_view(self, ctx):
         # the panel works on what the grid shows, like the rest of the App
@@ -134,9 +135,17 @@ class PruningPanel(foo.Panel):
     def _runs(self, ctx):
         return common.runs_newest_first(ctx.dataset, "prototypes")
 
-    def _refresh(self, ctx):
+    def _refresh(self, ctx, force=False):
+        # while it mounts the panel, the App sends every control's value and the view
+        # again (17 events for one opening, measured), and every refresh costs a
+        # histogram here and a redraw of every plot in the App: recompute only when
+        # something the panel shows depends on has changed
+        inputs = _inputs(ctx)
+        if not force and inputs == ctx.panel.state.inputs:
+            return
         with _one_patch(ctx):
             self._recompute(ctx)
+            ctx.panel.state.inputs = _inputs(ctx)  # the run picked by default included
 
     def _recompute(self, ctx):
         from fiftyone_prune.sdk.evaluation import load_evaluation
@@ -360,6 +369,25 @@ _NOWRAP_BUTTON = {**_FIT, "button": {"sx": {"whiteSpace": "nowrap"}}}
 
 
 PANELS = [PruningPanel]
+
+
+def _inputs(ctx) -> str:
+    """What the panel's plots and summary depend on: the App's view, the controls'
+    values as the panel reads them, and the runs (a new or re-computed run has a new
+    timestamp)."""
+    s = ctx.panel.state
+    view = [ctx.request_params.get(k) for k in ("view_name", "view", "filters", "extended")]
+    runs = sorted((k, _timestamp(ctx.dataset, k)) for k in ctx.dataset.list_runs())
+    controls = [s.run_key, str(s.keep or 0.8), s.strategy or "auto", s.balance or "cluster",
+                s.group if s.group not in (None, "", "all") else None]
+    return json.dumps([view, controls, runs], default=str)
+
+
+def _timestamp(dataset, run_key):
+    try:
+        return str(dataset.get_run_info(run_key).timestamp)
+    except Exception:  # another tool's run whose class does not load here
+        return None
 
 
 @contextlib.contextmanager
