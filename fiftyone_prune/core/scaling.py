@@ -588,6 +588,24 @@ def describe_worth(row: dict) -> str:
     return text
 
 
+#: A refusal in a few words, for narrow places (the App panel); ``reason`` has the rest.
+SHORT_REASONS = {
+    "no_curve": "no random curve", "below_plateau": "below random's plateau",
+    "unbounded": "at random's plateau", "beyond_fit": "beyond the fit", "noisy": "too noisy",
+}
+
+
+def describe_worth_short(row: dict) -> str:
+    """``"hard 40% (8,000): 1.30x (1.12-1.49), 10,400 random"`` or ``"hard 10% (1,600):
+    no ratio, too noisy"``."""
+    head = f"{row['strategy']} {row['fraction']:.0%} ({row['kept']:,})"
+    if row["ratio"] is None:
+        return f"{head}: no ratio, {SHORT_REASONS.get(row['status'], row['status'])}"
+    return (f"{head}: {row['ratio']:.2f}x ({row['ratio_low']:.2f}-{row['ratio_high']:.2f}), "
+            f"{row['random_equivalent']:,} random"
+            + (", extrapolated" if row["status"] == "extrapolated" else ""))
+
+
 def describe_fit(row: dict) -> str:
     """One line: the law, its intervals and quality, or why it gives no answers."""
     sizes = [p["kept"] for p in row["points"]]

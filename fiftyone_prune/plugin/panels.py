@@ -33,6 +33,8 @@ CURVE_STYLE = {
     "auto": ("#43A047", "solid", "star"),
 }
 ALL_DATA_COLOR = "#FBC02D"
+#: the selection matched on the random learning curve (scaling plot)
+WORTH_COLOR = "#43A047"
 
 #: what every plot of the panel shares: a legend above the plot, room for axis titles,
 #: transparent backgrounds (the App's theme shows through)
@@ -243,8 +245,77 @@ class PruningPanel(foo.Panel):
                            "line": {"color": ALL_DATA_COLOR, "dash": "dot", "width": 2}})
             ctx.panel.data.set("plots.curve", traces)
             ctx.panel.state.verdicts = "\n".join(f"- {v}" for v in ev.verdicts)
+            self._scaling(ctx, ev, plan["strategy"], keep)
         else:
             ctx.panel.state.verdicts = None
+            ctx.panel.state.worth = None
+
+    def _scaling(self, ctx, ev, strategy, keep):
+        """The scaling view next to the pruning curve: each curve's points and fitted
+        law on log-log axes, the panel's selection (strategy and kept fraction) matched
+        on the random curve, and every selection's worth in random samples."""
+        from fiftyone_prune.core.scaling import describe_worth_short
+        from fiftyone_prune.sdk.evaluation import scaling_plot_data
+
+        if not ev.scaling:  # evaluated with scaling=False, or before it existed
+            ctx.panel.state.worth = None
+            return
+        selection = None
+        try:
+            fraction = parse_keep(keep)
+        except ParameterError:
+            fraction = None
+        labels = {w["strategy"] for w in ev.worth}
+        label = next((lab for lab in (strategy, f"{strategy}+dedup") if lab in labels), None)
+        if label is not None and isinstance(fraction, float):
+            selection = (label, fraction)
+        data = scaling_plot_data(ev, selection)
+        traces = []
+        for curve in data["curves"]:
+            color, dash, symbol = CURVE_STYLE.get(curve["strategy"].split("+")[0],
+                                                  ("#F4511E", "solid", "circle"))
+            pts = curve["points"]
+            traces.append({
+                "type": "scatter", "mode": "markers", "name": curve["strategy"],
+                "legendgroup": curve["strategy"], "hovertext": curve["label"],
+                "marker": {"color": color, "symbol": symbol, "size": 7},
+                "x": [p["kept"] for p in pts], "y": [p["error"] for p in pts],
+                "error_y": {"type": "data", "symmetric": False,
+                            "array": [p["high"] - p["error"] for p in pts],
+                            "arrayminus": [p["error"] - p["low"] for p in pts]}})
+            if curve["line"] is not None:
+                traces.append({"type": "scatter", "mode": "lines", "showlegend": False,
+                               "name": f"{curve['strategy']} law",
+                               "legendgroup": curve["strategy"], "hovertext": curve["label"],
+                               "line": {"color": color, "dash": dash},
+                               "x": curve["line"]["n"], "y": curve["line"]["error"]})
+        eq = data["equivalence"]
+        if eq is not None and eq["ratio"] is not None:
+            # the selection's point, a line across to the random law at the same error,
+            # and the equivalent size's 95 % interval as a thick band on that line
+            y = eq["error"]
+            traces += [
+                {"type": "scatter", "mode": "lines", "showlegend": False,
+                 "name": "random law (extended)", "line": {"color": CURVE_STYLE["random"][0],
+                                                           "dash": "dot", "width": 1},
+                 "x": eq["random_line"]["n"], "y": eq["random_line"]["error"]},
+                {"type": "scatter", "mode": "lines", "showlegend": False,
+                 "name": "equivalent interval", "hoverinfo": "skip",
+                 "line": {"color": WORTH_COLOR, "width": 8}, "opacity": 0.35,
+                 "x": [eq["equivalent_low"], eq["equivalent_high"]], "y": [y, y]},
+                {"type": "scatter", "mode": "lines+markers",
+                 "name": f"worth {eq['ratio']:.2f}x",
+                 "hovertext": eq["label"],
+                 "line": {"color": WORTH_COLOR, "width": 2},
+                 "marker": {"color": WORTH_COLOR, "size": [13, 9],
+                            "symbol": ["star", "circle-open"]},
+                 "x": [eq["kept"], eq["random_equivalent"]], "y": [y, y]}]
+        ctx.panel.data.set("plots.scaling", traces)
+        lines = [f"- {describe_worth_short(w)}" for w in ev.worth]
+        chosen = f" ({eq['label']})" if eq is not None else ""
+        ctx.panel.state.worth = (
+            f"**Worth in random samples** (ratio with 95% interval){chosen}:\n"
+            + "\n".join(lines))
 
     def _show_sorted(self, ctx, reverse):
         from fiftyone_prune.sdk import runs
@@ -338,6 +409,14 @@ class PruningPanel(foo.Panel):
             plots.plot("curve", layout=_layout(
                 "pruning curve (held-out accuracy, 95% intervals)", "fraction kept",
                 "held-out accuracy"), config={"displayModeBar": False})
+        if s.verdicts and s.worth:
+            # right after the pruning curve: what the kept sets are worth in random
+            # samples; log-log, where a power law is a straight line
+            plots.plot("scaling", layout=_layout(
+                "worth: error vs training samples (log-log)", "training samples",
+                "held-out error", xaxis={"type": "log"}, yaxis={"type": "log"}),
+                config={"displayModeBar": False})
+            plots.md(s.worth, name="worth")
         if not s.error:
             plots.plot("histogram", layout=s.histogram_layout or {},
                        config={"displayModeBar": False})

@@ -870,6 +870,23 @@ def save_scaling_plot(result: EvaluationResult, path: str, selection=None,
                 label=f"{eq['strategy']} {eq['fraction']:.0%}: no ratio ({eq['status']})")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # plain numbers on the log axes (100, 200, 0.20, 0.30), not powers of ten
+    from matplotlib.ticker import FuncFormatter
+
+    def plain(digits):
+        def label(value, _):
+            mantissa = value / 10 ** np.floor(np.log10(value))
+            if round(mantissa, 6) not in (1, 2, 3, 5):
+                return ""
+            return f"{value:,.{digits(value)}f}"
+        return FuncFormatter(label)
+
+    x_plain = plain(lambda v: 0)
+    y_plain = plain(lambda v: max(0, int(-np.floor(np.log10(v)))))
+    ax.xaxis.set_major_formatter(x_plain)
+    ax.xaxis.set_minor_formatter(x_plain)
+    ax.yaxis.set_major_formatter(y_plain)
+    ax.yaxis.set_minor_formatter(y_plain)
     ax.set_xlabel("training samples n (log)")
     ax.set_ylabel(f"held-out error (log; 95 % CI, {result.num_test} held out)")
     ax.set_title(title or "learning curves: error(n) = a·n^-b + c", fontsize=10)

@@ -3,7 +3,7 @@
 import pytest
 
 import fiftyone_prune as fop
-from tests.integration.test_panel import run_event, scored  # noqa: F401 (fixture)
+from tests.integration.test_panel import plot_data, run_event, scored  # noqa: F401 (fixture)
 
 
 def test_panel_curve_has_interval_error_bars_and_honest_verdicts(scored):  # noqa: F811
@@ -26,7 +26,22 @@ def test_panel_curve_has_interval_error_bars_and_honest_verdicts(scored):  # noq
     from tests.integration.test_panel import render
 
     props = render(scored, out["state"]).type.properties
-    assert list(props["plots"].type.properties) == ["curve", "histogram", "groups"]
+    # the scaling view comes right after the pruning curve: its plot and the ratios
+    assert list(props["plots"].type.properties) == ["curve", "scaling", "worth",
+                                                    "histogram", "groups"]
+    scaling = plot_data(out, "scaling")
+    random = next(t for t in scaling if t["name"] == "random")
+    stored = result.scaling[0]["points"]
+    assert random["x"] == [p["kept"] for p in stored]
+    assert random["y"] == [pytest.approx(max(p["error"], 0.5 / result.num_test))
+                           for p in stored]
+    assert random["error_y"]["array"][0] > 0  # 95 % intervals as error bars
+    layout = props["plots"].type.properties["scaling"].view.layout
+    assert layout["xaxis"]["type"] == layout["yaxis"]["type"] == "log"
+    # every evaluated selection is listed, with its ratio or why it has none
+    worth = out["state"]["worth"]
+    assert worth.startswith("**Worth in random samples**")
+    assert worth.count("\n- hard 50%") == 1
     order = list(props)
     assert order.index("summary") < order.index("plots") < order.index("reason")
     assert out["state"]["reason"].startswith("Why **hard**")

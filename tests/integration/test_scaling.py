@@ -149,6 +149,26 @@ def test_a_selection_finds_the_worth_its_evaluation_measured(mnist):
             fop.delete_run(dataset, f"{name}_selection")
 
 
+def test_panel_draws_the_selection_it_shows_on_the_random_curve(mnist):
+    """The panel's strategy and kept fraction pick the point whose equivalence it draws
+    on the random curve (easy at 50 % here: measured worth less than random)."""
+    from tests.integration.test_panel import plot_data, run_event
+
+    dataset, result = mnist
+    row = next(w for w in result.worth if w["fraction"] == 0.5)
+    assert row["ratio"] is not None, row["reason"]
+    out = run_event(dataset, "on_load", state={"run_key": "proto", "keep": "0.5",
+                                               "strategy": "easy", "balance": "cluster"})
+    traces = {t["name"]: t for t in plot_data(out, "scaling")}
+    worth = traces[f"worth {row['ratio']:.2f}x"]
+    assert worth["x"] == [row["kept"], row["random_equivalent"]]
+    assert worth["y"] == [pytest.approx(row["error"])] * 2
+    band = traces["equivalent interval"]
+    assert band["x"] == [row["equivalent_low"], row["equivalent_high"]]
+    assert f"easy at 50% ({row['kept']:,} kept) is worth" in worth["hovertext"]
+    assert f"- easy 50% ({row['kept']:,}): {row['ratio']:.2f}x" in out["state"]["worth"]
+
+
 def test_law_of_the_small_half_predicts_the_full_pool(mnist):
     """The projection check: the random curve's sizes up to half the pool, refitted
     from their stored per-sample correctness, predict the full pool's held-out error
