@@ -64,7 +64,8 @@ def _leftover_tags(dataset, selection_names_: set[str]) -> list[str]:
     for name in selection_names_:
         names = selection_names(name)
         ours.update(names[f"{part}_tag"] for part in ("kept", "pruned", "unscored"))
-    staging = re.compile(r"^.+:(kept|pruned|unscored):staging$")
+    # a killed selection writer's: <tag>:staging:<token> (<tag>:staging before 0.1)
+    staging = re.compile(r"^.+:(kept|pruned|unscored):staging(:[0-9a-f]{8})?$")
     return sorted(t for t in dataset.distinct("tags") if t in ours or staging.match(t))
 
 

@@ -80,11 +80,14 @@ def test_purge_removes_what_fiftyones_own_delete_run_left_without_the_package(wr
     assert {"lite", "proto_distance", "proto_cluster"} <= set(dataset.get_field_schema())
     assert dataset.count_sample_tags()["thirty:kept"] == 30
     assert dataset.has_saved_view("thirty-kept")
+    # and the staging tag a killed selection writer leaves (named after its lease)
+    dataset.take(3, seed=1).tag_samples("other:kept:staging:0123abcd")
 
     planned = fop.purge(dataset, dry_run=True)
     assert planned["runs"] == [] and planned["saved_views"] == ["thirty-kept"]
     assert set(planned["fields"]) == {"lite", "proto_distance", "proto_cluster"}
-    assert set(planned["tags"]) == {"thirty:kept", "thirty:pruned"}
+    assert set(planned["tags"]) == {"thirty:kept", "thirty:pruned",
+                                    "other:kept:staging:0123abcd"}
     dataset.reload()
     assert dataset.has_field("lite")  # a dry run removes nothing
     fop.purge(dataset)
