@@ -50,7 +50,7 @@ def runs_dataset(digits_images, app_server):
                                       label_field="ground_truth")
         evaluate_pruning(dataset, "ground_truth", run_key="prototypes",
                          fractions=[0.3, 0.6, 0.9], strategies=["random", "easy", "hard"],
-                         seeds=1, balance="class")
+                         seeds=1, balance="class", scaling=False)  # its plot: test_scaling_app
         yield dataset
     finally:
         _delete(dataset)
