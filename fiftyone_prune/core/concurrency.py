@@ -7,6 +7,8 @@
   completion is accounted in submission order.
 - :class:`Heartbeat` calls a few functions periodically in one thread (a lease's
   renewal, a shard's progress beat), until stopped.
+- :class:`ReportingCall` runs a call in a worker thread while the caller drains its
+  progress reports (the App's progress bar for an immediate operator run).
 
 Why one module: reading vectors, inflating them, writing scores and writing embeddings
 each had its own thread, queue and error hand-off, and one of them left a MongoDB
