@@ -90,7 +90,7 @@ def app_server(e2e_dataset):
 
 @pytest.fixture(scope="session")
 def browser_context(app_server):
-    from playwright.sync_api import sync_playwright
+    from playwright.sync_api import expect, sync_playwright
 
     with sync_playwright() as p, tempfile.TemporaryDirectory(prefix="e2e-chromium-") as udd:
         # a fresh profile; Playwright takes --user-data-dir as this argument
@@ -106,16 +106,24 @@ def browser_context(app_server):
         # matches it, so requests to the App never wait on this (blocked) test thread.
         external = re.compile(rf"^https?://(?!127\.0\.0\.1:{app_server.port}/)")
         context.route(external, lambda route: route.abort())
+        # one ceiling for every wait on a condition, actions and assertions alike
+        # (assertions default to 5 s: less than the App takes to re-render after a
+        # server round trip on a loaded 2-core machine)
         context.set_default_timeout(30_000)
+        expect.set_options(timeout=30_000)
         yield context
         context.close()
 
 
 @pytest.fixture()
-def page(browser_context, request):
-    """A new tab; console errors are collected in ``page.console_errors``. On failure a
-    screenshot ``FAILED-<test>.png`` is written next to the others."""
+def page(browser_context, app_server, request):
+    """A new tab on the App server's initial state (no dataset, view or open panels:
+    nothing left by the previous test); console errors are collected in
+    ``page.console_errors``. On failure a screenshot ``FAILED-<test>.png`` is written
+    next to the others."""
+    app_server.reset_state()
     page = browser_context.new_page()
+    helpers.track_form_resolves(page)
     page.console_errors = []
     page.on("console", lambda m: page.console_errors.append(m.text)
             if m.type == "error" and "ERR_FAILED" not in m.text else None)

@@ -117,6 +117,16 @@ class AppServer:
         with urllib.request.urlopen(req, timeout=timeout) as r:
             return json.loads(r.read())
 
+    def reset_state(self):
+        """Back to the server's state at start: no dataset, view, selection or panels.
+        The server keeps the App's state (its spaces: which panels are open) for the
+        next tab, so without this a test inherits the panels and view the previous test
+        left on the same dataset (an open pruning panel then refreshes on every view
+        change the next test makes)."""
+        data = self.graphql('mutation { setDataset(subscription: "e2e-reset", '
+                            'session: null, name: null, viewName: null) }')
+        assert data.get("data", {}).get("setDataset") is True, data
+
     def wait_ready(self, dataset_name: str, timeout: float = 90.0):
         """Ready when /graphql answers a query that reads the database and sees the
         dataset (a bare /graphql answer can come before mongod is reachable)."""
@@ -196,15 +206,71 @@ def operator_browser(page):
 
 def open_operator(page, label: str, search: str = "Prune"):
     """Opens the operator browser, searches, and clicks the operator ``label``; returns
-    the form's Execute button once the form has resolved (Execute enabled)."""
+    the form's Execute button once the server has resolved the form (its dropdowns
+    hold their options: a dropdown opened before that has none to click)."""
     from playwright.sync_api import expect
 
     box = open_operator_browser(page)
     box.fill(search)
+    resolved = form_resolves(page)
     operator_browser(page).get_by_text(label, exact=True).click()
     execute = execute_button(page)
-    expect(execute).to_be_visible(timeout=30_000)
+    expect(execute).to_be_visible()
+    wait_form_resolved(page, resolved)
     return execute
+
+
+#: the request by which the App asks the server for an operator's form (its inputs)
+RESOLVE_URL = "/operators/resolve-type"
+
+
+def track_form_resolves(page):
+    """Counts the page's form resolutions sent and answered (``page.form_resolves``):
+    the App state a test waits on before it touches a form the server is re-making."""
+    page.form_resolves = {"sent": 0, "done": 0}
+
+    def count(key):
+        def on(request):
+            if RESOLVE_URL in request.url:
+                page.form_resolves[key] += 1
+        return on
+
+    page.on("request", count("sent"))
+    page.on("requestfinished", count("done"))
+    page.on("requestfailed", count("done"))
+
+
+def form_resolves(page) -> int:
+    """How many form resolutions the page has had answered so far."""
+    return page.form_resolves["done"]
+
+
+def wait_form_resolved(page, since: int, timeout: float = 30.0):
+    """Waits until a form resolution answered after ``since`` (a
+    :func:`form_resolves` count) and none in flight: the form shows the server's
+    latest version of it."""
+    counts = page.form_resolves
+    wait_until(lambda: counts["done"] > since and counts["sent"] == counts["done"],
+               timeout, interval=0.05, what="the App to resolve the operator's form",
+               page=page)
+    # the answer is rendered in the next frames
+    page.evaluate("() => new Promise(r => requestAnimationFrame(() => "
+                  "requestAnimationFrame(r)))")
+
+
+def choose(page, label: str, option: str):
+    """Picks ``option`` in the form's dropdown ``label`` and waits for the form the
+    server resolves with it (nothing to wait for when it was picked already)."""
+    from playwright.sync_api import expect
+
+    select = form_select(page, label)
+    if select.inner_text().strip() == option:
+        return
+    resolved = form_resolves(page)
+    select.click()
+    page.get_by_role("option", name=option, exact=True).click()
+    expect(select).to_have_text(option)
+    wait_form_resolved(page, resolved)
 
 
 def execute_button(page):

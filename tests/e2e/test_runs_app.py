@@ -56,6 +56,17 @@ def runs_dataset(digits_images, app_server):
         _delete(dataset)
 
 
+@pytest.fixture()
+def runs_dataset_copy(runs_dataset):
+    """A copy of ``runs_dataset`` with its runs, for a test that renames and deletes
+    them (the module's dataset stays as the other tests expect it, in any order)."""
+    copy = runs_dataset.clone(f"{runs_dataset.name}-copy", persistent=True)
+    try:
+        yield copy
+    finally:
+        _delete(copy)
+
+
 def _texts(plot, selector):
     # SVG text has no innerText
     return [t.strip() for t in plot.locator(selector).evaluate_all(
@@ -200,11 +211,13 @@ def _dialog(page):
 
 
 @pytest.mark.slow  # over 20 s on 2 cores (--durations in CI)
-def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_dataset, shoot):
+def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_dataset_copy,
+                                                   shoot):
     from playwright.sync_api import expect
 
     from fiftyone_prune.sdk import runs
 
+    runs_dataset = runs_dataset_copy
     n = len(runs_dataset)
     kept = runs_dataset.count_sample_tags()["prototypes:kept"]
     helpers.open_dataset(page, app_server.url, runs_dataset.name, n)
@@ -213,8 +226,7 @@ def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_datas
     helpers.open_operator(page, "Prune: run info")
     dialog = _dialog(page)
     expect(dialog.get_by_text("Status").first).to_be_visible(timeout=30_000)
-    helpers.form_select(page, "Run").click()
-    page.get_by_role("option", name="prototypes_selection (selection)").click()
+    helpers.choose(page, "Run", "prototypes_selection (selection)")
     expect(dialog.get_by_text("prototypes-kept").first).to_be_visible(timeout=30_000)
     expect(dialog.get_by_text("prototypes:kept").first).to_be_visible()
     shoot(page, "form_run_info")
@@ -222,8 +234,7 @@ def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_datas
 
     # load: the selection's kept samples, by its saved view
     execute = helpers.open_operator(page, "Prune: load a run's samples")
-    helpers.form_select(page, "Run").click()
-    page.get_by_role("option", name="prototypes_selection (selection)").click()
+    helpers.choose(page, "Run", "prototypes_selection (selection)")
     expect(helpers.form_select(page, "Show")).to_have_text(
         "its kept samples (the saved view)", timeout=30_000)
     shoot(page, "form_load_run_view")
@@ -236,8 +247,7 @@ def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_datas
 
     # rename the scoring run: its selection and evaluation follow it
     execute = helpers.open_operator(page, "Prune: rename a run")
-    helpers.form_select(page, "Run").click()
-    page.get_by_role("option", name="prototypes (prototypes)").click()
+    helpers.choose(page, "Run", "prototypes (prototypes)")
     new = helpers.form_input(page, "New run key")
     helpers.fill_and_resolve(page, new, "prototypes_selection")
     expect(dialog.get_by_text("already used")).to_be_visible()
@@ -253,8 +263,7 @@ def test_run_info_load_rename_and_delete_from_forms(page, app_server, runs_datas
 
     # delete the selection: Execute waits for the tick; then tags and saved view go
     execute = helpers.open_operator(page, "Prune: delete a run")
-    helpers.form_select(page, "Run").click()
-    page.get_by_role("option", name="prototypes_selection (selection)").click()
+    helpers.choose(page, "Run", "prototypes_selection (selection)")
     expect(dialog.get_by_text("Samples are never deleted")).to_be_visible(timeout=30_000)
     expect(execute).to_be_disabled()
     shoot(page, "form_delete_run")
