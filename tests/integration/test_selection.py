@@ -1,6 +1,7 @@
 """select_samples / deduplicate / export on real FiftyOne datasets: invariants for every
 strategy (property-based), bad input, and the export round trip."""
 
+import csv
 import json
 import math
 import os
@@ -265,11 +266,19 @@ def test_export_round_trip_classification_tree(scored, tmp_path):
         got = sorted((os.path.basename(p), l) for p, l in
                      zip(*back.values(["filepath", "ground_truth.label"])))
         assert got == expected
+        # the export is now that dataset's media, which a re-export must never touch
+        with pytest.raises(ValueError, match=f"of dataset '{back.name}'"):
+            fop.export_kept_samples(view, str(out), dataset_type="media", overwrite=True)
+        fo.delete_dataset(back.name)
         manifest = json.load(open(report["manifest"]))
         assert manifest["selection"]["chosen_strategy"] == "ccs"
         assert manifest["scoring"]["num_clusters"] == [6]
-        rows = open(report["manifest_csv"]).read().splitlines()
-        assert len(rows) == 41 and rows[0].startswith("id,filepath,proto_distance")
+        with open(report["manifest_csv"], newline="") as f:
+            rows = list(csv.DictReader(f))
+        assert len(rows) == 40
+        assert {"id", "export_path", "filepath", "ground_truth", "proto_distance",
+                "proto_cluster"} <= set(rows[0])
+        assert sorted(r["id"] for r in rows) == sorted(view.values("id"))
         # a non-empty directory is refused, nothing touched
         before = sorted(os.listdir(out))
         with pytest.raises(ValueError, match="not empty"):
@@ -279,7 +288,8 @@ def test_export_round_trip_classification_tree(scored, tmp_path):
         fop.export_kept_samples(view.limit(3), str(out), dataset_type="media", overwrite=True)
         assert len([f for f in os.listdir(out) if f.endswith(".png")]) == 3
     finally:
-        fo.delete_dataset(back.name)
+        if fo.dataset_exists(back.name):
+            fo.delete_dataset(back.name)
 
 
 def test_export_round_trip_fiftyone_format_keeps_scores(scored, tmp_path):
