@@ -631,7 +631,7 @@ def _plan_shards(samples, run_key, *, list_path, torch_device, num_shards, deleg
         # declared once here rather than by M workers at the same time
         _declare_vector_field(samples._dataset, setup.path, {"fiftyone_prune": setup.settings})
         del setup  # each shard loads its own model
-        params = {k: v for k, v in args.items() if k not in ("skip_existing", "patches_field")}
+        params = {k: v for k, v in args.items() if k != "skip_existing"}  # always True
         params["device"] = device
         plan = shard_plans.plan_or_resume(samples, embeddings_field, "embeddings",
                                           num_shards, params)
@@ -663,7 +663,6 @@ class _EmbeddingShards(shard_plans.ShardSteps):
         field = plan["params"]["embeddings_field"]
         run_key = run_configs.embeddings_run_key(field)
         combined = self.result(dataset, plan, [s.get("result") or {} for s in plan["shards"]])
-        combined.num_skipped_existing = 0
         settings = (dataset.get_field(field).info or {}).get("fiftyone_prune")
         try:
             with writer.run_writer(shard_plans.plan_view(dataset, plan), run_key,

@@ -212,7 +212,8 @@ def queue_shard(dataset, key, index) -> str:
     worker (any number, on any machine sharing the database)."""
     import fiftyone.operators as foo
 
-    storage.update_shard(plan_id(dataset, key), index, {"state": QUEUED, "error": None},
+    storage.update_shard(plan_id(dataset, key), index,
+                         {"state": QUEUED, "error": None, "operation": None},
                          stamp=("queued_at",))
     result = foo.execute_operator(SHARD_OPERATOR, {"dataset": dataset.name},
                                   params={"dataset": dataset.name, "key": key,
@@ -222,7 +223,37 @@ def queue_shard(dataset, key, index) -> str:
     if not getattr(result, "delegated", False):
         raise RuntimeError(f"Shard {index} of {key!r} ran immediately instead of being "
                            f"queued; set FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true")
-    return str(result.result["id"]) if isinstance(result.result, dict) else str(result.result)
+    op_id = str(result.result["id"]) if isinstance(result.result, dict) else str(result.result)
+    # the operation that should run the shard: a worker killed after claiming it (the
+    # operation no longer queued) before the shard started leaves the shard queued
+    storage.update_shard(plan_id(dataset, key), index, {"operation": op_id},
+                         only_if_state=(QUEUED,))
+    return op_id
+
+
+def _claimed_and_abandoned(dataset, key, shard) -> bool:
+    """A ``queued`` shard whose delegated operation a worker claimed (or that ended, or
+    was deleted) without the shard ever starting: the worker died in between. A claim
+    younger than the lease time may still be starting (loading the plan, taking the
+    shard's lease)."""
+    op_id = shard.get("operation")
+    if not op_id or leases.current(dataset, shard_lease_key(key, shard["index"])):
+        return False
+    from bson.errors import InvalidId
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionRunState
+
+    try:
+        op = DelegatedOperationService().get(ObjectId(op_id))
+    except (ValueError, InvalidId):  # deleted: nothing will run the shard
+        return True
+    if op.run_state in (ExecutionRunState.QUEUED, ExecutionRunState.SCHEDULED):
+        return False
+    if op.run_state in (ExecutionRunState.RUNNING, ExecutionRunState.PROCESSING):
+        started = op.started_at or op.updated_at
+        return (started is not None and (storage.server_time() - started).total_seconds()
+                > leases.lease_seconds())
+    return True  # completed or failed without the shard starting
 
 
 class _ProgressBeat:
@@ -232,20 +263,19 @@ class _ProgressBeat:
 
     The count is queried (a scan of the shard's documents) at the start and the end,
     and on every timed beat of a pipeline whose per-sample cost dwarfs the scan; one
-    about as fast per sample as the scan itself (``steps.counts_writes``) adds what it
-    wrote instead."""
+    about as fast per sample as the scan itself (``steps.counts_writes``) reports each
+    written batch instead (:meth:`wrote`), which is added and stamped at once."""
 
     def __init__(self, dataset, plan, index, steps):
         import threading
 
         self.dataset, self.plan, self.index, self.steps = dataset, plan, index, steps
         self.last = None
-        self.written = 0
         self._lock = threading.Lock()
 
     def wrote(self, count):
         with self._lock:
-            self.written += count
+            self._stamp((self.last or 0) + count)
 
     def __call__(self, query=False):
         with self._lock:
@@ -253,12 +283,14 @@ class _ProgressBeat:
                 done = self.steps.count_done(shard_view(self.dataset, self.plan, self.index),
                                              self.plan)
             else:
-                done = self.last + self.written
-            self.written = 0
-            stamp = ("heartbeat_at", "progress_at") if done != self.last else ("heartbeat_at",)
-            self.last = done
-            storage.update_shard(self.plan["_id"], self.index, {"samples_done": done},
-                                 stamp=stamp, plan_token=self.plan.get("token"))
+                done = self.last
+            self._stamp(done)
+
+    def _stamp(self, done):
+        stamp = ("heartbeat_at", "progress_at") if done != self.last else ("heartbeat_at",)
+        self.last = done
+        storage.update_shard(self.plan["_id"], self.index, {"samples_done": done},
+                             stamp=stamp, plan_token=self.plan.get("token"))
 
 
 def run_one_shard(dataset, key: str, index: int, steps: ShardSteps) -> dict:
@@ -272,8 +304,9 @@ def run_one_shard(dataset, key: str, index: int, steps: ShardSteps) -> dict:
     with leases.hold(dataset, shard_lease_key(key, index)) as lease:
         plan = load_plan(dataset, key)
         shard = plan["shards"][index]
+        token = plan.get("token")
+        out = shard.get("result") or {}
         if shard["state"] != DONE:
-            token = plan.get("token")
             fence = storage.Fence.of(lease).and_plan(plan["_id"], token)
             storage.update_shard(plan["_id"], index,
                                  {"state": RUNNING, "owner": lease.owner, "error": None},
@@ -302,9 +335,9 @@ def run_one_shard(dataset, key: str, index: int, steps: ShardSteps) -> dict:
                     f"its results were fenced out (see fop.shard_status for the current "
                     f"run)")
     plan = load_plan(dataset, key)
-    if is_complete(plan):
+    if plan.get("token") == token and is_complete(plan):
         steps.finish(dataset, plan)
-    return plan["shards"][index].get("result") or {}
+    return out
 
 
 def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
@@ -313,7 +346,9 @@ def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
     "owner", "samples_done", "samples_total", "error"}]}``. A ``running`` shard is
     reported ``stale`` when its worker's lease has expired (the worker died) or its
     count has not moved for ``stale_after`` seconds (default
-    :data:`DEFAULT_STALE_SECONDS`).
+    :data:`DEFAULT_STALE_SECONDS`); a ``queued`` one when the delegated operation queued
+    for it was claimed by a worker more than the lease time ago (or ended, or was
+    deleted) and the shard never started: the worker died right after claiming it.
 
     Args:
         dataset: the dataset (or its name) the sharded run was planned on
@@ -352,6 +387,8 @@ def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
             if live is None or (since is not None
                                 and (now - since).total_seconds() > stale_after):
                 state = STALE
+        elif state == QUEUED and _claimed_and_abandoned(dataset, key, s):
+            state = STALE
         counts[state] = counts.get(state, 0) + 1
         size = shard_size(plan, s["index"])
         done = size if s["state"] == DONE else s.get("samples_done", 0)

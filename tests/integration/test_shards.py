@@ -469,3 +469,36 @@ def test_overwriting_a_running_sharded_run_fences_out_its_shards(vectors, one_wo
     assert len(ids) == 300 and set(c.tolist()) == {0, 1, 2}
     for op_id in queued["queued_operations"]:
         service.delete_operation(op_id)
+
+
+def test_a_shard_claimed_by_a_worker_that_died_before_starting_it_is_requeued(
+        vectors, monkeypatch):
+    """A worker killed right after claiming a shard's delegated operation (FiftyOne's
+    launcher marks it running with ``set_running``, then the process is gone) leaves the
+    shard queued with no lease: once the claim is older than the lease time the shard is
+    reported stale, and requeue runs it."""
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone_prune.sdk import runs
+
+    monkeypatch.setenv("FIFTYONE_PRUNE_LEASE_SECONDS", "1")
+    queued = fop.compute_prototype_scores(vectors, "emb", run_key="c", num_clusters=3,
+                                          num_shards=2, delegate=True)
+    service = DelegatedOperationService()
+    claimed = queued["queued_operations"][0]
+    assert service.set_running(ObjectId(claimed), required_state="queued") is not None
+    plan = storage.get_shard_plan(shards.plan_id(vectors, "c"))
+    (index,) = [s["index"] for s in plan["shards"] if s.get("operation") == claimed]
+
+    def claimed_one_stale():
+        states = [s["state"] for s in shards.shard_status(vectors, "c")["shards"]]
+        return states if states[index] == "stale" else None
+
+    states = wait_for(claimed_one_stale, 30, "the abandoned claim to show stale")
+    assert states[1 - index] == "queued"  # its operation is still waiting for a worker
+    assert shards.requeue_stale_shards(vectors, "c", delegate=False) == [index]
+    status = shards.shard_status(vectors, "c")
+    assert status["shards"][index]["state"] == "done"
+    assert runs.run_status(vectors, "c") != "complete"  # the other shard is still queued
+    for op_id in queued["queued_operations"]:
+        service.delete_operation(ObjectId(op_id))
