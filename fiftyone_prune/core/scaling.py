@@ -340,8 +340,8 @@ def fit_curve(strategy: str, points, bootstrap: significance.HeldoutBootstrap, r
     m = len(sizes)
     if m < MIN_SIZES:
         return _refused(row, "too_few_sizes",
-                        f"{m} sizes measured; a fit of 3 parameters needs at least "
-                        f"{MIN_SIZES} (evaluate more kept fractions)")
+                        f"{m} sizes measured; a law of 3 parameters needs at least "
+                        f"{MIN_SIZES}")
     # weights: 1 / sd^2, with a floor of half a held-out sample's worth of error (a
     # point where every fit got every held-out sample right has a zero-width interval)
     floor = 0.5 / bootstrap.num_heldout
@@ -610,8 +610,9 @@ def describe_fit(row: dict) -> str:
     """One line: the law, its intervals and quality, or why it gives no answers."""
     sizes = [p["kept"] for p in row["points"]]
     where = f"{len(sizes)} sizes, {min(sizes):,} to {max(sizes):,}"
-    if row.get("a") is None:
-        return f"{row['strategy']}: no law fitted ({where}): {row['reason']}"
+    if row.get("a") is None or row["status"] in ("flat", "not_monotone"):
+        # a law fitted to a flat or rising curve describes nothing: not shown
+        return f"{row['strategy']}: no law ({where}): {row['reason']}"
     law_text = (f"error(n) = {row['a']:.3g} * n^(-{row['b']:.3f})"
                 + (f" + {row['c']:.4f}" if row["form"] == "plateau" else ""))
     text = (f"{row['strategy']}: {law_text} ({where}; b 95 % CI {row['b_low']:.3f} to "

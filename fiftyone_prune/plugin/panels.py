@@ -311,6 +311,15 @@ class PruningPanel(foo.Panel):
                             "symbol": ["star", "circle-open"]},
                  "x": [eq["kept"], eq["random_equivalent"]], "y": [y, y]}]
         ctx.panel.data.set("plots.scaling", traces)
+        xs = [x for t in traces for x in t["x"]]
+        ys = [y for t in traces for y in t["y"]]
+        # log axes labelled 1-2-5 in plain numbers (plotly's own labels every digit of
+        # every decade, unreadable in the ~350 px the panel has beside the grid)
+        ctx.panel.state.scaling_layout = _layout(
+            "worth: error vs training samples (log-log)", "training samples",
+            "held-out error",
+            xaxis={"type": "log", **_log_ticks(min(xs), max(xs), lambda v: f"{v:,.0f}")},
+            yaxis={"type": "log", **_log_ticks(min(ys), max(ys), lambda v: f"{v:g}")})
         lines = [f"- {describe_worth_short(w)}" for w in ev.worth]
         chosen = f" ({eq['label']})" if eq is not None else ""
         ctx.panel.state.worth = (
@@ -412,10 +421,8 @@ class PruningPanel(foo.Panel):
         if s.verdicts and s.worth:
             # right after the pruning curve: what the kept sets are worth in random
             # samples; log-log, where a power law is a straight line
-            plots.plot("scaling", layout=_layout(
-                "worth: error vs training samples (log-log)", "training samples",
-                "held-out error", xaxis={"type": "log"}, yaxis={"type": "log"}),
-                config={"displayModeBar": False})
+            plots.plot("scaling", layout=s.scaling_layout or {},
+                       config={"displayModeBar": False})
             plots.md(s.worth, name="worth")
         if not s.error:
             plots.plot("histogram", layout=s.histogram_layout or {},
@@ -427,6 +434,20 @@ class PruningPanel(foo.Panel):
             panel.md(s.verdicts, name="verdicts")
         return types.Property(panel, view=types.GridView(orientation="vertical", gap=2,
                                                           padding=2))
+
+
+def _log_ticks(low, high, text):
+    """Tick values 1, 2, 5 x 10^k from ``low`` to ``high`` (positive), and their labels;
+    with fewer than three in range, 1-2-3-5 steps."""
+    import math
+
+    for mantissas in ((1, 2, 5), (1, 2, 3, 5, 7)):
+        values = [round(m * 10 ** k, 10) for k in range(math.floor(math.log10(low)) - 1,
+                                             math.ceil(math.log10(high)) + 1)
+                  for m in mantissas if low / 1.15 <= m * 10 ** k <= high * 1.15]
+        if len(values) >= 3:
+            break
+    return {"tickvals": values, "ticktext": [text(v) for v in values]}
 
 
 def _show_error(ctx, error):

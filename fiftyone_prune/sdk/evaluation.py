@@ -579,6 +579,11 @@ def _scaling_view(bootstrap, points, curve, correct, full_keys, pool, seeds, ded
 
     random_fit = core_scaling.fit_curve(
         "random", [(kept, fits(keys)) for kept, keys in curve] + [(pool, full)], bootstrap, rng)
+    if random_fit["status"] == "too_few_sizes":
+        random_fit["reason"] += (
+            f" (a learning curve starts at {core_scaling.MIN_PER_CLASS} samples per class "
+            f"or {core_scaling.MIN_FRACTION:.0%} of the training pool, whichever is more: "
+            f"{pool} training samples leave too few sizes; label more samples)")
     if seeds < 2 and random_fit["status"] == "ok":
         random_fit.update(status="one_seed", reason=(
             "one seed: the noise of random subsets is unmeasured, so no size is matched "
@@ -594,7 +599,10 @@ def _scaling_view(bootstrap, points, curve, correct, full_keys, pool, seeds, ded
         curve_points = [(kept, fits(keys)) for _, kept, keys in mine]
         if not deduplicated and all(kept != pool for _, kept, _ in mine):
             curve_points.append((pool, full))
-        rows.append(core_scaling.fit_curve(label, curve_points, bootstrap, rng))
+        fit = core_scaling.fit_curve(label, curve_points, bootstrap, rng)
+        if fit["status"] == "too_few_sizes":
+            fit["reason"] += " (evaluate more kept fractions)"
+        rows.append(fit)
         worth += [core_scaling.selection_worth(random_fit, label, fraction, kept, fits(keys),
                                                bootstrap, rng)
                   for fraction, kept, keys in mine]
@@ -618,6 +626,9 @@ def scaling_verdicts(scaling_rows, worth) -> list:
             f"Worth in random samples: {len(given)} of {len(worth)} selections get a ratio "
             f"({more} worth more than random data of their size, {less} less, the rest "
             f"within the noise); the highest: {core_scaling.describe_worth(best)}.")
+    elif worth and all(w["status"] == "no_curve" for w in worth):
+        out.append("Worth in random samples: no selection gets a ratio, as the random "
+                   "learning curve gives none (above).")
     elif worth:
         statuses = [w["status"] for w in worth]
         common = max(dict.fromkeys(statuses), key=statuses.count)

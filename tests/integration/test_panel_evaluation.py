@@ -36,8 +36,12 @@ def test_panel_curve_has_interval_error_bars_and_honest_verdicts(scored):  # noq
     assert random["y"] == [pytest.approx(max(p["error"], 0.5 / result.num_test))
                            for p in stored]
     assert random["error_y"]["array"][0] > 0  # 95 % intervals as error bars
-    layout = props["plots"].type.properties["scaling"].view.layout
+    layout = out["state"]["scaling_layout"]
     assert layout["xaxis"]["type"] == layout["yaxis"]["type"] == "log"
+    assert layout["xaxis"]["title"]["text"] == "training samples"
+    # plain 1-2-5 (or 1-2-3-5-7) tick labels within the plotted range
+    ticks = layout["xaxis"]["tickvals"]
+    assert len(ticks) >= 3 and all(str(t)[0] in "12357" for t in ticks)
     # every evaluated selection is listed, with its ratio or why it has none
     worth = out["state"]["worth"]
     assert worth.startswith("**Worth in random samples**")

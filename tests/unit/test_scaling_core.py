@@ -81,6 +81,7 @@ def test_flat_curve_gives_no_ratio_and_says_why():
     flat = [(n, _correct(0.2, 3, 2000, rng)) for n in SIZES]
     fit = scaling.fit_curve("random", flat, boot, rng)
     assert fit["status"] == "flat" and fit["reason"].startswith("flat:")
+    assert scaling.describe_fit(fit).startswith("random: no law (7 sizes")  # no law shown
     row = scaling.selection_worth(fit, "hard", 0.2, 400, _correct(0.1, 1, 2000, rng), boot, rng)
     assert row["ratio"] is None and row["random_equivalent"] is None
     assert row["status"] == "no_curve" and "flat" in row["reason"]
@@ -113,7 +114,7 @@ def test_too_few_sizes_fit_nothing():
     fit = _fit(_curve(sizes=[100, 400, 1600]))
     assert fit["status"] == "too_few_sizes" and fit["a"] is None
     assert "at least 4" in fit["reason"]
-    assert "no law fitted" in scaling.describe_fit(fit)
+    assert "random: no law (3 sizes, 100 to 1,600)" in scaling.describe_fit(fit)
 
 
 def test_projection_inside_outside_and_beyond_the_measured_sizes():
