@@ -401,15 +401,17 @@ def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
 
 @pytest.fixture()
 def one_worker(tmp_path):
-    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT, FIFTYONE_PRUNE_LEASE_SECONDS="3",
+    # a long lease: the test freezes the worker for a while, and its shard must stay its
+    # own (only the plan's token fences it out)
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT, FIFTYONE_PRUNE_LEASE_SECONDS="300",
                FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true", OMP_NUM_THREADS="1")
-    # slow (5 samples a second per write thread): a shard is still being written when
-    # the other process, which takes seconds to start, replaces the run
-    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker", "1.0",
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker", "0.2",
                              "5"], cwd=REPO_ROOT, env=env,
                             stdout=open(tmp_path / "worker.log", "w"), stderr=subprocess.STDOUT)
     yield proc
-    proc.terminate()
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGCONT)
+        proc.terminate()
     try:
         proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
@@ -418,11 +420,13 @@ def one_worker(tmp_path):
 
 @pytest.mark.slow  # ~40 s: a worker process and a second writer process
 def test_overwriting_a_running_sharded_run_fences_out_its_shards(vectors, one_worker):
-    """A sharded run (k=4) is being written by a worker; another process replaces it
-    with ``overwrite=True`` and k=3. The replacement deletes the plan first, so the
-    worker's next write is refused by the database and its shard stops; the remaining
-    queued shards find no plan. The run is complete with k=3 and no sample keeps a
+    """A sharded run (k=4) is being written by a worker, frozen (SIGSTOP) in the middle
+    of a shard with its shard lease still valid; another process replaces the run with
+    ``overwrite=True`` and k=3, which deletes the plan first. Thawed, the worker's next
+    write is refused by the database (the plan's token is gone) and its shard stops;
+    the queued shards find no plan. The run is complete with k=3 and no sample keeps a
     value of the old k."""
+    from bson import ObjectId
     from fiftyone.operators.delegated import DelegatedOperationService
 
     queued = fop.compute_prototype_scores(vectors, "emb", run_key="d", num_clusters=4,
@@ -436,21 +440,25 @@ def test_overwriting_a_running_sharded_run_fences_out_its_shards(vectors, one_wo
                    for s in plan["shards"])
 
     wait_for(a_shard_mid_write, 120, "a shard half written")
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    other = subprocess.run([sys.executable, "-m", "tests.integration.pipeline_child", "score",
-                            vectors.name, "d", "3", "--overwrite"], cwd=REPO_ROOT, env=env,
-                           capture_output=True, text=True, timeout=300)
-    assert json.loads(other.stdout.strip().splitlines()[-1])["ok"] is True, other.stdout
+    os.kill(one_worker.pid, signal.SIGSTOP)
+    try:
+        env = dict(os.environ, OMP_NUM_THREADS="1")
+        other = subprocess.run([sys.executable, "-m", "tests.integration.pipeline_child",
+                                "score", vectors.name, "d", "3", "--overwrite"],
+                               cwd=REPO_ROOT, env=env, capture_output=True, text=True,
+                               timeout=300)
+        assert json.loads(other.stdout.strip().splitlines()[-1])["ok"] is True, other.stdout
+        replaced = scores_of(vectors, "d")
+    finally:
+        os.kill(one_worker.pid, signal.SIGCONT)
     service = DelegatedOperationService()
-
-    from bson import ObjectId
 
     def every_operation_ended():
         ops = [service.get(ObjectId(op_id)) for op_id in queued["queued_operations"]]
         return ops if all(op.run_state in ("completed", "failed") for op in ops) else None
 
     ops = wait_for(every_operation_ended, 120, "the old shards to stop")
-    # the running one was fenced out at its next write, the queued ones found no plan
+    # the frozen one was fenced out at its next write, the queued ones found no plan
     assert [op.run_state for op in ops].count("failed") >= 2
     messages = " ".join(str(getattr(op.result, "error", "")) for op in ops)
     assert "lost its lease" in messages or "replaced or deleted" in messages, messages
@@ -460,15 +468,17 @@ def test_overwriting_a_running_sharded_run_fences_out_its_shards(vectors, one_wo
     assert runs.run_status(vectors, "d") == "complete"
     assert vectors.get_run_info("d").config.num_clusters == [3]
     assert storage.get_shard_plan(pid_id) is None
+    ids, d, c = scores_of(vectors, "d")
+    np.testing.assert_array_equal(c, replaced[2])  # the thawed worker changed nothing
+    np.testing.assert_array_equal(d, replaced[1])
     fop.compute_prototype_scores(vectors, "emb", run_key="ref3", num_clusters=3,
                                  max_points_per_centroid=10, seed=3)
-    ids, d, c = scores_of(vectors, "d")
     _, rd, rc = scores_of(vectors, "ref3")
     np.testing.assert_array_equal(c, rc)  # every sample: the new k's cluster...
     np.testing.assert_array_equal(d, rd)  # ...and distance, bit for bit
     assert len(ids) == 300 and set(c.tolist()) == {0, 1, 2}
     for op_id in queued["queued_operations"]:
-        service.delete_operation(op_id)
+        service.delete_operation(ObjectId(op_id))
 
 
 def test_a_shard_claimed_by_a_worker_that_died_before_starting_it_is_requeued(
