@@ -512,3 +512,50 @@ def test_a_shard_claimed_by_a_worker_that_died_before_starting_it_is_requeued(
     assert runs.run_status(vectors, "c") != "complete"  # the other shard is still queued
     for op_id in queued["queued_operations"]:
         service.delete_operation(ObjectId(op_id))
+
+
+@pytest.mark.slow  # ~40 s: a worker process runs six shards
+def test_deleting_a_running_sharded_run_then_sharding_it_again_keeps_no_old_value(
+        vectors, one_worker):
+    """A sharded run (k=4) is deleted while its worker is frozen in the middle of a
+    shard, and a new sharded run (k=3) is queued under the same key. The deletion
+    removes the plan before the fields, so the thawed worker's next write is refused;
+    the new run's shards, which skip samples that already have a score, find none of the
+    old run's, and the complete run equals the single-process one bit for bit."""
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone_prune.sdk import runs
+
+    old = fop.compute_prototype_scores(vectors, "emb", run_key="d", num_clusters=4, seed=7,
+                                       max_points_per_centroid=20, num_shards=3,
+                                       delegate=True)
+    pid_id = shards.plan_id(vectors, "d")
+
+    def a_shard_mid_write():
+        plan = storage.get_shard_plan(pid_id)
+        return any(s["state"] == "running" and 10 <= s["samples_done"] <= 60
+                   for s in plan["shards"])
+
+    wait_for(a_shard_mid_write, 120, "a shard half written")
+    os.kill(one_worker.pid, signal.SIGSTOP)
+    try:
+        fop.delete_run(vectors, "d")
+        new = fop.compute_prototype_scores(vectors, "emb", run_key="d", num_clusters=3,
+                                           seed=3, max_points_per_centroid=10,
+                                           num_shards=3, delegate=True)
+    finally:
+        os.kill(one_worker.pid, signal.SIGCONT)
+    wait_for(lambda: shards.shard_status(vectors, "d")["complete"], 180, "the new shards")
+    wait_for(lambda: vectors.reload() or runs.run_status(vectors, "d") == "complete", 60,
+             "the new run's completion")
+    assert vectors.get_run_info("d").config.num_clusters == [3]
+    fop.compute_prototype_scores(vectors, "emb", run_key="ref3", num_clusters=3,
+                                 max_points_per_centroid=10, seed=3)
+    ids, d, c = scores_of(vectors, "d")
+    _, rd, rc = scores_of(vectors, "ref3")
+    np.testing.assert_array_equal(c, rc)
+    np.testing.assert_allclose(d, rd, rtol=0, atol=1e-6)
+    assert len(ids) == 300
+    service = DelegatedOperationService()
+    for op_id in old["queued_operations"] + new["queued_operations"]:
+        service.delete_operation(ObjectId(op_id))
