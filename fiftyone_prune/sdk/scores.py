@@ -12,6 +12,7 @@ writes of the two score fields).
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass, field as dc_field
 
@@ -632,15 +633,18 @@ def _score(samples, setup, w, progress):
         timings["total_s"] = round(time.perf_counter() - t0, 3)
         model_info = (samples.get_field(setup.embeddings_field).info or {}).get(
             "fiftyone_prune")
+        # what the run's fields hold, from what this writer wrote (the run records it
+        # to recognise values it did not write; no second pass over the dataset)
+        check = target.check()
         params = setup.run_params(model_info, num_scored=len(ids), num_skipped=len(missing),
-                                  num_zero_vectors=len(zero))
+                                  num_zero_vectors=len(zero), check=check)
         # an overwrite registers the new run "in progress", then switches the new values
         # in: a kill in between leaves a run that readers refuse until a rerun
         w.register(params, dict(skipped_ids=missing, timings=timings, **extra),
                    state=runs.IN_PROGRESS if target.replaces_run else runs.COMPLETE)
         if target.replaces_run:
             target.switch()
-            w.set_state(runs.COMPLETE)
+            w.set_state(runs.COMPLETE, check=check)
     except BaseException:
         target.roll_back()  # no scores without their run (a no-op before the first write)
         raise
@@ -779,6 +783,7 @@ class _RunFields:
         self.progress = progress
         self.writer = self.bar = None
         self.started = False  # fields created: from here on a failure removes them
+        self.count, self.total = 0, 0.0  # distances written, and their exact sum
 
     def begin(self, total):
         self.started = True
@@ -803,6 +808,13 @@ class _RunFields:
 
     def submit(self, ids, distance, cluster):
         self.writer.submit(ids, distance, cluster)
+        self.count += len(ids)
+        self.total += math.fsum(distance)
+
+    def check(self) -> dict:
+        """``{"count", "sum"}`` of the distances written: what the run's distance field
+        holds once they are in place (``storage.count_and_sum`` of it)."""
+        return {"count": self.count, "sum": self.total}
 
     def finish(self):
         self.writer.close()

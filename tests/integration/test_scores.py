@@ -339,3 +339,31 @@ def test_a_first_streamed_batch_of_another_dimension_is_named(embedded, monkeypa
         assert embedded.get_field("dims_distance") is None
     finally:
         embedded.select(ids[:4], ordered=True).set_values("emb", saved)
+
+
+@pytest.mark.parametrize("path", ["in_memory", "streamed", "several_k", "supervised",
+                                  "overwrite"])
+def test_the_recorded_check_is_what_the_fields_hold(embedded, monkeypatch, path):
+    """The run records ``check`` (count and sum of its distances, which recognises values
+    it did not write) from what the writer wrote, with no second pass over the dataset:
+    it equals one aggregation over the field, on every path."""
+    _small_batches(monkeypatch)
+    kwargs = {"in_memory": dict(num_clusters=4),
+              "streamed": dict(num_clusters=4, max_points_per_centroid=10),
+              "several_k": dict(num_clusters=[3, 5], max_points_per_centroid=4),
+              "supervised": dict(method="supervised", label_field="ground_truth"),
+              "overwrite": dict(num_clusters=4, max_points_per_centroid=10)}[path]
+    key = f"check_{path}"
+    try:
+        if path == "overwrite":
+            fop.compute_prototype_scores(embedded, "emb", run_key=key, num_clusters=6)
+            kwargs["overwrite"] = True
+        fop.compute_prototype_scores(embedded, "emb", run_key=key, **kwargs)
+        recorded = fop.get_run_info(embedded, key).config.check
+        count, total = storage.count_and_sum(embedded, f"{key}_distance")
+        assert recorded["count"] == count == len(embedded)
+        assert recorded["sum"] == pytest.approx(total, rel=1e-12)
+        assert fop.run_status(embedded, key) == "complete"
+    finally:
+        if key in fop.list_runs(embedded):
+            fop.delete_run(embedded, key)
