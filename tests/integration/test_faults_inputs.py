@@ -6,6 +6,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 
 import numpy as np
 import pytest
@@ -17,6 +18,7 @@ import fiftyone as fo
 import fiftyone_prune as fop
 from fiftyone_prune.core import models
 from fiftyone_prune.sdk import export
+from fiftyone_prune.sdk.leases import RunLockedError
 from tests.conftest import REPO_ROOT, labelled_dataset, unique_name
 from tests.integration.test_export_safety import wait_for_midway
 
@@ -41,9 +43,11 @@ def test_embeddings_killed_midway_keep_finished_chunks_and_resume(digits_images,
                                                                    efficientnet_small):
     dataset = labelled_dataset(unique_name("kill"), digits_images[:24], persistent=True)
     try:
+        # a short lease: the killed writer's key is free again soon after the kill
         child = subprocess.Popen([sys.executable, "-c", EMBED_CHILD, dataset.name],
                                  stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                 env=dict(os.environ, PYTHONPATH=REPO_ROOT))
+                                 env=dict(os.environ, PYTHONPATH=REPO_ROOT,
+                                          FIFTYONE_PRUNE_LEASE_SECONDS="2"))
         wait_for_midway(child)
         child.send_signal(signal.SIGKILL)
         child.wait(timeout=30)
@@ -51,8 +55,17 @@ def test_embeddings_killed_midway_keep_finished_chunks_and_resume(digits_images,
         done = dataset.count("emb")
         assert 12 <= done < 24  # whole chunks, nothing half-written
         assert all(v.shape == (1280,) for v in dataset.exists("emb").values("emb"))
-        result = fop.compute_embeddings(dataset, model=efficientnet_small,
-                                        embeddings_field="emb", num_workers=0)
+        # as a user would: the killed writer's lease blocks the field until it expires
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                result = fop.compute_embeddings(dataset, model=efficientnet_small,
+                                                embeddings_field="emb", num_workers=0)
+                break
+            except RunLockedError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)
         assert result.num_skipped_existing == done and dataset.count("emb") == 24
         # killed or not, every vector is the model's vector for its image
         transform = efficientnet_small.transform()
