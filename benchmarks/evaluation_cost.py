@@ -8,7 +8,13 @@ embeddings issue 15 measured, so one linear-probe fit costs what it costs there
 Scores: k-means prototypes, k = 10. The evaluation: the default six fractions,
 random/easy/hard/ccs/density, 3 seeds, linear probe, 20 % held out (4,000 samples).
 
-    FIFTYONE_SHOW_PROGRESS_BARS=false .venv/bin/python benchmarks/evaluation_cost.py [--keep]
+    FIFTYONE_SHOW_PROGRESS_BARS=false .venv/bin/python benchmarks/evaluation_cost.py [--keep] [--compare]
+
+The evaluation includes the scaling view (on by default since issue 20: the random
+learning curve's missing sizes, a law per strategy, worth ratios); the script prints
+what the view added (fits, L-BFGS iterations, seconds of fitting laws). ``--compare``
+also runs the same evaluation with ``scaling=False`` first, for the difference in wall
+time on the same machine state.
 
 ``--keep`` leaves the dataset (``bench-evaluation-20k``) for a second run, e.g. of an
 older checkout with ``PYTHONPATH=<that checkout>``; the dataset is reused when it exists.
@@ -64,6 +70,12 @@ def build():
 def main():
     keep = "--keep" in sys.argv
     dataset = fo.load_dataset(NAME) if fo.dataset_exists(NAME) else build()
+    if "--compare" in sys.argv:
+        t = time.perf_counter()
+        plain = fop.evaluate_pruning(dataset, "ground_truth", "proto", strategies=STRATEGIES,
+                                     seeds=3, eval_key="bench", overwrite=True, scaling=False)
+        print(f"without the scaling view: {time.perf_counter() - t:.0f} s, "
+              f"{plain.num_fits} probe fits; load average {os.getloadavg()[0]:.1f}")
     print(f"fiftyone_prune from {os.path.dirname(fop.__file__)}; {len(dataset)} samples; "
           f"torch threads: {__import__('torch').get_num_threads()}; "
           f"load average {os.getloadavg()[0]:.1f}")
@@ -80,6 +92,19 @@ def main():
         return fitted
 
     core_probe._TRAINERS["linear"] = counted
+    # the time spent fitting laws and matching selections (no probe fits)
+    from fiftyone_prune.sdk import evaluation as sdk_evaluation
+
+    view_seconds = []
+    scaling_view = sdk_evaluation._scaling_view
+
+    def timed_view(*args, **kwargs):
+        start = time.perf_counter()
+        out = scaling_view(*args, **kwargs)
+        view_seconds.append(time.perf_counter() - start)
+        return out
+
+    sdk_evaluation._scaling_view = timed_view
     t = time.perf_counter()
     result = fop.evaluate_pruning(dataset, "ground_truth", "proto", strategies=STRATEGIES,
                                   seeds=3, eval_key="bench", overwrite=True,
@@ -87,9 +112,20 @@ def main():
     seconds = time.perf_counter() - t
     num_fits = getattr(result, "num_fits", None) or (fits[-1] if fits else None)
     core_probe._TRAINERS["linear"] = train
-    print(f"evaluation: {seconds:.0f} s, {num_fits} probe fits, {sum(iterations)} L-BFGS "
-          f"iterations in all (full set {iterations[0] if iterations else 0}); load "
-          f"average {os.getloadavg()[0]:.1f} at the end")
+    sdk_evaluation._scaling_view = scaling_view
+    print(f"evaluation with the scaling view: {seconds:.0f} s, {num_fits} probe fits, "
+          f"{sum(iterations)} L-BFGS iterations in all (full set "
+          f"{iterations[0] if iterations else 0}); load average {os.getloadavg()[0]:.1f} "
+          f"at the end")
+    if result.scaling:
+        random_sizes = [p["kept"] for p in result.scaling[0]["points"]]
+        table_random = {r["kept"] for r in result.table if r["strategy"] == "random"}
+        added = [n for n in random_sizes if n not in table_random and n != random_sizes[-1]]
+        print(f"scaling view: the learning curve's {len(random_sizes)} sizes "
+              f"{random_sizes}, {len(added)} added ({added}, 3 seeds each: "
+              f"{3 * len(added)} of the fits, {sum(added) * 3} training samples in all); "
+              f"laws and worth ratios: {sum(view_seconds):.1f} s")
+        print(result.format_worth())
     print(result.format_table())
     print("\n".join(result.verdicts))
 

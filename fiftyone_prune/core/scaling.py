@@ -539,6 +539,16 @@ def samples_needed(fit: dict, target_error: float) -> dict:
     # the target is a number, not a measurement: every resample's law is inverted at it
     value, low, high, status, reason = _size_answer(fit, target_error, target_error,
                                                     "projection")
+    largest = _measured_range(fit)[1] if fit.get("points") else None
+    if value is not None and fit["strategy"] != "random" and high > largest:
+        # a strategy's curve ends where it keeps the whole pool it selects from: keeping
+        # more needs a larger pool, whose curve nobody measured (random's law is about
+        # more data; a strategy's is about pruning this pool)
+        value, status, reason = None, "beyond_pool", (
+            f"no projection: {fit['strategy']} could need up to {_count(high)}, more than "
+            f"the {largest:,} it selects from here; keeping more needs a larger pool, "
+            f"whose {fit['strategy']} curve was not measured (random's row extrapolates "
+            f"to more data)")
     given = value is not None
     return dict(strategy=fit["strategy"], target_error=target_error,
                 target_accuracy=1.0 - target_error,
@@ -592,6 +602,7 @@ def describe_worth(row: dict) -> str:
 SHORT_REASONS = {
     "no_curve": "no random curve", "below_plateau": "below random's plateau",
     "unbounded": "at random's plateau", "beyond_fit": "beyond the fit", "noisy": "too noisy",
+    "beyond_pool": "beyond the pool",
 }
 
 

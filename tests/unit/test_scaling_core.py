@@ -139,6 +139,15 @@ def test_projection_inside_outside_and_beyond_the_measured_sizes():
         scaling.samples_needed(fit, 1.5)
 
 
+def test_a_strategy_is_not_projected_beyond_the_pool_it_selects_from():
+    fit = _fit(_curve(num_heldout=20000), num_heldout=20000, name="hard")
+    inside = scaling.samples_needed(fit, scaling.law(TRUE, 1000))
+    assert inside["samples"] is not None and inside["low"] <= 1000 <= inside["high"]
+    beyond = scaling.samples_needed(fit, scaling.law(TRUE, 12800))
+    assert beyond["samples"] is None and beyond["status"] == "beyond_pool"
+    assert "more than the 6,400 it selects from here" in beyond["reason"]
+
+
 def test_forward_prediction_from_half_the_sizes_covers_the_larger_one():
     points = _curve(num_heldout=5000)
     half = [(n, c) for n, c in points if n <= 3200]
