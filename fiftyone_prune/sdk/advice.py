@@ -10,6 +10,7 @@ that imports go one way: :mod:`~fiftyone_prune.sdk.selection` imports this modul
 from __future__ import annotations
 
 from fiftyone_prune.core.params import ParameterError
+from fiftyone_prune.core.scaling import curve_sizes
 from fiftyone_prune.sdk import runs, validation
 
 #: ``recommend_strategy`` answers from an evaluated kept fraction at most this far from
@@ -125,7 +126,8 @@ def quick_evaluation_offer(samples, run_key: str, keep_fraction: float,
     but labels exist and the view is small enough to evaluate in about a minute.
 
     One fraction (the requested one), random/easy/hard/ccs, 3 seeds: 1 full fit +
-    3 random + 3 CCS + easy + hard.
+    3 random + 3 CCS + easy + hard, and the scaling view's learning-curve sizes below
+    the fraction (3 fits each, small ones), all counted in the time estimate.
 
     Args:
         samples: the dataset or view
@@ -163,7 +165,12 @@ def quick_evaluation_offer(samples, run_key: str, keep_fraction: float,
         return None
     dim = len(embedded.first()[cfg.embeddings_field])
     num_train = 0.8 * num
-    seconds = FIT_SECONDS_PER_SAMPLE_DIM * dim * num_train * (1 + 8 * keep_fraction) + 5
+    # the table's fits, and the scaling view's: the random learning curve's sizes missing
+    # below the evaluated one, 3 seeds each
+    num_classes = len(samples.distinct(f"{label_field}.label"))
+    curve = curve_sizes(int(num_train), num_classes, [round(keep_fraction * num_train)])
+    seconds = FIT_SECONDS_PER_SAMPLE_DIM * dim * (
+        num_train * (1 + 8 * keep_fraction) + 3 * sum(curve)) + 5
     fraction = round(float(keep_fraction), 2)
     kwargs = dict(label_field=label_field, run_key=run_key, fractions=(fraction,),
                   strategies=DEFAULT_STRATEGIES, seeds=3,
