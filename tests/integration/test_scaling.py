@@ -23,6 +23,12 @@ from fiftyone_prune.sdk.demo import write_demo_images
 from fiftyone_prune.sdk.evaluation import BOOTSTRAP_SEED
 from tests.conftest import unique_name
 
+# 2,500 and 3,150 real digits evaluated with the scaling view: the fixture took 22 s and
+# the duplicate test 27 s at load average 2 (--durations); the arithmetic is unit-tested
+# (tests/unit/test_scaling_core.py) and the SDK path in the fast suite too
+# (test_evaluation.py, test_panel_evaluation.py)
+pytestmark = pytest.mark.slow
+
 
 def _pixels(paths):
     from PIL import Image
