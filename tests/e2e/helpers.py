@@ -207,7 +207,8 @@ def operator_browser(page):
 def open_operator(page, label: str, search: str = "Prune"):
     """Opens the operator browser, searches, and clicks the operator ``label``; returns
     the form's Execute button once the server has resolved the form (its dropdowns
-    hold their options: a dropdown opened before that has none to click)."""
+    hold their options: a dropdown opened before that has none to click). A form that
+    defaults to scheduling shows 'Schedule' instead: the caller switches it if needed."""
     from playwright.sync_api import expect
 
     box = open_operator_browser(page)
@@ -215,7 +216,8 @@ def open_operator(page, label: str, search: str = "Prune"):
     resolved = form_resolves(page)
     operator_browser(page).get_by_text(label, exact=True).click()
     execute = execute_button(page)
-    expect(execute).to_be_visible()
+    schedule = page.get_by_role("button", name="Schedule", exact=True)
+    expect(execute.or_(schedule).first).to_be_visible()
     wait_form_resolved(page, resolved)
     return execute
 
