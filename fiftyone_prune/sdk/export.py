@@ -30,6 +30,7 @@ from fiftyone import ViewField as F
 
 from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import runs, validation
+from fiftyone_prune.sdk.advice import worth_of_selection
 from fiftyone_prune.sdk.selection import selection_names
 
 logger = logging.getLogger(__name__)
@@ -663,6 +664,28 @@ def _versions() -> dict:
     return versions
 
 
+#: why a manifest records no worth for an export that is not a selection
+NO_SELECTION_WORTH = "the export is a view of your own, not a selection: it has no worth"
+#: why a manifest records no worth for a selection no evaluation measured
+NO_EVALUATION_WORTH = (
+    "no evaluation with the scaling view measured this selection (same scoring run, "
+    "strategy, balance, dedup and kept fraction): run evaluate_pruning(..., scaling=True) "
+    "on its scoring run with this fraction, or 'fiftyone-prune evaluate', then export again")
+
+
+def _manifest_worth(dataset, sel_key) -> dict:
+    """What the exported selection is worth in random samples, as its stored evaluation
+    measured it (:func:`fiftyone_prune.sdk.advice.worth_of_selection`; nothing is
+    computed), or ``ratio`` None with the reason there is no number: a consumer of the
+    export reads the evidence for (or against) the selection next to the files."""
+    if sel_key is None:
+        return dict(ratio=None, reason=NO_SELECTION_WORTH)
+    worth = worth_of_selection(dataset, sel_key)
+    if worth is None:
+        return dict(ratio=None, reason=NO_EVALUATION_WORTH)
+    return worth
+
+
 def _write_manifest(view, folder, exported, cls, label_field, sel_key, sel_cfg, scoring):
     """``fiftyone_prune_manifest.csv``: one row per exported sample, its file's path in
     the export as FiftyOne wrote it (``export_path``), sample id, source filepath, every
@@ -688,6 +711,7 @@ def _write_manifest(view, folder, exported, cls, label_field, sel_key, sel_cfg, 
         "selection_run": sel_key,
         "selection": sel_cfg.serialize() if sel_cfg is not None else None,
         "scoring": scoring,
+        "worth": _manifest_worth(view._dataset, sel_key),
         "samples_csv": MANIFEST_CSV,
         "versions": _versions(),
         "written_by": "fiftyone-prune",

@@ -6,6 +6,7 @@ fitted on the small half of the random curve predicts the full pool.
 Features are the digits' own pixels (a real, if simple, feature space): no model to run.
 """
 
+import json
 import shutil
 
 import numpy as np
@@ -20,6 +21,7 @@ from fiftyone_prune.core.params import SelectionSpec
 from fiftyone_prune.core.significance import HeldoutBootstrap, unpack_correct
 from fiftyone_prune.sdk.advice import worth_of_selection
 from fiftyone_prune.sdk.demo import write_demo_images
+from fiftyone_prune.sdk.selection import selection_names
 from fiftyone_prune.sdk.evaluation import BOOTSTRAP_SEED
 from tests.conftest import unique_name
 
@@ -129,7 +131,7 @@ def test_scaling_view_is_stored_and_answers_the_interface(mnist):
         loaded.samples_needed(1.2)
 
 
-def test_a_selection_finds_the_worth_its_evaluation_measured(mnist):
+def test_a_selection_finds_the_worth_its_evaluation_measured(mnist, tmp_path):
     """What the export manifest records: the worth row of the evaluation that measured
     this very selection (scoring run and version, strategy, balance, kept fraction)."""
     dataset, result = mnist
@@ -150,6 +152,19 @@ def test_a_selection_finds_the_worth_its_evaluation_measured(mnist):
         assert reference["status"] == "reference" and reference["ratio"] is None
         with pytest.raises(ValueError, match="not a selection"):
             worth_of_selection(dataset, "scaled")
+        # an export carries the evidence next to its files, or says why there is none
+        for name, recorded in (("easy_half", worth), ("hard_half", None)):
+            folder = tmp_path / name
+            kept = dataset.match_tags(selection_names(name)["kept_tag"])
+            fop.export_kept_samples(kept, str(folder),
+                                    selection=name, export_media="manifest")
+            with open(folder / "fiftyone_prune_manifest.json") as f:
+                in_manifest = json.load(f)["worth"]
+            if recorded is None:
+                assert in_manifest["ratio"] is None
+                assert "no evaluation with the scaling view" in in_manifest["reason"]
+            else:
+                assert in_manifest == json.loads(json.dumps(recorded, default=str))
     finally:
         for name in ("easy_half", "hard_half", "random_half", "easy_class"):
             fop.delete_run(dataset, f"{name}_selection")
