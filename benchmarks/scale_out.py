@@ -81,11 +81,14 @@ def clear(dataset, key):
 
 
 def delete_operations(queued):
+    from bson import ObjectId
     from fiftyone.operators.delegated import DelegatedOperationService
 
     service = DelegatedOperationService()
     for op_id in queued.get("queued_operations", []):
-        service.delete_operation(op_id)
+        # by ObjectId: FiftyOne matches the string form of an id against nothing and
+        # deletes nothing, which left every benchmark's operations in the queue
+        service.delete_operation(ObjectId(op_id))
 
 
 def print_table(title, n, rows):
