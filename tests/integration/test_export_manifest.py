@@ -82,6 +82,8 @@ def test_every_exported_file_maps_to_its_sample(colliding, tmp_path, dataset_typ
         assert all(r["export_path"].split("/")[0] == r["ground_truth"] for r in rows)
     manifest = json.loads((out / export.MANIFEST_JSON).read_text())
     assert {"torch", "torchvision", "fiftyone", "fiftyone_prune"} <= set(manifest["versions"])
+    # a random selection is the yardstick of worth itself, and the manifest says so
+    assert manifest["worth"]["status"] == "reference" and manifest["worth"]["ratio"] is None
 
 
 def test_a_media_free_export_has_no_export_path(colliding, tmp_path):
