@@ -129,14 +129,15 @@ def nearest_prototype(x: np.ndarray, centroids: np.ndarray) -> tuple[np.ndarray,
     return idx[:, 0].astype(np.int64), (1.0 - sims[:, 0]).astype(np.float32)
 
 
-def class_prototypes(x: np.ndarray, labels: np.ndarray,
-                     chunk_rows: int = 16384) -> tuple[np.ndarray, np.ndarray]:
-    """``(classes, prototypes)``: per class, the mean of its normalised rows, scaled to
-    unit norm so that a dot product is a cosine. Sums accumulate in float64, a chunk of
-    rows at a time (a one-hot product per chunk: no copy of the matrix)."""
+def class_sums(x: np.ndarray, labels: np.ndarray,
+               chunk_rows: int = 16384) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(classes, sums, counts)``: per class (sorted), the float64 sum of its rows and
+    their number, a chunk of rows at a time (a one-hot product per chunk: no copy of the
+    matrix). What :func:`class_prototypes` normalises, and what each shard of a sharded
+    run adds up before one step normalises the total."""
     from scipy import sparse
 
-    classes, inverse = np.unique(labels, return_inverse=True)
+    classes, inverse, counts = np.unique(labels, return_inverse=True, return_counts=True)
     sums = np.zeros((len(classes), x.shape[1]), dtype=np.float64)
     for s in range(0, len(x), chunk_rows):
         rows = inverse[s: s + chunk_rows]
@@ -144,6 +145,14 @@ def class_prototypes(x: np.ndarray, labels: np.ndarray,
             (np.ones(len(rows)), (rows, np.arange(len(rows)))), shape=(len(classes), len(rows))
         )
         sums += onehot @ x[s: s + chunk_rows].astype(np.float64)
+    return classes, sums, counts
+
+
+def class_prototypes(x: np.ndarray, labels: np.ndarray,
+                     chunk_rows: int = 16384) -> tuple[np.ndarray, np.ndarray]:
+    """``(classes, prototypes)``: per class, the mean of its normalised rows, scaled to
+    unit norm so that a dot product is a cosine (sums in float64: :func:`class_sums`)."""
+    classes, sums, _ = class_sums(x, labels, chunk_rows)
     return classes, l2_normalize(sums.astype(np.float32))
 
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field as dc_field
 
 import numpy as np
-from bson import json_util
+from bson import ObjectId, json_util
 
 import fiftyone as fo
 import fiftyone.core.utils as fou
@@ -103,14 +103,6 @@ def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters
         raise ParameterError(f"Unknown method {method!r}; choose one of {METHODS}", "method")
     if num_shards is not None or delegate:
         shard_plans.check_num_shards(1 if num_shards is None else num_shards, samples)
-        if method != "kmeans":
-            raise ParameterError("num_shards applies to method='kmeans' (supervised "
-                                 "prototypes need every label at once and are one cheap "
-                                 "pass): omit num_shards", "method")
-        if isinstance(num_clusters, (list, tuple)) and len(num_clusters) != 1:
-            raise ParameterError("num_shards takes one k: several k combine ranks over all "
-                                 "samples, which no shard sees; omit num_shards or pass one "
-                                 "k", "num_clusters")
         if overwrite:
             raise ParameterError("num_shards does not replace a run: delete it first "
                                  "(fop.delete_run) and start the sharded run on a free key, "
@@ -362,17 +354,30 @@ def prepare_scoring(samples, embeddings_field, run_key="prototypes", method="kme
     if method == "supervised":
         return setup
     present = samples.exists(embeddings_field)
-    present_ids = present.values("id")
-    if not present_ids:
+    num_present = present.count()  # on the server: no id list (memory grows with k, not N)
+    if not num_present:
         raise ValueError(f"No sample of this view has a value in {embeddings_field!r}; "
                          f"compute embeddings first (fop.compute_embeddings)")
-    setup.num_present = len(present_ids)
-    setup.ks = _resolve_ks(num_clusters, label_field, present, len(present_ids))
-    rows = core.training_subsample(len(present_ids), max(setup.ks), max_points_per_centroid,
-                                   seed)
+    setup.num_present = num_present
+    setup.ks = _resolve_ks(num_clusters, label_field, present, num_present)
+    rows = core.training_subsample(num_present, max(setup.ks), max_points_per_centroid, seed)
     if rows is not None:
-        setup.training_ids = [present_ids[i] for i in rows]
+        setup.training_ids = _ids_at(present, rows)
     return setup
+
+
+def _ids_at(samples, rows) -> list[str]:
+    """The ids at the sorted positions ``rows`` of ``samples`` (view order), kept as the
+    ids stream past: memory grows with ``len(rows)``, not with the view."""
+    wanted, out = iter(rows), []
+    target = next(wanted, None)
+    for position, sample_id in enumerate(storage.iter_ids(samples)):
+        if position == target:
+            out.append(sample_id)
+            target = next(wanted, None)
+            if target is None:
+                break
+    return out
 
 
 def _resolve_ks(num_clusters, label_field, present, num_present):
@@ -898,15 +903,18 @@ def _score_sharded(samples, *, num_shards, delegate, overwrite, embeddings_field
                    method, num_clusters, label_field, seed, niter, max_points_per_centroid,
                    use_gpu):
     """``compute_prototype_scores(..., num_shards=M, delegate=...)``: trains k-means once
-    (:func:`read_training_vectors`, :func:`train_prototypes`: the single-process path's
-    steps, so the centroids are identical), registers the run in state ``"sharded"``,
-    then runs the assign-and-write shards here in order (returns a ``ScoreResult``) or
-    queues them (returns the plan's status). Calling it again with the same arguments
-    resumes the unfinished shards."""
+    per k (:func:`read_training_vectors`, :func:`train_prototypes`: the single-process
+    path's steps, so the centroids are identical), registers the run in state
+    ``"sharded"`` with the centroids in its results (FiftyOne keeps run results in
+    GridFS: no size limit; the plan records no centroid), then runs the assign-and-write
+    shards here in order (returns a ``ScoreResult``) or queues them (returns the plan's
+    status). Calling it again with the same arguments resumes the unfinished shards."""
     dataset = samples._dataset
     params = dict(embeddings_field=embeddings_field, num_clusters=num_clusters, seed=seed,
                   niter=niter, max_points_per_centroid=max_points_per_centroid,
                   use_gpu=use_gpu)
+    if method == "supervised":
+        params.update(method=method, label_field=label_field)
     existing = storage.get_shard_plan(shard_plans.plan_id(dataset, run_key))
     if (existing is not None and run_key in dataset.list_runs()
             and existing["params"] == params and existing.get("kind") == "prototypes"
@@ -917,57 +925,217 @@ def _score_sharded(samples, *, num_shards, delegate, overwrite, embeddings_field
         validation.check_run_key(run_key)
         with writer.run_writer(samples, run_key, "prototypes", overwrite=overwrite) as w:
             setup = prepare_scoring(samples, overwrite=overwrite, num_shards=num_shards,
-                                    delegate=delegate, **params, run_key=run_key,
-                                    method=method, label_field=label_field)
+                                    delegate=delegate, run_key=run_key,
+                                    **dict(params, method=method, label_field=label_field))
             t = time.perf_counter()
-            centroids = train_prototypes(read_training_vectors(samples, setup), setup)[0]
+            if method == "supervised":  # the prototypes are the shards' class sums, reduced
+                setup.ks = [_check_sharded_classes(samples, setup)]
+                serialized = []
+            else:
+                centroids = train_prototypes(read_training_vectors(samples, setup), setup)
+                serialized = [fou.serialize_numpy_array(c, ascii=True) for c in centroids]
             train_s = round(time.perf_counter() - t, 3)
-            serialized = fou.serialize_numpy_array(centroids, ascii=True)
             # a new plan (new token): a deleted run's shards still running are fenced out
             plan = shard_plans.plan_or_resume(samples, run_key, "prototypes", num_shards,
-                                              params, fresh=True, centroids=serialized,
-                                              ks=setup.ks, train_s=train_s)
+                                              params, fresh=True, ks=setup.ks,
+                                              method=method, train_s=train_s)
             model_info = (samples.get_field(embeddings_field).info or {}).get(
                 "fiftyone_prune")
             w.register(setup.run_params(model_info, view=plan["view"],
                                         num_shards=num_shards),
-                       dict(centroids=serialized, timings={"train_s": train_s}),
+                       dict(centroids=serialized[0] if serialized else None,
+                            centroids_by_k=serialized, plan_token=plan["token"],
+                            timings={"train_s": train_s}),
                        state=shard_plans.SHARDED)
-    _declare_score_fields(dataset, run_key)
+    _declare_score_fields(dataset, run_key, plan)
     return shard_plans.run_or_queue(dataset, plan, SHARD_STEPS, delegate)
 
 
-def _declare_score_fields(dataset, run_key):
+def _declare_score_fields(dataset, run_key, plan):
     descriptions = _field_descriptions(run_key)
     distance_field, cluster_field = score_fields(run_key)
-    for field, ftype in ((distance_field, fo.FloatField), (cluster_field, fo.IntField)):
+    cluster_type = fo.StringField if _supervised_plan(plan) else fo.IntField
+    declared = [(distance_field, fo.FloatField, descriptions[distance_field]),
+                (cluster_field, cluster_type, descriptions[cluster_field])]
+    staged = _staged_distances(plan)
+    if staged:
+        declared.append((staged, fo.ListField,
+                         _STAGING_DESCRIPTION.format("distance to each k's nearest "
+                                                     "centroid, ranked when every shard "
+                                                     "is done")))
+    for field, ftype, description in declared:
         if dataset.get_field(field) is None:
-            dataset.add_sample_field(field, ftype, description=descriptions[field])
+            kwargs = {"subfield": fo.FloatField} if ftype is fo.ListField else {}
+            dataset.add_sample_field(field, ftype, description=description, **kwargs)
+
+
+def _staged_distances(plan) -> str | None:
+    """With several k, the field where the shards put each sample's distance to every
+    k's nearest centroid (a staging field of the run's distance field, named after the
+    plan's token, so ``delete_run`` removes it); the last step ranks them over all
+    samples. None with one k (the shards write the distance itself)."""
+    if len(plan["ks"]) == 1 or _supervised_plan(plan):
+        return None
+    return run_configs.staging_field(score_fields(plan["key"])[0], plan["token"])
+
+
+def _supervised_plan(plan) -> bool:
+    return plan.get("method") == "supervised"
+
+
+def _check_sharded_classes(samples, setup) -> int:
+    """What a supervised run checks before its shards start, counted on the server (no
+    vector read): some sample has an embedding and a label, and no class has a single
+    one. Returns the number of classes."""
+    present = samples.exists(setup.embeddings_field).exists(setup.label_field)
+    counts = present.count_values(f"{setup.label_field}.label")
+    counts.pop(None, None)
+    if not counts:
+        raise ValueError(f"No sample with an embedding has a label in "
+                         f"{setup.label_field!r}")
+    _check_single_classes([c for c, n in counts.items() if n < 2])
+    return len(counts)
+
+
+def _check_single_classes(singles):
+    if len(singles):
+        raise ValueError(
+            f"Class(es) {sorted(singles)[:10]} have a single sample with an embedding: its "
+            f"own prototype would be the sample itself (distance 0, falsely 'easiest'). "
+            f"Exclude or relabel them, or use method='kmeans'"
+        )
+
+
+def _labelled_vectors(samples, embeddings_field, label_field, zero):
+    """The normalised scorable vectors of ``samples`` that have a label: ``(ids, x,
+    labels, missing)`` (a supervised shard's slice, or a slice of its last step)."""
+    ids, x, missing = _read_scorable(samples, embeddings_field, zero)
+    core.l2_normalize(x, out=x)
+    label_by_id = dict(zip(*samples.values(["id", f"{label_field}.label"])))
+    labels = [label_by_id.get(i) for i in ids]
+    keep = np.array([lab is not None for lab in labels], dtype=bool)
+    if not keep.all():
+        missing = missing + [i for i, k in zip(ids, keep) if not k]
+        x = x[keep]
+        ids = [i for i, k in zip(ids, keep) if k]
+    return ids, x, np.array([str(lab) for lab in labels if lab is not None]), missing
+
+
+def _save_class_sums(plan, view):
+    """The first step of a supervised shard: the class sums and counts of its slice,
+    stored for the last step (GridFS: any number of classes and dimensions), under the
+    shard's index (the ``_id`` range its samples fall in)."""
+    import bisect
+    import io
+
+    p = plan["params"]
+    view = view.exists(p["embeddings_field"])
+    first = view.limit(1).values("_id")
+    zero = []
+    if first:
+        index = bisect.bisect_right([ObjectId(b) for b in plan["bounds"]], first[0]) - 1
+        _, x, labels, _ = _labelled_vectors(view, p["embeddings_field"], p["label_field"],
+                                            zero)
+        if len(labels):
+            classes, sums, counts = core.class_sums(x, labels)
+            buffer = io.BytesIO()
+            np.savez(buffer, classes=classes.astype(str), sums=sums, counts=counts)
+            storage.put_shard_part(plan["_id"], plan["token"], index, buffer.getvalue())
+            return {"num_summed": len(labels), "num_zero_vectors": len(zero)}
+    return {"num_summed": 0, "num_zero_vectors": len(zero)}
+
+
+def _reduce_class_sums(plan):
+    """``(classes, prototypes, counts)`` from every shard's class sums, added in shard
+    order, then normalised as :func:`core.class_prototypes` does."""
+    import io
+
+    total, counts = {}, {}
+    for index in range(plan["num_shards"]):  # every shard is done: none is missing
+        data = storage.get_shard_part(plan["_id"], plan["token"], index)
+        if data is None:  # a slice without a labelled vector
+            continue
+        part = np.load(io.BytesIO(data))
+        for c, s, n in zip(part["classes"], part["sums"], part["counts"]):
+            total[str(c)] = total[str(c)] + s if str(c) in total else s
+            counts[str(c)] = counts.get(str(c), 0) + int(n)
+    if not total:
+        raise ValueError(f"No sample with an embedding has a label in "
+                         f"{plan['params']['label_field']!r}")
+    classes = np.array(sorted(total))
+    _check_single_classes([c for c in classes if counts[c] < 2])
+    sums = np.stack([total[c] for c in classes])
+    return classes, core.l2_normalize(sums.astype(np.float32)), [counts[c] for c in classes]
+
+
+def _score_own_class(dataset, plan, prototypes_of, w):
+    """The last step of a supervised sharded run: every slice's distance to its class's
+    prototype (``core.distance_to_own_prototype``, as the single-process run), written
+    with the class, fenced by the run's lease. Memory: one slice."""
+    classes, protos = prototypes_of
+    p = plan["params"]
+    fields = score_fields(plan["key"])
+    score_writer = ScoreWriter(dataset, fields, fence=w.fence)
+    try:
+        for index in range(plan["num_shards"]):
+            view = shard_plans.shard_view(dataset, plan, index).exists(p["embeddings_field"])
+            ids, x, labels, _ = _labelled_vectors(view, p["embeddings_field"],
+                                                  p["label_field"], [])
+            if not ids:
+                continue
+            distance = core.distance_to_own_prototype(x, np.searchsorted(classes, labels),
+                                                      protos)
+            score_writer.submit(ids, distance, list(labels))
+    except BaseException:
+        score_writer.cancel()
+        raise
+    score_writer.close()
+
+
+def _plan_centroids(dataset, plan) -> list[np.ndarray]:
+    """The centroids of every k of ``plan``, from its run's results (where the planning
+    call stored them). A run replaced or deleted since the plan was read stops the
+    shard here, as its fenced writes would."""
+    dataset.reload()  # another process registered the run
+    key = plan["key"]
+    results = (dataset.load_run_results(key, load_view=False, cache=False)
+               if key in dataset.list_runs() else None)
+    if results is None or getattr(results, "plan_token", None) != plan["token"]:
+        raise leases.LeaseLostError(
+            f"Sharded run {key!r} was replaced or deleted while its shards ran (see "
+            f"fop.shard_status for the current run)")
+    return [fou.deserialize_numpy_array(c, ascii=True) for c in results.centroids_by_k]
 
 
 class _ScoringShards(shard_plans.ShardSteps):
     """The scoring pipeline's steps as sharding composes them: each shard assigns its
     slice to the planned centroids and writes it (:func:`assign_blocks`,
     :class:`ScoreWriter`, as the single-process streamed pass); the last one completes
-    the run."""
+    the run. With several k a shard writes each k's distance to a staging field, and the
+    last step ranks them over all samples (``core.combine_by_mean_rank``, as the
+    single-process run) into the distance field."""
 
     kind = "prototypes"
     counts_writes = True  # assigning is about as fast per sample as counting
 
     def process(self, dataset, plan, view, *, fence, on_written):
-        p = plan["params"]
-        field = p["embeddings_field"]
+        field = plan["params"]["embeddings_field"]
         distance_field, cluster_field = score_fields(plan["key"])
-        centroids = fou.deserialize_numpy_array(plan["centroids"], ascii=True)
+        if _supervised_plan(plan):  # class sums now, the scores in the last step
+            return _save_class_sums(plan, view)
+        staged = _staged_distances(plan)
+        centroids = _plan_centroids(dataset, plan)
         # resume: the samples of this shard not scored yet (the values are a
         # deterministic function of the stored centroids)
-        todo = view.exists(field).exists(distance_field, False)
+        todo = view.exists(field).exists(staged or distance_field, False)
         num_scored = 0
-        score_writer = ScoreWriter(dataset, (distance_field, cluster_field), fence=fence,
-                                   on_written=on_written)
+        score_writer = ScoreWriter(dataset, (staged or distance_field, cluster_field),
+                                   fence=fence, on_written=on_written)
         try:
-            for batch_ids, assigned in assign_blocks(todo, field, [centroids]):
+            for batch_ids, assigned in assign_blocks(todo, field, centroids):
                 cluster, distance = assigned[0]
+                if staged:  # one row of distances (one per k) per sample
+                    distance = np.stack([d for _, d in assigned], axis=1)
                 score_writer.submit(batch_ids, distance, cluster)
                 num_scored += len(batch_ids)
         except BaseException:
@@ -977,7 +1145,7 @@ class _ScoringShards(shard_plans.ShardSteps):
         return {"num_scored": num_scored}
 
     def count_done(self, view, plan):
-        return view.exists(score_fields(plan["key"])[0]).count()
+        return view.exists(_staged_distances(plan) or score_fields(plan["key"])[0]).count()
 
     def finish(self, dataset, plan):
         """Registers the scoring run as complete (its results as the single-process run
@@ -995,35 +1163,82 @@ class _ScoringShards(shard_plans.ShardSteps):
                 view = shard_plans.plan_view(dataset, plan)
                 p = plan["params"]
                 distance_field, cluster_field = score_fields(run_key)
+                staged = _staged_distances(plan)
+                if staged:
+                    _rank_staged(dataset, view, staged, (distance_field, cluster_field), w)
+                stored = dataset.load_run_results(run_key, load_view=False, cache=False)
+                extra, more = dict(plan_token=stored.plan_token), {}
+                if _supervised_plan(plan):
+                    classes, protos, class_counts = _reduce_class_sums(plan)
+                    _score_own_class(dataset, plan, (classes, protos), w)
+                    serialized = fou.serialize_numpy_array(protos, ascii=True)
+                    extra.update(classes=[str(c) for c in classes], class_counts=class_counts,
+                                 centroids=serialized, centroids_by_k=[serialized])
+                    more = dict(num_clusters=[len(classes)], num_zero_vectors=sum(
+                        (s.get("result") or {}).get("num_zero_vectors", 0)
+                        for s in plan["shards"]))
+                else:
+                    counts = view.exists(distance_field).count_values(cluster_field)  # server
+                    sizes = [counts.get(c, 0) for c in range(plan["ks"][0])]
+                    extra.update(centroids=stored.centroids,
+                                 centroids_by_k=stored.centroids_by_k,
+                                 cluster_sizes=[int(s) for s in sizes])
                 skipped = view.exists(distance_field, False).values("id")
-                no_embedding = view.exists(p["embeddings_field"], False).count()
-                ks = plan["ks"]
-                counts = view.exists(distance_field).count_values(cluster_field)  # server
-                sizes = [counts.get(c, 0) for c in range(ks[0])]
+                if "num_zero_vectors" not in more:
+                    no_embedding = view.exists(p["embeddings_field"], False).count()
+                    more["num_zero_vectors"] = len(skipped) - no_embedding
                 # in place (results, then the state): re-registering would delete and
                 # recreate the run, which readers in other processes could see missing
                 results = dataset.init_run_results(
-                    run_key, centroids=plan["centroids"],
-                    cluster_sizes=[int(s) for s in sizes], skipped_ids=skipped,
-                    timings={"train_s": plan.get("train_s")})
+                    run_key, skipped_ids=skipped, timings={"train_s": plan.get("train_s")},
+                    **extra)
                 w.check()
                 dataset.save_run_results(run_key, results, overwrite=True)
                 w.set_state(runs.COMPLETE, num_scored=len(view) - len(skipped),
-                            num_skipped=len(skipped),
-                            num_zero_vectors=len(skipped) - no_embedding)
+                            num_skipped=len(skipped), **more)
         except leases.RunLockedError:  # another worker finalizes right now
             pass
 
     def result(self, dataset, plan, outputs):
-        """The run's :class:`ScoreResult` as registered."""
+        """The run's :class:`ScoreResult` as registered (finished here first when every
+        shard is done but the last step has not run: its worker died)."""
         run_key = plan["key"]
         dataset.reload()
         cfg = dataset.get_run_info(run_key).config
-        results = dataset.load_run_results(run_key, load_view=False)
+        if getattr(cfg, "state", None) == shard_plans.SHARDED and shard_plans.is_complete(plan):
+            self.finish(dataset, plan)
+            dataset.reload()
+            cfg = dataset.get_run_info(run_key).config
+        results = dataset.load_run_results(run_key, load_view=False, cache=False)
         distance_field, cluster_field = score_fields(run_key)
-        return ScoreResult(run_key, "kmeans", distance_field, cluster_field,
+        return ScoreResult(run_key, plan.get("method") or "kmeans", distance_field,
+                           cluster_field,
                            list(cfg.num_clusters), cfg.num_scored,
                            list(results.skipped_ids or []), dict(results.timings or {}))
+
+
+def _rank_staged(dataset, view, staged, fields, w):
+    """The last step of a sharded run with several k: every sample's distances to each
+    k (staged by the shards) ranked over all samples and combined by mean normalised rank
+    (``core.combine_by_mean_rank``, the single-process run's step) into the distance
+    field, then the staging field removed; every write fenced by the run's lease. Memory:
+    the ids and K + 1 numbers per scored sample, as the single-process run with several
+    k."""
+    scored = view.exists(staged)
+    ids, staged_rows, cluster = scored.values(["id", staged, fields[1]])
+    if ids:
+        by_k = np.array(staged_rows, dtype=np.float32).T  # (K, n)
+        del staged_rows
+        distance = core.combine_by_mean_rank(list(by_k))
+        score_writer = ScoreWriter(dataset, fields, fence=w.fence)
+        try:
+            score_writer.submit(ids, distance, cluster)
+        except BaseException:
+            score_writer.cancel()
+            raise
+        score_writer.close()
+    w.check()
+    storage.unset_fields(dataset, [staged], w.fence)
 
 
 #: the steps :mod:`~fiftyone_prune.sdk.shards` runs for a plan of kind ``"prototypes"``

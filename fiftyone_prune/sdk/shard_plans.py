@@ -46,6 +46,10 @@ SHARD_OPERATOR = "@fiftyone-prune/prune/run_shard"
 #: its worker still renews its lease (a hung worker); a dead worker's shard is stale as
 #: soon as its lease expires
 DEFAULT_STALE_SECONDS = 600.0
+#: the most shards of one run: its record holds a bound and a state (~0.4 KB) per shard,
+#: and no centroid (those are stored with the run's results), so its size depends on M
+#: only and stays far below MongoDB's 16 MB document limit
+MAX_SHARDS = 10000
 
 
 class ShardSteps:
@@ -92,17 +96,35 @@ def check_num_shards(num_shards, samples) -> None:
     if isinstance(num_shards, bool) or not isinstance(num_shards, int) or num_shards < 1:
         raise ParameterError(f"num_shards must be a positive integer, got {num_shards!r}",
                              "num_shards")
+    if num_shards > MAX_SHARDS:
+        raise ParameterError(f"num_shards={num_shards} is more than one coordinating record "
+                             f"holds (MongoDB's 16 MB document); choose at most "
+                             f"{MAX_SHARDS}", "num_shards")
     num_samples = len(samples)
     if num_shards > num_samples:
         raise ParameterError(f"num_shards={num_shards} exceeds the {num_samples} samples of "
                              f"the view; choose at most {num_samples}", "num_shards")
 
 
-def _bounds(samples, num_shards) -> list[str]:
-    """Lower ``_id`` bound of each shard: equal counts of the view's sorted ids."""
-    ids = sorted(samples.values("_id"))
-    check_num_shards(num_shards, ids)
-    return [str(ids[i * len(ids) // num_shards]) for i in range(num_shards)]
+def _bounds(samples, num_shards) -> tuple[list[str], int]:
+    """``(lower bounds, total)``: the lower ``_id`` bound of each shard, cutting the
+    view's sorted ids into equal counts, and the number of samples cut. The ids stream
+    past in order (a covered read of the ``_id`` index for a whole dataset) and only
+    every (N/M)-th is kept: memory grows with the shards, not the samples."""
+    total = storage.count_samples(samples)
+    if num_shards > total:
+        check_num_shards(num_shards, samples)
+    cuts = [i * total // num_shards for i in range(num_shards)]
+    bounds = []
+    for position, sample_id in enumerate(storage.iter_sorted_ids(samples)):
+        if position == cuts[len(bounds)]:
+            bounds.append(str(sample_id))
+            if len(bounds) == num_shards:
+                break
+    if len(bounds) < num_shards:
+        raise RuntimeError(f"Samples were deleted while the run was being planned "
+                           f"({total} counted, fewer read); plan it again")
+    return bounds, total
 
 
 def plan_view(dataset, plan):
@@ -151,18 +173,19 @@ def plan_or_resume(samples, key, kind, num_shards, params, *, fresh=False, **ext
         raise ParameterError(f"An unfinished sharded embedding run into {key!r} exists with "
                              f"other parameters ({plan['params']}); resume it with those",
                              "embeddings_field")
+    bounds, total = _bounds(samples, num_shards)
     plan = {
         "_id": plan_id(dataset, key), "token": uuid.uuid4().hex,
         "dataset": dataset.name, "key": key, "kind": kind, "params": params,
         "view": json_util.dumps(samples.view()._serialize()),
-        "bounds": _bounds(samples, num_shards), "num_shards": num_shards,
-        "total": len(samples),
+        "bounds": bounds, "num_shards": num_shards, "total": total,
         "shards": [{"index": i, "state": QUEUED, "owner": None, "samples_done": 0,
                     "error": None, "heartbeat_at": None, "progress_at": None}
                    for i in range(num_shards)],
         **extra,
     }
     storage.save_shard_plan(plan)
+    storage.delete_shard_parts(plan["_id"], keep_token=plan["token"])  # a replaced plan's
     return plan
 
 

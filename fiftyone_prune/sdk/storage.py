@@ -686,6 +686,7 @@ def get_shard_plan(plan_id: str) -> dict | None:
 
 def delete_shard_plan(plan_id: str) -> None:
     _shard_plans().delete_one({"_id": plan_id})
+    delete_shard_parts(plan_id)
 
 
 def update_shard_plan(plan_id: str, values: dict) -> None:
@@ -722,3 +723,90 @@ def list_shard_plans(dataset_id) -> list[tuple[str, str]]:
     """``(key, kind)`` of the coordinating records of one dataset."""
     return [(d["key"], d["kind"]) for d in _shard_plans().find(
         {"_id": {"$regex": f"^{dataset_id}/"}}, {"key": 1, "kind": 1})]
+
+
+# --- reads of sample ids whose memory does not grow with the view (sharded planning) ---
+
+def _whole_collection(samples) -> bool:
+    """Whether ``samples`` selects every document of its collection as stored (a dataset,
+    or a view without stages): its ids can then be read from the ``_id`` index alone."""
+    return not samples._pipeline()
+
+
+def count_samples(samples) -> int:
+    """``len(samples)``; for a whole collection an index-only count of the ``_id`` index
+    (no document is fetched)."""
+    if _whole_collection(samples):
+        return samples._dataset._sample_collection.count_documents({}, hint="_id_")
+    return len(samples)
+
+
+def iter_sorted_ids(samples, batch_size: int = 10000) -> Iterator[ObjectId]:
+    """The ``_id`` of every sample of ``samples`` in ascending order, streamed from a
+    cursor (memory: one batch). For a whole collection a covered read of the ``_id``
+    index (projection ``_id`` only, sorted by it, hinted: no document is fetched); for a
+    view its pipeline, then ``$project`` and ``$sort`` on ``_id`` (the server spills a
+    large sort to disk)."""
+    if _whole_collection(samples):
+        cursor = samples._dataset._sample_collection.find(
+            {}, {"_id": 1}, sort=[("_id", 1)], hint="_id_", batch_size=batch_size)
+    else:
+        cursor = samples._aggregate(post_pipeline=[{"$project": {"_id": 1}},
+                                                   {"$sort": {"_id": 1}}])
+    with closing(cursor):
+        for doc in cursor:
+            yield doc["_id"]
+
+
+def iter_ids(samples) -> Iterator[str]:
+    """The id of every sample of ``samples`` in view order, streamed (memory: one
+    cursor batch): what picks a few rows by position without listing every id."""
+    with closing(samples._aggregate(post_pipeline=[{"$project": {"_id": 1}}])) as cursor:
+        for doc in cursor:
+            yield str(doc["_id"])
+
+
+# --- per-shard partial results of a sharded run (any size: GridFS) ---------------------
+
+SHARD_PARTS = "fiftyone_prune_shard_parts"
+
+
+def _shard_parts():
+    import gridfs
+
+    import fiftyone.core.odm as foo
+
+    return gridfs.GridFS(foo.get_db_conn(), collection=SHARD_PARTS)
+
+
+def _part_name(plan_id: str, token: str, index: int) -> str:
+    return f"{plan_id}/{token}/{index}"
+
+
+def put_shard_part(plan_id: str, token: str, index: int, data: bytes) -> None:
+    """Stores what shard ``index`` of plan ``token`` computed for the run's last step
+    (e.g. its class sums), replacing an earlier attempt's. Keyed by the plan's token: a
+    replaced plan's shards never mix into the new plan's parts."""
+    fs = _shard_parts()
+    name = _part_name(plan_id, token, index)
+    earlier = [f._id for f in fs.find({"filename": name})]
+    fs.put(data, filename=name)
+    for file_id in earlier:
+        fs.delete(file_id)
+
+
+def get_shard_part(plan_id: str, token: str, index: int) -> bytes | None:
+    """The latest part stored by shard ``index`` of plan ``token`` (None if none)."""
+    found = _shard_parts().find_one({"filename": _part_name(plan_id, token, index)},
+                                    sort=[("uploadDate", -1)])
+    return None if found is None else found.read()
+
+
+def delete_shard_parts(plan_id: str, keep_token: str | None = None) -> None:
+    """Deletes the parts of every plan of run ``plan_id`` (but plan ``keep_token``'s)."""
+    import re
+
+    fs = _shard_parts()
+    for f in fs.find({"filename": {"$regex": f"^{re.escape(plan_id)}/"}}):
+        if keep_token is None or not f.filename.startswith(f"{plan_id}/{keep_token}/"):
+            fs.delete(f._id)

@@ -125,8 +125,7 @@ def test_bad_sharded_inputs_fail_before_any_write(vectors):
     for kwargs, match, param in [
             (dict(num_shards=0), "num_shards", "num_shards"),
             (dict(num_shards=301), "exceeds", "num_shards"),
-            (dict(num_shards=2, num_clusters=[2, 3]), "one k", "num_clusters"),
-            (dict(num_shards=2, method="supervised"), "kmeans", "method"),
+            (dict(num_shards=2, method="supervised"), "needs label_field", "label_field"),
             (dict(num_shards=2, overwrite=True), "does not replace", "overwrite"),
             (dict(num_shards=2, num_clusters=301), "exceeds the number of samples with",
              "num_clusters"),
