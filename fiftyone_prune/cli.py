@@ -142,9 +142,9 @@ def cmd_score(args):
 
 
 def _shard_line(status):
-    counts = ", ".join(f"{n} {state}" for state, n in sorted(status["counts"].items()))
-    return (f"  shards: {status['samples_done']}/{status['total']} samples; {counts} "
-            f"(of {status['num_shards']})")
+    from fiftyone_prune.sdk.shards import describe_progress
+
+    return f"  shards: {describe_progress(status)}"
 
 
 def cmd_requeue(args):
@@ -182,6 +182,11 @@ def cmd_runs(args):
     from fiftyone_prune.sdk.runs import run_status
 
     sharded = shards.list_sharded_runs(dataset)
+    for key in sharded:  # looking heals: shards whose worker died are requeued
+        healed = shards.heal(dataset, key, check_claims=True)
+        if healed:
+            print(f"{key}: re-queued shard(s) {healed} (their worker died, or they failed "
+                  f"with tries left)")
     for key in fop.list_runs(dataset):
         info = fop.get_run_info(dataset, key)
         print(f"{key}\t{info.config.kind}\t{info.timestamp}\t{run_status(dataset, key)}")
@@ -518,10 +523,13 @@ def build_parser():
     _add_shard_args(p)
     p.set_defaults(func=cmd_score)
 
-    p = sub.add_parser("requeue", help="re-run the stale (and failed) shards of a sharded run")
+    p = sub.add_parser("requeue", help="re-run the stale and failed shards of a sharded run "
+                                       "(delegated runs also heal themselves)")
     p.add_argument("dataset")
     p.add_argument("run_key", help="the scoring run key, or the embeddings field")
-    p.add_argument("--failed", action="store_true", help="failed shards too")
+    p.add_argument("--stale-only", dest="failed", action="store_false", default=True,
+                   help="leave the failed shards (by default they are rerun too)")
+    p.add_argument("--failed", action="store_true", help=argparse.SUPPRESS)  # the default
     p.add_argument("--here", action="store_true",
                    help="run them in this process instead of queueing them")
     p.add_argument("--stale-after", type=float, default=None, metavar="SECONDS",

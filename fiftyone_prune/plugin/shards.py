@@ -23,6 +23,13 @@ class RunShard(foo.Operator):
             allow_delegated_execution=True,
         )
 
+    def resolve_run_name(self, ctx):
+        """What ``fiftyone delegated list`` and the App's runs list show for this
+        operation: the run and the shard, not only the operator's name."""
+        params = ctx.params
+        return (f"prune {params.get('key')} shard {params.get('shard')} "
+                f"({params.get('dataset')})")
+
     def resolve_input(self, ctx):
         inputs = types.Object()
         inputs.str("dataset", required=True, label="Dataset")

@@ -42,6 +42,7 @@ import math
 import re
 
 import fiftyone.core.runs as fors
+from bson import ObjectId
 
 from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import leases, storage, validation
@@ -92,6 +93,18 @@ def plan_id(dataset, key: str) -> str:
 def shard_lease_key(key: str, index: int) -> str:
     """The lease key of shard ``index`` of sharded run ``key``."""
     return f"{key}#shard{index}"
+
+
+def tail_watch_lease_key(key: str) -> str:
+    """The lease key of the one worker that watches the last running shards of sharded
+    run ``key`` (to requeue a shard whose worker dies when no other worker is busy)."""
+    return f"{key}#watch"
+
+
+def late_samples_lease_key(key: str) -> str:
+    """The lease key of the last step of sharded run ``key``: computing the samples added
+    after it was planned, then finishing the run."""
+    return f"{key}#late"
 
 
 def score_field_names(field_prefix: str) -> tuple[str, str]:
@@ -171,6 +184,33 @@ def field_owners(samples) -> dict:
             for field in run_for(dataset.get_run_info(key).config).get_fields(dataset, key):
                 out[field] = key
     return out
+
+
+def delete_queued_operations(plan: dict) -> list[str]:
+    """Deletes the FiftyOne delegated operations still waiting to run a shard of the
+    sharded run ``plan`` (what deleting the run does; a worker would otherwise claim one
+    later and fail on the missing run). Operations already running are left to end: the
+    plan is gone, so their next write is fenced out and they end failed. Returns the
+    deleted operations' ids."""
+    from bson.errors import InvalidId
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionRunState
+
+    service = DelegatedOperationService()
+    deleted = []
+    for shard in plan.get("shards", []):
+        op_id = shard.get("operation")
+        if not op_id:
+            continue
+        try:
+            # by ObjectId: FiftyOne matches a string id against nothing
+            op = service.get(ObjectId(op_id))
+        except (ValueError, InvalidId):  # already gone
+            continue
+        if op.run_state in (ExecutionRunState.QUEUED, ExecutionRunState.SCHEDULED):
+            service.delete_operation(ObjectId(op_id))
+            deleted.append(op_id)
+    return deleted
 
 
 @contextlib.contextmanager
@@ -256,7 +296,10 @@ class PruneRun(fors.Run):
         with _lease_for(samples, key, "delete") as lease:
             dataset = samples._dataset
             # the plan first: its shards still running are fenced out before the fields go
+            plan = storage.get_shard_plan(plan_id(dataset, key))
             storage.delete_shard_plan(plan_id(dataset, key))
+            if plan is not None:
+                delete_queued_operations(plan)
             for field in self.created_fields(dataset, key):
                 dataset.delete_sample_field(field)
             self._cleanup_more(dataset, key, storage.Fence.of(lease))

@@ -28,10 +28,10 @@ import fiftyone as fo
 import fiftyone.core.runs as fors
 
 from fiftyone_prune.core.params import ParameterError
-from fiftyone_prune.sdk import leases, validation
+from fiftyone_prune.sdk import leases, shard_plans, storage, validation
 from fiftyone_prune.sdk.run_configs import (  # check_key_free, dependent_runs: re-exported
     COMPLETE, CONFIGS, IN_PROGRESS, METHOD_PREFIX, SHARDED, RunChangeRefused, check_key_free,
-    dependent_runs, recorded_tag_counts, run_for, selection_owner, selection_names)
+    dependent_runs, plan_id, recorded_tag_counts, run_for, selection_owner, selection_names)
 
 logger = logging.getLogger(__name__)
 
@@ -244,10 +244,8 @@ def run_status(samples, run_key: str) -> str:
     if live is not None:
         return f"being written by {leases.describe(live)}"
     state = getattr(cfg, "state", COMPLETE)
-    if state == SHARDED:
-        return (f"still being computed by its shards (fop.shard_status(dataset, "
-                f"{run_key!r}) shows their progress; fop.requeue_stale_shards restarts "
-                f"those whose worker died); use it when they are done")
+    if state == SHARDED or (state != COMPLETE and _unfinished_shards(dataset, run_key)):
+        return _sharded_status(dataset, run_key)
     if state != COMPLETE:
         rerun = ("rerun fop.compute_prototype_scores(..., overwrite=True)"
                  if getattr(cfg, "kind", None) == "prototypes" else "rerun it")
@@ -273,6 +271,34 @@ def run_status(samples, run_key: str) -> str:
         return (f"tag counts do not match the run ({detail}): the tags were changed after "
                 f"the selection; select again")
     return COMPLETE
+
+
+def _unfinished_shards(dataset, run_key) -> bool:
+    plan = storage.get_shard_plan(plan_id(dataset, run_key))
+    return plan is not None and not shard_plans.is_complete(plan)
+
+
+def _sharded_status(dataset, run_key) -> str:
+    """A run its shards are computing: in progress, with the counts and the time left,
+    and what to do only when something needs a person (a shard out of tries)."""
+    try:
+        status = shard_plans.shard_status(dataset, run_key)
+    except ParameterError:  # its record is gone: the shards can no longer finish it
+        return (f"interrupted: its shards' record is gone; delete it with fop.delete_run "
+                f"and run it again")
+    progress = shard_plans.describe_progress(status)
+    # what no worker will pick up by itself: out of tries, or run in a process that
+    # ended (never queued, so nothing requeues it)
+    stuck = [s for s in status["shards"]
+             if s["state"] in (shard_plans.FAILED, shard_plans.STALE)
+             and not s.get("retries_left")]
+    if stuck:
+        return (f"sharded, stopped: {progress}. Fix the cause, then run `fiftyone-prune "
+                f"requeue {dataset.name} {run_key}` (fop.requeue_stale_shards)")
+    return (f"in progress: still being computed by its shards ({progress}); wait for "
+            f"them to finish (nothing to do by hand: the workers requeue a shard whose "
+            f"worker dies); follow them with fop.shard_status(dataset, {run_key!r}) or "
+            f"`fiftyone-prune runs {dataset.name}`")
 
 
 def check_selection_usable(samples, run_key: str, allow_stale: bool = False) -> None:

@@ -24,16 +24,19 @@ written), so a requeued shard continues where its killed worker stopped.
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 
 from bson import ObjectId, json_util
+from pymongo.errors import ConnectionFailure
 
 import fiftyone as fo
 from fiftyone import ViewField as F
 
 from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import leases, storage
-from fiftyone_prune.sdk.run_configs import plan_id, shard_lease_key  # names the runs own
+from fiftyone_prune.sdk.run_configs import (  # names the runs own
+    late_samples_lease_key, plan_id, shard_lease_key, tail_watch_lease_key)
 
 logger = logging.getLogger(__name__)
 
@@ -46,6 +49,16 @@ SHARD_OPERATOR = "@fiftyone-prune/prune/run_shard"
 #: its worker still renews its lease (a hung worker); a dead worker's shard is stale as
 #: soon as its lease expires
 DEFAULT_STALE_SECONDS = 600.0
+#: tries of one delegated shard before it stays ``failed`` for a person to look at. A
+#: transient cause (the database gone for longer than the driver waits, a worker killed
+#: or stalled past its lease) clears on the next try, and each try resumes where the last
+#: one stopped, so a retry costs only the unfinished part; a cause in the data or the
+#: setup (a NaN vector, a missing model file) fails the same way every time, and a third
+#: identical failure says so, where retrying forever would keep a worker busy failing.
+MAX_ATTEMPTS = 3
+#: how long a worker whose database vanished waits for it to come back before it gives
+#: up on its shard (it then marks the shard failed and requeues it with tries left)
+DATABASE_WAIT_SECONDS = 900.0
 #: the most shards of one run: its record holds a bound and a state (~0.4 KB) per shard,
 #: and no centroid (those are stored with the run's results), so its size depends on M
 #: only and stays far below MongoDB's 16 MB document limit
@@ -216,28 +229,85 @@ def is_current(dataset, plan) -> bool:
 
 def run_or_queue(dataset, plan, steps: ShardSteps, delegate: bool):
     """Runs the unfinished shards of ``plan`` here in order and returns
-    ``steps.result(...)``, or queues one delegated operation per unfinished shard and
-    returns the plan's status."""
-    todo = [s["index"] for s in plan["shards"] if s["state"] != DONE]
+    ``steps.result(...)``, or queues one delegated operation per shard that no worker
+    has or will run (never a shard whose worker is alive, nor one whose operation still
+    waits in the queue: a resume while the run is healthy queues nothing) and returns
+    the plan's status. A plan whose shards are all done but whose last step never ran
+    (its worker died) is finished here."""
+    key = plan["key"]
+    if "last_planned_id" not in plan:  # samples with a greater _id were added later
+        last = plan_view(dataset, plan).sort_by("_id", reverse=True).limit(1).values("_id")
+        plan["last_planned_id"] = str(last[0]) if last else None
+        storage.update_shard_plan(plan["_id"], {"last_planned_id": plan["last_planned_id"]})
     if delegate:
-        queued = [queue_shard(dataset, plan["key"], i) for i in todo]
-        status = shard_status(dataset, plan["key"])
+        queued = [op for op in (queue_shard(dataset, key, i)
+                                for i in _shards_to_queue(dataset, plan)) if op]
+        plan = load_plan(dataset, key)
+        if is_complete(plan) and not plan.get("finished"):
+            finish_run(dataset, plan, steps)
+        status = shard_status(dataset, key)
         status["queued_operations"] = queued
         return status
-    outputs = [run_one_shard(dataset, plan["key"], i, steps) for i in todo]
-    return steps.result(dataset, load_plan(dataset, plan["key"]), outputs)
+    todo = [s["index"] for s in plan["shards"] if s["state"] != DONE]
+    outputs = [run_one_shard(dataset, key, i, steps) for i in todo]
+    if not todo and not plan.get("finished"):
+        finish_run(dataset, load_plan(dataset, key), steps)
+    return steps.result(dataset, load_plan(dataset, key), outputs)
 
 
-def queue_shard(dataset, key, index) -> str:
+def _shards_to_queue(dataset, plan) -> list[int]:
+    """The shards a planning (or resuming) call with ``delegate=True`` queues: those
+    never queued, failed (whatever their tries: the call is a person's decision), whose
+    worker died, or whose operation ended or vanished without running them."""
+    out = []
+    for s in plan["shards"]:
+        state = s["state"]
+        if state == DONE:
+            continue
+        if state == RUNNING:
+            if leases.current(dataset, shard_lease_key(plan["key"], s["index"])) is None:
+                out.append(s["index"])
+        elif state == FAILED or not s.get("operation"):
+            out.append(s["index"])
+        elif state == QUEUED and _claimed_and_abandoned(dataset, plan["key"], s):
+            out.append(s["index"])
+    return out
+
+
+def queue_shard(dataset, key, index, *, seen: dict | None = None,
+                fresh_tries: bool = True, reason: str = "it was requeued") -> str | None:
     """Queues one delegated operation that runs shard ``index`` of run ``key``; returns
     its id. Needs FiftyOne's orchestrator-less delegation
     (``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true``) and a ``fiftyone delegated launch``
-    worker (any number, on any machine sharing the database)."""
+    worker (any number, on any machine sharing the database). The shard's last error
+    stays on it (``error``, and every try's in ``errors``) until it is done; the
+    operation queued for it before, if FiftyOne still lists it running, is marked failed
+    (its worker is gone: that is why the shard is queued again).
+
+    Args:
+        seen (None): the shard's values the caller saw (``state``, ``operation``,
+            ``owner``, ``attempts``): the shard is queued only if it still holds them
+            (a compare-and-set, so that two healers never queue one shard twice);
+            returns None when another caller changed it first
+        fresh_tries (True): count the shard's tries from zero again (a person's
+            decision); the self-healing keeps counting (:data:`MAX_ATTEMPTS`)
+        reason ("it was requeued"): why, for the operation it replaces
+    """
     import fiftyone.operators as foo
 
-    storage.update_shard(plan_id(dataset, key), index,
-                         {"state": QUEUED, "error": None, "operation": None},
-                         stamp=("queued_at",))
+    seen = dict(seen or {})
+    state = seen.pop("state", None)
+    previous = (seen["operation"] if "operation" in seen
+                else load_plan(dataset, key)["shards"][index].get("operation"))
+    values = {"state": QUEUED, "operation": None}
+    if fresh_tries:
+        values["attempts"] = 0
+    if not storage.update_shard(plan_id(dataset, key), index, values, stamp=("queued_at",),
+                                only_if_state=None if state is None else (state,),
+                                only_if=seen):
+        return None
+    if previous:
+        _retire_operation(previous, f"shard {index} of {key!r} was queued again: {reason}")
     result = foo.execute_operator(SHARD_OPERATOR, {"dataset": dataset.name},
                                   params={"dataset": dataset.name, "key": key,
                                           "shard": index},
@@ -277,6 +347,217 @@ def _claimed_and_abandoned(dataset, key, shard) -> bool:
         return (started is not None and (storage.server_time() - started).total_seconds()
                 > leases.lease_seconds())
     return True  # completed or failed without the shard starting
+
+
+def _retire_operation(op_id, why) -> None:
+    """Ends a FiftyOne operation that will not run its shard (any more): one still
+    listed ``running`` (its worker died: FiftyOne would list it running forever) is
+    marked failed with ``why``; one still waiting in the queue is deleted (the shard has
+    a newer one). Best effort: FiftyOne's queue is its record, not ours."""
+    from bson.errors import InvalidId
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionResult, ExecutionRunState
+
+    service = DelegatedOperationService()
+    try:
+        op = service.get(ObjectId(op_id))
+        if op.run_state == ExecutionRunState.RUNNING:
+            service.set_failed(ObjectId(op_id),
+                               result=ExecutionResult(error=why, error_message=why),
+                               required_state=ExecutionRunState.RUNNING)
+        elif op.run_state in (ExecutionRunState.QUEUED, ExecutionRunState.SCHEDULED):
+            service.delete_operation(ObjectId(op_id))
+    except (ValueError, InvalidId):  # deleted already
+        pass
+    except Exception as e:  # noqa: BLE001 - the requeue matters, this is bookkeeping
+        logger.warning("Could not end delegated operation %s: %s", op_id, e)
+
+
+def heal(dataset, key: str, check_claims: bool = False) -> list[int]:
+    """Requeues, without a person, the delegated shards of run ``key`` that no live
+    worker will finish: a ``running`` shard whose worker died (its lease expired), a
+    ``failed`` one, and with ``check_claims`` a ``queued`` one whose operation a worker
+    claimed and died on (one lookup in FiftyOne's queue per queued shard, which the
+    tail watcher and the planning and status calls pay, not every shard's end). A shard
+    is tried at most :data:`MAX_ATTEMPTS` times (then it stays ``failed`` with its
+    errors); the dead worker's FiftyOne operation is marked failed. Each requeue is a
+    compare-and-set on what was seen, so that two healers never queue one shard twice.
+    Shards run in a process (never queued) are that process's: its caller got the error.
+
+    Called by every worker when its shard ends (done or failed), by the worker watching
+    the last shards (:func:`run_one_shard`), by ``fiftyone-prune runs`` and by a
+    planning call that resumes the run.
+
+    Returns:
+        the indices of the shards requeued
+    """
+    plan = storage.get_shard_plan(plan_id(dataset, key))
+    if plan is None or is_complete(plan):
+        return []
+    healed = []
+    for s in plan["shards"]:
+        op_id, index, state = s.get("operation"), s["index"], s["state"]
+        if not op_id:
+            continue
+        tries = s.get("attempts") or 0
+        if state == RUNNING:
+            if leases.current(dataset, shard_lease_key(key, index)) is not None:
+                continue
+            why = f"its worker {s.get('owner')} died (its lease expired)"
+        elif state == FAILED:
+            why = s.get("error") or "failed"
+        elif state == QUEUED and check_claims and _claimed_and_abandoned(dataset, key, s):
+            why = "the worker that claimed its operation died before starting it"
+        else:
+            continue
+        seen = {"state": state, "operation": op_id, "attempts": s.get("attempts"),
+                "owner": s.get("owner")}
+        if tries >= MAX_ATTEMPTS:
+            if state != FAILED:  # out of tries: shown failed, with why, for a person
+                error = f"{why}, on try {tries} of {MAX_ATTEMPTS}"
+                if storage.update_shard(plan["_id"], index,
+                                        {"state": FAILED, "error": error,
+                                         "errors": (s.get("errors") or []) + [error]},
+                                        only_if_state=(state,),
+                                        only_if={k: v for k, v in seen.items()
+                                                 if k != "state"}):
+                    _retire_operation(op_id, error)
+            continue
+        try:
+            if queue_shard(dataset, key, index, seen=seen, fresh_tries=False,
+                           reason=why) is not None:
+                logger.warning("Requeued shard %d of %r (try %d of %d): %s", index, key,
+                               tries + 1, MAX_ATTEMPTS, why)
+                healed.append(index)
+        except Exception as e:  # noqa: BLE001 - e.g. no delegation here; status shows it
+            logger.warning("Could not requeue shard %d of %r: %s", index, key, e)
+    return healed
+
+
+def _heal_quietly(dataset, key, check_claims=False) -> list[int]:
+    """:func:`heal`, logging instead of raising: healing others must never fail the
+    shard (or the call) that does it."""
+    try:
+        return heal(dataset, key, check_claims)
+    except Exception as e:  # noqa: BLE001
+        logger.warning("Could not look for dead shards of run %r: %s", key, e)
+        return []
+
+
+def _wait_for_database(seconds: float) -> bool:
+    """Waits until the database answers again (True), at most ``seconds`` (False)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            storage.server_time()
+            return True
+        except ConnectionFailure:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(1.0)
+
+
+def _operation_waiting(shard) -> bool:
+    """Whether the FiftyOne operation queued for ``shard`` still waits for a worker."""
+    from bson.errors import InvalidId
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionRunState
+
+    if not shard.get("operation"):
+        return False
+    try:
+        op = DelegatedOperationService().get(ObjectId(shard["operation"]))
+    except (ValueError, InvalidId):
+        return False
+    return op.run_state in (ExecutionRunState.QUEUED, ExecutionRunState.SCHEDULED)
+
+
+def _watch_tail(dataset, key: str, token: str) -> None:
+    """Run by a worker whose shard ended while the rest of the run is on other workers
+    and none of its operations waits in the queue: keeps looking (every quarter lease)
+    for a shard whose worker died, and requeues it, so that a run whose last worker is
+    killed finishes without a person. One watcher per run (its own lease); it stops as
+    soon as the run is complete, replaced or deleted, an operation of it waits in the
+    queue (a worker will run it, and watch in its turn), or nothing is left running. It
+    rides out a database outage (it only reads, and requeues).
+
+    Why a worker waits rather than something scheduled: FiftyOne's open-source queue
+    has no timer, and once every operation of the run is taken nothing else of ours
+    runs; the cost is one worker's time at the run's tail, the part where workers would
+    be idle anyway."""
+    try:
+        with leases.hold(dataset, tail_watch_lease_key(key)):
+            while True:
+                try:
+                    plan = storage.get_shard_plan(plan_id(dataset, key))
+                    if plan is None or plan.get("token") != token or is_complete(plan):
+                        return
+                    if any(s["state"] == QUEUED and _operation_waiting(s)
+                           for s in plan["shards"]):
+                        return
+                    heal(dataset, key, check_claims=True)
+                    plan = storage.get_shard_plan(plan_id(dataset, key))
+                    if plan is None or not {RUNNING, QUEUED} & {s["state"]
+                                                                 for s in plan["shards"]}:
+                        return  # done, or every shard left is out of tries
+                except ConnectionFailure as e:
+                    logger.warning("Watching run %r: the database is unreachable (%s)",
+                                   key, e)
+                    if not _wait_for_database(DATABASE_WAIT_SECONDS):
+                        return
+                    continue
+                time.sleep(leases.lease_seconds() / 4)
+    except leases.RunLockedError:  # another worker watches
+        return
+    except Exception as e:  # noqa: BLE001 - the shard itself is done
+        logger.warning("Stopped watching run %r: %s", key, e)
+
+
+def late_samples_view(dataset, plan):
+    """The samples of the planned view added after the run was planned: those whose
+    ``_id`` is greater than the greatest one planned (FiftyOne's ids grow with the time
+    they were made), an ``_id`` index range, cheap to count. They fall in the last
+    shard's range, which is open above: when that shard runs after they were added it
+    computes them; else the run's last step does (:func:`finish_run`). A sample added
+    with an older id (copied with its id from elsewhere) is not seen."""
+    return plan_view(dataset, plan).match(F("_id") > ObjectId(plan["last_planned_id"]))
+
+
+def late_samples_pending(dataset, plan, steps) -> int:
+    """How many samples of :func:`late_samples_view` the run has not written yet."""
+    if not plan.get("last_planned_id"):
+        return 0
+    late = late_samples_view(dataset, plan)
+    return late.count() - steps.count_done(late, plan)
+
+
+def finish_run(dataset, plan, steps) -> None:
+    """The run's last step, once every shard is done, by one worker (its own lease;
+    whoever comes second leaves it to the first): computes the samples added to the
+    planned view after planning (a catch-up over :func:`late_samples_view`, skipping what
+    is written, so that they are neither left out nor counted as empty vectors), records
+    how many (``late``), then ``steps.finish`` registers or completes the run. A worker
+    that dies here leaves the run unfinished until the next planning call
+    (``compute_*`` with the same arguments), which finishes it."""
+    key = plan["key"]
+    token = plan.get("token")
+    try:
+        with leases.hold(dataset, late_samples_lease_key(key)) as lease:
+            if not is_current(dataset, plan):
+                return
+            if late_samples_pending(dataset, plan, steps) > 0:
+                fence = storage.Fence.of(lease).and_plan(plan["_id"], token)
+                out = steps.process(dataset, plan, late_samples_view(dataset, plan),
+                                    fence=fence, on_written=lambda n: None)
+                fence.confirm()
+                logger.info("Run %r: computed the samples added after it was planned: %s",
+                            key, out)
+                storage.update_shard_plan(plan["_id"], {"late": out})
+            steps.finish(dataset, load_plan(dataset, key))
+            if is_current(dataset, plan):
+                storage.update_shard_plan(plan["_id"], {"finished": True})
+    except leases.RunLockedError:  # another worker finishes it
+        return
 
 
 class _ProgressBeat:
@@ -319,54 +600,110 @@ class _ProgressBeat:
 def run_one_shard(dataset, key: str, index: int, steps: ShardSteps) -> dict:
     """Computes shard ``index`` of sharded run ``key`` with ``steps`` under the shard's
     lease (see :func:`fiftyone_prune.sdk.shards.run_shard`); the worker that completes
-    the last shard finishes the run."""
+    the last shard finishes the run (:func:`finish_run`).
+
+    A delegated shard (one with a queued operation) heals the run around it: when it
+    ends, done or failed, the worker requeues the shards whose worker died and the
+    failed ones with tries left (:func:`heal`), its own included, and when nothing of
+    the run waits in the queue it watches the shards still running until they end
+    (:func:`_watch_tail`). A worker whose database vanished waits for it
+    (:data:`DATABASE_WAIT_SECONDS`) before it gives the shard up, so that it can
+    record the failure and requeue the shard when the database is back."""
     plan = load_plan(dataset, key)
     if not 0 <= index < plan["num_shards"]:
         raise ParameterError(f"Run {key!r} has shards 0..{plan['num_shards'] - 1}, not "
                              f"{index}", "index")
+    delegated = bool(plan["shards"][index].get("operation"))
+    try:
+        out, token = _compute_shard(dataset, key, index, steps)
+    except ConnectionFailure:
+        if delegated and _wait_for_database(DATABASE_WAIT_SECONDS):
+            _heal_quietly(dataset, key)
+        raise
+    except leases.RunLockedError:  # another worker has it: not this worker's to heal
+        raise
+    except BaseException:
+        if delegated:
+            _heal_quietly(dataset, key)
+        raise
+    plan = load_plan(dataset, key)
+    if plan.get("token") == token and is_complete(plan):
+        finish_run(dataset, plan, steps)
+    elif plan.get("token") == token and delegated:
+        _heal_quietly(dataset, key)
+        _watch_tail(dataset, key, token)
+    return out
+
+
+def _compute_shard(dataset, key, index, steps) -> tuple[dict, str]:
+    """The shard's work under its lease: ``(its result, the plan's token)``. Each start
+    counts a try (``attempts``); a failure is recorded on the shard (``error``, and in
+    ``errors`` with the earlier tries'), the database permitting."""
     with leases.hold(dataset, shard_lease_key(key, index)) as lease:
         plan = load_plan(dataset, key)
         shard = plan["shards"][index]
         token = plan.get("token")
         out = shard.get("result") or {}
         if shard["state"] != DONE:
+            tries = (shard.get("attempts") or 0) + 1
             fence = storage.Fence.of(lease).and_plan(plan["_id"], token)
             storage.update_shard(plan["_id"], index,
-                                 {"state": RUNNING, "owner": lease.owner, "error": None},
+                                 {"state": RUNNING, "owner": lease.owner, "attempts": tries},
                                  stamp=("started_at", "heartbeat_at", "progress_at"),
                                  plan_token=token)
             beat = _ProgressBeat(dataset, plan, index, steps)
             try:
-                beat(query=True)
+                # a pipeline that reports its writes reads its slice once: a shard that
+                # never started has nothing written (no count), and its total at the
+                # end is what it counted plus what it wrote
+                if steps.counts_writes and shard.get("started_at") is None:
+                    beat.wrote(0)
+                else:
+                    beat(query=True)
                 lease.heartbeat.add(beat)  # one thread: the lease's renewal and this beat
                 out = steps.process(dataset, plan, shard_view(dataset, plan, index),
                                     fence=fence, on_written=beat.wrote)
                 fence.confirm()
-                beat(query=True)
+                beat(query=not steps.counts_writes)
             except BaseException as e:
-                storage.update_shard(plan["_id"], index,
-                                     {"state": FAILED, "error": f"{type(e).__name__}: {e}"},
-                                     stamp=("heartbeat_at",), only_if_state=(RUNNING,),
-                                     plan_token=token)
+                error = f"{type(e).__name__}: {e}"
+                if isinstance(e, ConnectionFailure):
+                    _wait_for_database(DATABASE_WAIT_SECONDS)
+                try:
+                    storage.update_shard(
+                        plan["_id"], index,
+                        {"state": FAILED, "error": error,
+                         "errors": (shard.get("errors") or [])[-9:] + [
+                             f"try {tries}: {error}"]},
+                        stamp=("heartbeat_at",), only_if_state=(RUNNING,),
+                        only_if={"owner": lease.owner}, plan_token=token)
+                except ConnectionFailure:  # still gone: its expired lease shows it stale
+                    pass
                 raise
             # done only on the plan it was computed for: a replaced plan's shard is not
-            if not storage.update_shard(plan["_id"], index, {"state": DONE, "result": out},
+            if not storage.update_shard(plan["_id"], index,
+                                        {"state": DONE, "result": out, "error": None},
                                         stamp=("finished_at", "heartbeat_at"),
                                         plan_token=token):
                 raise leases.LeaseLostError(
                     f"Sharded run {key!r} was replaced or deleted while shard {index} ran; "
                     f"its results were fenced out (see fop.shard_status for the current "
                     f"run)")
-    plan = load_plan(dataset, key)
-    if plan.get("token") == token and is_complete(plan):
-        steps.finish(dataset, plan)
-    return out
+    return out, token
 
 
-def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
+def shard_status(dataset, key: str, stale_after: float | None = None,
+                 steps: ShardSteps | None = None) -> dict:
     """Where sharded run ``key`` stands: ``{"key", "kind", "num_shards", "total",
-    "samples_done", "counts": {state: n}, "complete", "shards": [{"index", "state",
-    "owner", "samples_done", "samples_total", "error"}]}``. A ``running`` shard is
+    "samples_done", "counts": {state: n}, "complete", "seconds_left", "late",
+    "shards": [{"index", "state", "owner", "samples_done", "samples_total", "error",
+    "errors", "attempts", "retries_left"}]}`` (with ``steps``, also ``late_samples``:
+    samples added to the view after planning that the run has not computed yet; it
+    computes them after its last shard). ``seconds_left`` is the time the unfinished
+    samples need at the pace kept so far (None before any progress); ``late`` what the
+    catch-up of late samples computed; ``error`` a shard's last error, ``errors`` every
+    try's, ``retries_left`` the automatic tries it has left (None for a shard run in a
+    process). A ``running`` shard is
     reported ``stale`` when its worker's lease has expired (the worker died) or its
     count has not moved for ``stale_after`` seconds (default
     :data:`DEFAULT_STALE_SECONDS`); a ``queued`` one when the delegated operation queued
@@ -379,6 +716,8 @@ def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
             ``run_key`` of a scoring run
         stale_after (None): seconds without progress after which a running shard is
             ``stale`` (default :data:`DEFAULT_STALE_SECONDS`, 600)
+        steps (None): the run's pipeline steps (``fiftyone_prune.sdk.shards`` passes
+            them), to count the late samples
 
     Returns:
         the dict above; ``counts`` maps ``queued``/``running``/``done``/``failed``/
@@ -416,17 +755,69 @@ def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
         size = shard_size(plan, s["index"])
         done = size if s["state"] == DONE else s.get("samples_done", 0)
         done_total += done
+        tries = s.get("attempts") or 0
         shards.append({"index": s["index"], "state": state, "owner": s.get("owner"),
                        "samples_done": done, "samples_total": size,
-                       "error": s.get("error")})
-    return {"key": key, "kind": plan["kind"], "num_shards": plan["num_shards"],
-            "total": plan["total"], "samples_done": done_total, "counts": counts,
-            "complete": counts.get(DONE, 0) == plan["num_shards"], "shards": shards}
+                       "error": s.get("error"), "errors": list(s.get("errors") or []),
+                       "attempts": tries,
+                       "retries_left": (max(0, MAX_ATTEMPTS - tries)
+                                        if s.get("operation") else None)})
+    complete = counts.get(DONE, 0) == plan["num_shards"]
+    out = {"key": key, "kind": plan["kind"], "num_shards": plan["num_shards"],
+           "total": plan["total"], "samples_done": done_total, "counts": counts,
+           "complete": complete, "shards": shards,
+           "seconds_left": None if complete else _seconds_left(plan, done_total, now),
+           "late": plan.get("late")}
+    if steps is not None:
+        out["late_samples"] = late_samples_pending(dataset, plan, steps)
+    return out
 
 
-def shards_to_rerun(dataset, key: str, include_failed=False,
+def _seconds_left(plan, done, now) -> float | None:
+    """The time the run still needs at the pace its shards kept since the first started
+    (None before any progress): samples left / samples written per second."""
+    starts = [s["started_at"] for s in plan["shards"] if s.get("started_at")]
+    if not starts or done <= 0:
+        return None
+    elapsed = (now - min(starts)).total_seconds()
+    if elapsed <= 0:
+        return None
+    return round(max(0, plan["total"] - done) * elapsed / done, 1)
+
+
+def describe_progress(status: dict) -> str:
+    """One line on a sharded run for people (the CLI's ``runs``, the run's status):
+    samples written, shards by state, the time left, and each failed or stale shard
+    with its index, tries and error."""
+    counts = ", ".join(f"{n} {state}" for state, n in sorted(status["counts"].items()))
+    line = (f"{status['samples_done']}/{status['total']} samples; {counts} "
+            f"(of {status['num_shards']})")
+    if status.get("seconds_left") is not None:
+        line += f"; about {_duration(status['seconds_left'])} left"
+    for s in status["shards"]:
+        if s["state"] in (FAILED, STALE):
+            tries = (f", try {s['attempts']} of {MAX_ATTEMPTS}"
+                     if s.get("retries_left") is not None else "")
+            why = s.get("error") or "its worker died"
+            line += f"; shard {s['index']} {s['state']}{tries}: {why}"
+    if status.get("late_samples"):
+        line += (f"; {status['late_samples']} sample(s) added after this run was planned: "
+                 f"the run computes them after its last shard")
+    return line
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def shards_to_rerun(dataset, key: str, include_failed=True,
                     stale_after: float | None = None) -> list[int]:
-    """The stale shards of ``key`` (and the failed ones with ``include_failed``)."""
+    """The stale shards of ``key`` and (unless ``include_failed=False``) the failed
+    ones."""
     wanted = {STALE} | ({FAILED} if include_failed else set())
     status = shard_status(dataset, key, stale_after)
     return [s["index"] for s in status["shards"] if s["state"] in wanted]

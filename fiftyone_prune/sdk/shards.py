@@ -32,13 +32,14 @@ import fiftyone as fo
 from fiftyone_prune.sdk import embeddings, scores, shard_plans
 from fiftyone_prune.sdk.shard_plans import (
     DEFAULT_STALE_SECONDS, DONE, FAILED, QUEUED, RUNNING, SHARD_OPERATOR, SHARDED, STALE,
-    list_sharded_runs, plan_id, queue_shard, shard_lease_key, shard_status)
+    MAX_ATTEMPTS, describe_progress, heal, list_sharded_runs, plan_id, queue_shard,
+    shard_lease_key)
 
 #: the public names of sharding, in one place (most are defined by ``shard_plans``)
-__all__ = ["DEFAULT_STALE_SECONDS", "DONE", "FAILED", "PIPELINES", "QUEUED", "RUNNING",
-           "SHARDED", "SHARD_OPERATOR", "STALE", "list_sharded_runs", "plan_id",
-           "queue_shard", "requeue_stale_shards", "run_shard", "shard_lease_key",
-           "shard_status"]
+__all__ = ["DEFAULT_STALE_SECONDS", "DONE", "FAILED", "MAX_ATTEMPTS", "PIPELINES",
+           "QUEUED", "RUNNING", "SHARDED", "SHARD_OPERATOR", "STALE", "describe_progress",
+           "heal", "list_sharded_runs", "plan_id", "queue_shard", "requeue_stale_shards",
+           "run_shard", "shard_lease_key", "shard_status"]
 
 #: each pipeline's steps, by the ``kind`` its plans record
 PIPELINES = {steps.kind: steps for steps in (embeddings.SHARD_STEPS, scores.SHARD_STEPS)}
@@ -75,18 +76,53 @@ def run_shard(dataset, key: str, index: int) -> dict:
     return shard_plans.run_one_shard(dataset, key, index, PIPELINES[plan["kind"]])
 
 
-def requeue_stale_shards(dataset, key: str, delegate: bool = True, include_failed=False,
+def shard_status(dataset, key: str, stale_after: float | None = None) -> dict:
+    """Where sharded run ``key`` stands, with the samples added to its view after it was
+    planned (``late_samples``); see
+    :func:`fiftyone_prune.sdk.shard_plans.shard_status` for the keys.
+
+    Args:
+        dataset: the dataset (or its name) the sharded run was planned on
+        key: the sharded run: the ``embeddings_field`` of an embedding run, the
+            ``run_key`` of a scoring run
+        stale_after (None): seconds without progress after which a running shard is
+            ``stale`` (default :data:`DEFAULT_STALE_SECONDS`, 600)
+
+    Returns:
+        a dict: ``counts`` by state, ``samples_done`` of ``total``, ``seconds_left``,
+        ``complete``, ``late_samples``, and per shard its state, counts, tries and errors
+
+    Raises:
+        ParameterError: when ``dataset`` has no sharded run ``key``
+
+    Example::
+
+        import fiftyone_prune as fop
+
+        status = fop.shard_status(dataset, "emb2")
+        print(status["counts"], status["seconds_left"])  # {'done': 1, 'running': 1} 40.0
+    """
+    if isinstance(dataset, str):
+        dataset = fo.load_dataset(dataset)
+    plan = shard_plans.load_plan(dataset, key)
+    return shard_plans.shard_status(dataset, key, stale_after, steps=PIPELINES[plan["kind"]])
+
+
+def requeue_stale_shards(dataset, key: str, delegate: bool = True, include_failed=True,
                          stale_after: float | None = None) -> list[int]:
-    """Re-runs the stale shards of ``key`` (and the failed ones with
-    ``include_failed=True``): queued as delegated operations, or with
-    ``delegate=False`` run here in order. A rerun continues where the shard stopped.
+    """Re-runs the stale shards of ``key`` and the failed ones (``include_failed=False``
+    leaves those): queued as delegated operations, or with ``delegate=False`` run here
+    in order. A rerun continues where the shard stopped, and starts its tries afresh.
+    Sharded runs queued with ``delegate=True`` heal themselves (dead workers' shards and
+    failed ones are requeued by the other workers, up to :data:`MAX_ATTEMPTS` tries):
+    this is for a shard out of tries, once its cause is fixed.
 
     Args:
         dataset: the dataset (or its name) the sharded run was planned on
         key: the sharded run (``embeddings_field`` or scoring ``run_key``)
         delegate (True): queue each shard as a delegated operation (needs a
             ``fiftyone delegated launch`` worker); False runs them here, in order
-        include_failed (False): also rerun the ``failed`` shards
+        include_failed (True): also rerun the ``failed`` shards
         stale_after (None): as in :func:`shard_status`
 
     Returns:

@@ -695,17 +695,21 @@ def update_shard_plan(plan_id: str, values: dict) -> None:
 
 
 def update_shard(plan_id: str, index: int, values: dict, stamp: tuple = (),
-                 only_if_state: tuple | None = None, plan_token: str | None = None) -> bool:
+                 only_if_state: tuple | None = None, plan_token: str | None = None,
+                 only_if: dict | None = None) -> bool:
     """Sets ``values`` on shard ``index`` and stamps the fields ``stamp`` with the
     server's time (clocks of worker machines may disagree). With ``only_if_state`` the
     update applies only while the shard is in one of those states (a compare-and-set),
-    with ``plan_token`` only while the record is still that plan (not replaced by a new
-    run); returns whether it applied."""
+    with ``only_if`` only while the shard's fields hold those values (e.g. the owner or
+    the operation a healer saw), with ``plan_token`` only while the record is still that
+    plan (not replaced by a new run); returns whether it applied."""
     query = {"_id": plan_id}
     if plan_token is not None:
         query["token"] = plan_token
     if only_if_state is not None:
         query[f"shards.{index}.state"] = {"$in": list(only_if_state)}
+    for name, value in (only_if or {}).items():
+        query[f"shards.{index}.{name}"] = value
     update = {"$set": {f"shards.{index}.{k}": v for k, v in values.items()}}
     if stamp:
         update["$currentDate"] = {f"shards.{index}.{k}": True for k in stamp}

@@ -229,16 +229,8 @@ def test_delegated_shards_on_three_workers_one_killed_then_requeued(vectors, wor
     os.kill(pid, signal.SIGKILL)
     pids[pid].wait()
 
-    def others_done_killed_stale():
-        status = shards.shard_status(vectors, "d")
-        states = [s["state"] for s in status["shards"]]
-        return states if (states.count("done") == 5 and states[index] == "stale") else None
-
-    wait_for(others_done_killed_stale, 90, "5 shards done and the killed one stale")
-    assert runs.run_status(vectors, "d") != "complete"  # not selectable yet
-    assert vectors.count("d_distance") < 300
-    assert shards.requeue_stale_shards(vectors, "d") == [index]
-    wait_for(lambda: shards.shard_status(vectors, "d")["complete"], 90, "the requeued shard")
+    # no requeue by hand: the live workers requeue the dead worker's shard (#21)
+    wait_for(lambda: shards.shard_status(vectors, "d")["complete"], 120, "the requeued shard")
     wait_for(lambda: vectors.reload() or runs.run_status(vectors, "d") == "complete", 30,
              "the run's completion")
     plan = storage.get_shard_plan(pid_id)
@@ -352,21 +344,15 @@ def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
     os.kill(pid, signal.SIGKILL)
     pids[pid].wait()
 
-    def others_done_killed_stale():
-        status = shards.shard_status(dataset, "d")
-        states = [s["state"] for s in status["shards"]]
-        return states if (states.count("done") == 5 and states[index] == "stale") else None
-
-    wait_for(others_done_killed_stale, 120, "5 shards done and the killed one stale")
+    # what was written when the worker died; the live workers requeue its shard by
+    # themselves (#21), and nothing written is written again
     before = {i: (v, t) for i, v, t in zip(*dataset.values(["id", "d", "last_modified_at"]))
               if v is not None}
     plan = storage.get_shard_plan(pid_id)
     killed_slice = shard_plans.shard_view(dataset, plan, index)
-    written_by_killed = killed_slice.exists("d").count()
+    written_by_killed = len(set(killed_slice.values("id")) & set(before))
     assert 2 <= written_by_killed < 20  # the killed worker left its shard half done
-    assert len(before) == 100 + written_by_killed
 
-    assert shards.requeue_stale_shards(dataset, "d") == [index]
     wait_for(lambda: shards.shard_status(dataset, "d")["complete"], 120, "the requeued shard")
     plan = storage.get_shard_plan(pid_id)
     results = [s["result"] for s in plan["shards"]]
