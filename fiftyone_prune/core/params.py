@@ -223,7 +223,7 @@ class SelectionSpec:
             raise ParameterError(f"Unknown balance {self.balance!r}; choose 'cluster', "
                                  f"'class' or None", "balance")
         check_scalar(self.balance_ratio, "balance_ratio", numbers.Real, 0, 1)
-        check_scalar(self.seed, "seed", numbers.Integral)
+        check_scalar(self.seed, "seed", numbers.Integral, min_val=0)  # numpy's seeds
         if self.dedup_eps is not None:
             check_scalar(self.dedup_eps, "dedup_eps", numbers.Real, 0, 1, "neither")
         if self.ccs_beta is not None:
@@ -304,4 +304,4 @@ def keep_shortfall(budget: int, num_kept: int, num_duplicates: int = 0,
                 f"removed {num_duplicates} near-duplicates first and left only {num_kept} "
                 f"to choose from; lower dedup_eps to remove fewer")
     return (f"kept {num_kept} of the {budget} asked: only {num_kept} samples could be "
-            f"chosen")
+            f"chosen; lower keep, or score more samples")

@@ -44,6 +44,11 @@ class EmbeddingResult:
         failed_ids: ids of the unreadable images (label ids with ``patches_field``)
         failures: id -> error message of each failure
         num_failed: ``len(failed_ids)``
+        invalid_boxes: with ``patches_field``: label id -> why its box was skipped
+            (``"sample <id>, label <id>: box [...] lies outside the image ..."``), for
+            boxes with no pixel inside the image; they get no vector (see
+            :func:`compute_embeddings`)
+        num_invalid_boxes: ``len(invalid_boxes)``
     """
 
     embeddings_field: str
@@ -52,13 +57,18 @@ class EmbeddingResult:
     num_skipped_existing: int = 0
     failed_ids: list = dc_field(default_factory=list)
     failures: dict = dc_field(default_factory=dict)  # id -> error message
+    invalid_boxes: dict = dc_field(default_factory=dict)  # label id -> why
 
     @property
     def num_failed(self) -> int:
         return len(self.failed_ids)
 
+    @property
+    def num_invalid_boxes(self) -> int:
+        return len(self.invalid_boxes)
+
     def to_dict(self) -> dict:
-        return {
+        out = {
             "embeddings_field": self.embeddings_field,
             "model": self.model,
             "num_embedded": self.num_embedded,
@@ -66,6 +76,10 @@ class EmbeddingResult:
             "num_failed": self.num_failed,
             "failed_ids": list(self.failed_ids),
         }
+        if self.invalid_boxes:
+            out["num_invalid_boxes"] = self.num_invalid_boxes
+            out["invalid_boxes"] = dict(self.invalid_boxes)
+        return out
 
 
 def _default_num_workers() -> int:
@@ -242,9 +256,9 @@ def _check_inputs(samples, *, model, embeddings_field, batch_size, num_workers, 
     """:func:`check_embedding_inputs`; returns ``(list_path, torch_device)``."""
     from fiftyone_prune.core import models as core_models
 
-    del checkpoint_path  # read when the model loads (a missing file is named then)
     try:
         validation.check_collection(samples, images=True)
+        validation.check_not_empty(samples)  # else a run with no field is registered
     except (TypeError, ValueError) as e:
         raise ParameterError(str(e), "samples") from None
     list_path = _check_view_kind(samples, patches_field)
@@ -262,6 +276,12 @@ def _check_inputs(samples, *, model, embeddings_field, batch_size, num_workers, 
         check_scalar(num_workers, "num_workers", int, min_val=0)
     check_scalar(skip_existing, "skip_existing", bool)
     _check_model_argument(model, precision)
+    if checkpoint_path is not None:  # its content is read when the model loads
+        if model != "swav_resnet50":
+            raise ParameterError(f"checkpoint_path is the SwAV checkpoint and applies to "
+                                 f"model='swav_resnet50' only, not {model!r}; leave it "
+                                 f"unset", "checkpoint_path")
+        core_models.check_checkpoint_path(checkpoint_path)
     sharded = num_shards is not None or delegate
     if sharded:
         shard_plans.check_num_shards(1 if num_shards is None else num_shards, samples)
@@ -543,7 +563,11 @@ def compute_embeddings(
         patches_field (None): a ``Detections``/``Detection`` field: embed each object's box
             crop instead of the image and store the vector as the attribute
             ``embeddings_field`` of that label (FiftyOne's convention, as in its own
-            ``compute_embeddings``), in the source dataset
+            ``compute_embeddings``), in the source dataset. A box partly outside its
+            image is cropped to the part inside; one with no pixel inside (entirely
+            outside, empty, not finite, missing) is skipped, not refused: it gets no
+            vector and is listed by sample and label id in the result's
+            ``invalid_boxes`` (and logged) with the fix (see :func:`box_problem`)
         num_shards (None): split the run into this many disjoint ``_id`` ranges of the view
             (:mod:`~fiftyone_prune.sdk.shards`), each resumable; run here in order, or
             with ``delegate=True`` queued as one delegated operation per shard for
@@ -688,12 +712,53 @@ class _EmbeddingShards(shard_plans.ShardSteps):
 SHARD_STEPS = _EmbeddingShards()
 
 
+def box_problem(box) -> str | None:
+    """Why the relative box ``[x, y, w, h]`` has no pixel of its image, or None.
+
+    A box that is partly outside is cropped to the part inside (annotations clipped by
+    the image border are common); one that is entirely outside, empty (width or height
+    <= 0), not finite or missing would otherwise become a 1-pixel crop whose vector
+    means nothing. Such boxes are skipped and reported by sample and label id in the
+    result (``invalid_boxes``) rather than refused before work: one bad label among
+    many should not stop the rest, and nothing is written for it."""
+    try:
+        x, y, w, h = (float(v) for v in box)
+    except (TypeError, ValueError):
+        return (f"it has no valid bounding_box ({box!r}); give it [x, y, width, height] "
+                f"relative to the image, or delete the label")
+    shown = f"[{x:.4g}, {y:.4g}, {w:.4g}, {h:.4g}]"
+    if not all(np.isfinite((x, y, w, h))):
+        why = "is not finite"
+    elif w <= 0 or h <= 0:
+        why = "is empty (width or height <= 0)"
+    elif x >= 1 or y >= 1 or x + w <= 0 or y + h <= 0:
+        why = "lies outside the image (relative coordinates are in [0, 1])"
+    else:
+        return None
+    return (f"box {shown} {why}; it was skipped (no vector). Fix its bounding_box "
+            f"(relative [x, y, width, height] inside [0, 1]) or delete the label, then "
+            f"rerun to embed it")
+
+
+def _warn_invalid_boxes(result, patches_field):
+    if result.invalid_boxes:
+        shown = list(result.invalid_boxes.values())[:5]
+        logger.warning(
+            "%d box(es) of %r have no pixel inside their image and were skipped: %s%s",
+            result.num_invalid_boxes, patches_field, "; ".join(shown),
+            " ..." if result.num_invalid_boxes > 5 else "")
+
+
 def _warn_failures(result):
     if result.failed_ids:
+        first = result.failed_ids[0]
         logger.warning(
-            "%d image(s) could not be read and have no embedding: %s",
+            "%d image(s) could not be read and have no embedding: %s (e.g. %s: %s). "
+            "Repair or replace those files, then rerun the same call: it embeds only what "
+            "has no vector yet (the result's failures name each error)",
             result.num_failed,
             ", ".join(result.failed_ids[:10]) + (" ..." if result.num_failed > 10 else ""),
+            first, result.failures.get(first, "unreadable"),
         )
 
 
@@ -731,8 +796,13 @@ def _embed_patches(samples, setup, result, *, fence, progress):
             if setup.skip_existing and existing is not None and existing[k] is not None:
                 result.num_skipped_existing += 1
                 continue
+            problem = box_problem(box)
+            if problem is not None:
+                result.invalid_boxes[label_id] = f"sample {sid}, label {label_id}: {problem}"
+                continue
             items.append((filepath, box))
             keys.append((sid, label_id))
+    _warn_invalid_boxes(result, setup.patches_field)
     if not items:
         return result
     _declare_vector_field(dataset, path, info)

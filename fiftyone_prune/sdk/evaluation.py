@@ -146,9 +146,15 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
                      fractions=DEFAULT_FRACTIONS, strategies=DEFAULT_STRATEGIES,
                      seeds: int = 3, probe: str = "linear", test_tag=None,
                      test_fraction: float = 0.2, eval_key=None, overwrite: bool = False,
-                     spec: SelectionSpec | None = None, scaling: bool = True):
+                     spec: SelectionSpec | None = None, scaling: bool = True,
+                     embeddings_field: str | None = None):
     """Checks the arguments of :func:`evaluate_pruning` (same names) against
     ``samples`` without evaluating anything: what the App form calls on every change.
+
+    A view whose labels hold fewer than two classes is refused (``label_field``): every
+    probe would predict the one class, and the table would read 1.00 at every kept
+    fraction while measuring nothing. Refused before any work rather than reported in
+    the result, because no part of such an evaluation means anything.
 
     Returns:
         the scoring run's config
@@ -160,7 +166,11 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
     validation.check_not_empty(samples)
     validation.check_classification_field(samples, label_field,
                                           required_by="evaluate_pruning")
+    _check_classes(samples, label_field)
     cfg = check_scoring_run(samples, run_key)
+    if probe == "linear":
+        validation.check_embeddings_field(samples, embeddings_field or cfg.embeddings_field,
+                                          reader="The linear probe")
     try:
         parse_fractions(fractions)
     except ParameterError as e:  # the message names the whole list, not one entry
@@ -186,6 +196,8 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
         raise ParameterError(f"Unknown probe {probe!r}; choose one of {PROBES}", "probe")
     if test_tag is None:
         check_scalar(test_fraction, "test_fraction", numbers.Real, 0, 1, "neither")
+    # too few samples (every class needs a training and a held-out one): before Execute
+    _labelled_split(samples, label_field, test_tag, test_fraction, 0)
     if spec is not None:
         spec.validate()
         if spec.label_field not in (None, label_field):
@@ -198,6 +210,24 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
     runs.check_key_free(samples, eval_key or f"{run_key}_evaluation", overwrite, "evaluation",
                         "eval_key")
     return cfg
+
+
+def _check_classes(samples, label_field):
+    classes = samples.distinct(f"{label_field}.label")
+    if len(classes) >= 2:
+        return
+    num = samples.count(f"{label_field}.label")
+    if not classes:
+        raise ParameterError(
+            f"Label field {label_field!r} holds no label in this view: an evaluation "
+            f"needs labelled samples of at least two classes; label them, or pass a view "
+            f"with labels", "label_field")
+    raise ParameterError(
+        f"Label field {label_field!r} has a single class ({classes[0]!r}, {num} labelled "
+        f"samples) in this view: every probe would predict it, so accuracy would be 1.00 "
+        f"at every kept fraction and the evaluation would measure nothing. Evaluate a "
+        f"view with at least two classes (e.g. the whole dataset) or another label field",
+        "label_field")
 
 
 #: the earlier private name (the App form imported it)
@@ -323,7 +353,8 @@ def evaluate_pruning(samples, label_field: str, run_key: str = "prototypes",
     eval_key = eval_key or f"{run_key}_evaluation"
     spec = as_selection_spec(spec, balance=balance, balance_ratio=balance_ratio)
     cfg = check_evaluation(samples, label_field, run_key, fractions, strategies, seeds,
-                           probe, test_tag, test_fraction, eval_key, overwrite, spec, scaling)
+                           probe, test_tag, test_fraction, eval_key, overwrite, spec, scaling,
+                           embeddings_field=embeddings_field)
     strategies = ["random"] + [s for s in strategies if s != "random"]
     fractions = sorted(set(parse_fractions(fractions)))
     # the evaluated selections balance classes by the probe's labels

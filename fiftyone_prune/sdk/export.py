@@ -263,9 +263,11 @@ def resolve_export_dir(export_dir) -> str:
     Raises:
         ParameterError: (``param="export_dir"``) when it is not a path
     """
-    if not isinstance(export_dir, (str, os.PathLike)) or not str(export_dir):
-        raise ParameterError(f"export_dir must be a directory path, got {export_dir!r}",
-                             "export_dir")
+    if not isinstance(export_dir, (str, os.PathLike)) or not str(export_dir).strip():
+        raise ParameterError(
+            f"export_dir must be the path of the folder to export to (a new or empty "
+            f"folder outside every dataset's media folders, e.g. '/data/kept'), got "
+            f"{export_dir!r}", "export_dir")
     return os.path.realpath(os.path.join(os.getcwd(), os.path.expanduser(str(export_dir))))
 
 
@@ -486,15 +488,17 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         print(out["num_samples"], out["manifest"])
     """
     validation.check_collection(view, "view")
-    validation.check_not_empty(view)
+    validation.check_not_empty(view, "view")
     cls = resolve_dataset_type(dataset_type)
     if export_media == "move":
         raise ParameterError("export_media='move' would take the images away from the "
                              "dataset (its filepaths would point nowhere); use True (copy) "
                              "or 'symlink'", "export_media")
     if label_field is not None and view.get_field(label_field) is None:
-        raise ParameterError(f"Label field {label_field!r} does not exist in the view",
-                             "label_field")
+        labels = sorted(view.get_field_schema(embedded_doc_type=fo.Label))
+        raise ParameterError(f"Label field {label_field!r} does not exist in the view; "
+                             f"label fields here: {labels or 'none'} (omit label_field "
+                             f"for a format without labels)", "label_field")
     needs = _NEEDS_LABELS.get(cls.__name__, False)
     if needs is not False and label_field is None:
         raise ParameterError(f"dataset_type {cls.__name__} needs label_field=",

@@ -8,6 +8,7 @@ samples of the view without a score), the saved view ``<name>-kept`` and the run
 
 from __future__ import annotations
 
+import logging
 import numbers
 import time
 from collections import Counter
@@ -18,8 +19,10 @@ import numpy as np
 from fiftyone_prune.core import selection as core
 from fiftyone_prune.core.advice import auto_without_evaluation
 from fiftyone_prune.core.params import (  # STRATEGIES, BALANCES are re-exported
-    BALANCES, STRATEGIES, ParameterError, SelectionSpec, check_scalar)
+    BALANCES, STRATEGIES, ParameterError, SelectionSpec, check_scalar, keep_shortfall)
 from fiftyone_prune.sdk import advice, run_configs, runs, scores, storage, validation, writer
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -38,12 +41,21 @@ class SelectionPlan:
     groups: dict = dc_field(default_factory=dict)  # group -> {"total": n, "kept": k}
     params: dict = dc_field(default_factory=dict)
 
+    @property
+    def warning(self) -> str | None:
+        """Why the plan keeps fewer samples than ``keep`` asked for, with the fix (e.g.
+        SemDeDup removed so many near-duplicates that 14 of the 150 asked were left), or
+        None when it keeps them all."""
+        return keep_shortfall(self.budget, len(self.kept_ids), len(self.duplicate_ids),
+                              self.params.get("dedup_eps"))
+
     def summary(self) -> dict:
         return {
             "name": self.name, "run_key": self.run_key, "strategy": self.strategy,
             "strategy_reason": self.strategy_reason, "num_kept": len(self.kept_ids),
             "num_pruned": len(self.pruned_ids), "num_unscored": len(self.unscored_ids),
             "num_duplicates": len(self.duplicate_ids), "groups": self.groups,
+            "warning": self.warning,
         }
 
 
@@ -340,6 +352,7 @@ def check_selection_name_free(samples, name: str, overwrite: bool) -> None:
             ``overwrite`` is False, or its run key is used by a run that is not a
             selection
     """
+    validation.check_collection(samples)
     validation.check_run_key(name, "name")
     key = runs.selection_key(samples, name)
     if key not in samples._dataset.list_runs():
@@ -396,7 +409,11 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
             and run; atomically for readers: see :func:`apply_plan`)
 
     Returns:
-        the view of the kept samples (of ``samples``); ``plan`` details are in the run
+        the view of the kept samples (of ``samples``); ``plan`` details are in the run.
+        When fewer samples are kept than ``keep`` asked for (``dedup_eps`` removed
+        more near-duplicates than the budget leaves room for), the reason and the fix
+        are logged as a warning and stored in the run's results (``warning``), as in
+        :meth:`SelectionPlan.summary`
 
     Raises:
         ParameterError: (a ``ValueError`` with ``.param``) before any change, naming the
@@ -421,6 +438,8 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
         balance_ratio=balance_ratio, seed=seed, dedup_eps=dedup_eps, ccs_beta=ccs_beta,
         ccs_bins=ccs_bins, density_temperature=density_temperature))
     apply_plan(samples, plan, overwrite=overwrite)
+    if plan.warning:  # also in the run's results ("warning") and the plan's summary
+        logger.warning("Selection %r %s", plan.name, plan.warning)
     return samples.match_tags(selection_names(plan.name)["kept_tag"])
 
 
@@ -466,6 +485,7 @@ def apply_plan(samples, plan: SelectionPlan, overwrite: bool = False) -> None:
                       num_duplicates=len(plan.duplicate_ids),
                       strategy_reason=plan.strategy_reason)
         w.register(params, dict(groups=plan.groups, duplicate_ids=plan.duplicate_ids,
+                                warning=plan.warning,
                                 seconds=round(time.perf_counter() - t0, 3)),
                    state=runs.IN_PROGRESS)
         storage.switch_tags(dataset, dict(zip(staging, final)), fence=w.fence)

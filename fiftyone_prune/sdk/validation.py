@@ -17,8 +17,10 @@ _NAME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*$")
 
 def check_collection(samples, what: str = "samples", images: bool = False) -> None:
     if not isinstance(samples, foc.SampleCollection):
+        hint = (f" (for the dataset named {samples!r}, pass fo.load_dataset({samples!r}))"
+                if isinstance(samples, str) else "")
         raise TypeError(
-            f"{what} must be a FiftyOne dataset or view, got {type(samples).__name__}"
+            f"{what} must be a FiftyOne dataset or view, got {type(samples).__name__}{hint}"
         )
     if images and samples.media_type not in ("image", None):
         raise ValueError(
@@ -27,11 +29,17 @@ def check_collection(samples, what: str = "samples", images: bool = False) -> No
         )
 
 
-def check_not_empty(samples) -> None:
+def check_not_empty(samples, param: str = "samples") -> None:
+    """``samples`` holds at least one sample.
+
+    Raises:
+        ParameterError: (``.param=param``, a ``ValueError``) naming the fix
+    """
     if len(samples) == 0:
-        raise ValueError(
-            "The view is empty: select at least one sample (or pass the whole dataset)"
-        )
+        what = ("dataset" if isinstance(samples, fo.Dataset) else "view")
+        raise ParameterError(
+            f"The {what} is empty (0 samples): add samples, or pass a view that selects "
+            f"at least one (e.g. the whole dataset)", param)
 
 
 def field_name_problem(name) -> str | None:
@@ -132,6 +140,67 @@ def vector_fields(samples) -> list[str]:
     return sorted(
         name for name, f in schema.items() if isinstance(f, (fo.VectorField, fo.ArrayField))
     )
+
+
+def object_vector_fields(samples) -> list[str]:
+    """Vector fields inside labels (``"gt.detections.emb"``): the object-level vectors
+    that ``compute_embeddings(patches_field=...)`` writes, one per label."""
+    schema = samples.get_field_schema(flat=True)
+    return sorted(p for p, f in schema.items()
+                  if "." in p and isinstance(f, (fo.VectorField, fo.ArrayField)))
+
+
+def check_embeddings_field(samples, embeddings_field, param: str = "embeddings_field",
+                           reader: str = "Scoring") -> str:
+    """``embeddings_field`` is a top-level vector field of ``samples``: one vector per
+    sample, what scoring and the linear probe read.
+
+    Object-level vectors (``compute_embeddings(patches_field=...)`` stores one per label,
+    e.g. ``"gt.detections.emb"``) exist but are not per-sample: they are named as such,
+    with the fix (embed the images into a field of their own), instead of "compute
+    embeddings first".
+
+    Args:
+        samples: the dataset or view
+        embeddings_field: the field name
+        param ("embeddings_field"): the SDK argument it came from
+        reader ("Scoring"): what reads the field, for the message
+
+    Returns:
+        ``embeddings_field``
+
+    Raises:
+        ParameterError: (``.param=param``) naming the problem, the vector fields that
+            exist and the fix
+    """
+    here = f"vector fields here: {vector_fields(samples) or 'none'}"
+    if not isinstance(embeddings_field, str) or not embeddings_field:
+        raise ParameterError(f"{param} must be the name of a vector field, got "
+                             f"{embeddings_field!r}; {here}", param)
+    objects = object_vector_fields(samples)
+    matches = [p for p in objects
+               if p == embeddings_field or p.rsplit(".", 1)[-1] == embeddings_field]
+    if matches:
+        parent = matches[0].rsplit(".", 1)[0].split(".")[0]
+        name = matches[0].rsplit(".", 1)[-1]
+        raise ParameterError(
+            f"{embeddings_field!r} holds object-level vectors ({matches[0]!r}: one per "
+            f"label of {parent!r}, from compute_embeddings(patches_field={parent!r})), "
+            f"not one per sample; {reader} reads one vector per sample and does not score "
+            f"objects. Embed the images into a field of their own, e.g. "
+            f"fop.compute_embeddings(dataset, embeddings_field='{name}_image'), and pass "
+            f"that field ({here})", param)
+    field = samples.get_field(embeddings_field)
+    if field is None:
+        raise ParameterError(
+            f"Embeddings field {embeddings_field!r} does not exist; compute it with "
+            f"fop.compute_embeddings(dataset, embeddings_field={embeddings_field!r}) or "
+            f"pass one of the {here}", param)
+    if not isinstance(field, (fo.VectorField, fo.ArrayField)):
+        raise ParameterError(
+            f"Field {embeddings_field!r} is a {_describe(field)}, not a vector field; "
+            f"pass one of the {here}", param)
+    return embeddings_field
 
 
 def classification_fields(samples) -> list[str]:

@@ -67,7 +67,10 @@ def test_swav_offline_without_cache_names_url_cache_and_local_option(tmp_path, m
     message = str(err.value)
     assert "http://127.0.0.1:9/swav_800ep_pretrain.pth.tar" in message
     assert models.swav_cache_path() in message
-    assert "checkpoint_path=" in message
+    assert "checkpoint_path=" in message and "model='efficientnet_lite0'" in message
+    # one line, no chained network traceback, and a ParameterError the front ends show
+    assert "\n" not in message and err.value.__cause__ is None
+    assert err.value.__suppress_context__ and err.value.param == "checkpoint_path"
 
 
 def test_swav_loader_refuses_a_checkpoint_missing_backbone_weights(tmp_path):
@@ -112,8 +115,13 @@ def test_empty_or_garbage_checkpoint_is_one_clear_line(tmp_path, content):
 
 
 def test_swav_missing_local_file_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="swav_800ep_pretrain"):
+    with pytest.raises(models.WeightsNotFoundError, match="swav_800ep_pretrain") as err:
         models.swav_resnet50(checkpoint_path=str(tmp_path / "nope.pth.tar"))
+    # a ParameterError about checkpoint_path: the App marks that input, the CLI its option
+    assert err.value.param == "checkpoint_path" and isinstance(err.value, ValueError)
+    assert "does not exist" in str(err.value) and "efficientnet_lite0" in str(err.value)
+    with pytest.raises(models.WeightsNotFoundError, match="is a folder, not a file"):
+        models.swav_resnet50(checkpoint_path=str(tmp_path))
 
 
 @pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
