@@ -329,3 +329,44 @@ def test_purge_lists_then_removes_what_the_package_wrote(digits_dataset, capsys)
     assert not digits_dataset.has_field("proto_distance")
     assert digits_dataset.count_sample_tags() == {}
     assert digits_dataset.has_field("emb")  # not written by the package: the user's
+
+
+def test_runs_shows_a_sharded_run_in_progress_and_a_stopped_shard_with_its_error(
+        digits_dataset, capsys):
+    """``runs`` on a sharded scoring run: queued and partly done it is "in progress" with
+    its counts and the time left (never "interrupted ... rerun it"); a shard out of
+    tries shows its index, tries and error, and the run says what to do; a plain
+    ``requeue`` reruns failed shards."""
+    import numpy as np
+
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    import fiftyone_prune as fop
+    from fiftyone_prune.sdk import shards, storage
+
+    rng = np.random.default_rng(0)
+    digits_dataset.set_values("emb", list(rng.normal(size=(len(digits_dataset), 8)).astype(
+        np.float32)))
+    name = digits_dataset.name
+    queued = fop.compute_prototype_scores(digits_dataset, "emb", run_key="sh", num_clusters=3,
+                                          num_shards=3, delegate=True)
+    try:
+        code, listed, _ = main_in_process(capsys, "runs", name)
+        assert code == 0 and "in progress" in listed and "interrupted" not in listed
+        assert "  shards: 0/120 samples; 3 queued (of 3)" in listed
+        shards.run_shard(digits_dataset, "sh", 0)
+        code, listed, _ = main_in_process(capsys, "runs", name)
+        assert "  shards: 40/120 samples; 1 done, 2 queued (of 3); about " in listed
+        # shard 1 failed on its last automatic try
+        storage.update_shard(shards.plan_id(digits_dataset, "sh"), 1, {
+            "state": "failed", "attempts": 3, "error": "ValueError: a NaN in sample x"})
+        code, listed, _ = main_in_process(capsys, "runs", name)
+        assert "shard 1 failed, try 3 of 3: ValueError: a NaN in sample x" in listed
+        assert "sharded, stopped" in listed and f"fiftyone-prune requeue {name} sh" in listed
+        code, out, _ = main_in_process(capsys, "requeue", name, "sh", "--here")
+        assert code == 0 and "ran shard(s) [1]" in out
+    finally:
+        for op_id in queued["queued_operations"]:
+            DelegatedOperationService().delete_operation(ObjectId(op_id))
+        fop.delete_run(digits_dataset, "sh")
