@@ -82,7 +82,8 @@ def check_keep(keep):
             f"5000, got {keep!r}", "keep")
     if isinstance(keep, numbers.Integral):
         if keep < 1:
-            raise ParameterError(f"keep={keep}: a count must be at least 1", "keep")
+            raise ParameterError(f"keep={keep}: a count must be at least 1 (or pass a "
+                                 f"fraction such as 0.8)", "keep")
     elif not 0 < keep <= 1:
         raise ParameterError(
             f"keep={keep} is outside (0, 1]: pass a fraction such as 0.8, or an integer count",

@@ -170,7 +170,7 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
     cfg = check_scoring_run(samples, run_key)
     if probe == "linear":
         validation.check_embeddings_field(samples, embeddings_field or cfg.embeddings_field,
-                                          reader="The linear probe")
+                                          reader="the linear probe")
     try:
         parse_fractions(fractions)
     except ParameterError as e:  # the message names the whole list, not one entry
@@ -196,6 +196,12 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
         raise ParameterError(f"Unknown probe {probe!r}; choose one of {PROBES}", "probe")
     if test_tag is None:
         check_scalar(test_fraction, "test_fraction", numbers.Real, 0, 1, "neither")
+    elif not samples.match_tags(test_tag).count():
+        tags = sorted(samples.distinct("tags"))
+        raise ParameterError(
+            f"No sample of this view carries the test tag {test_tag!r} (tags here: "
+            f"{tags or 'none'}); tag a held-out split, or omit test_tag to split "
+            f"automatically", "test_tag")
     # too few samples (every class needs a training and a held-out one): before Execute
     _labelled_split(samples, label_field, test_tag, test_fraction, 0)
     if spec is not None:
@@ -960,6 +966,12 @@ def load_evaluation(samples, eval_key: str) -> EvaluationResult:
 
         print(fop.load_evaluation(dataset, "prototypes_evaluation").format_table())
     """
+    evaluations = runs.list_runs(samples, "evaluation")
+    if eval_key not in evaluations:
+        raise ParameterError(
+            f"{eval_key!r} is not an evaluation run of dataset {samples._dataset.name!r} "
+            f"(evaluations: {evaluations or 'none'}); run one with fop.evaluate_pruning()",
+            "eval_key")
     results = runs.load_run_results(samples, eval_key)
     return EvaluationResult(eval_key, results.table, results.full_accuracy, results.verdicts,
                             getattr(results, "plot_path", None),

@@ -510,6 +510,14 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
     sel_key, sel_cfg = (None, None)
     if selection is not None:
         sel_key = runs.selection_key(view, selection)  # also a selection renamed by FiftyOne
+        if sel_key not in runs.list_runs(view, "selection"):
+            names = [getattr(runs.get_run_info(view, k).config, "name", k)
+                     for k in runs.list_runs(view, "selection")]
+            raise ParameterError(
+                f"No selection named {selection!r} on dataset {view._dataset.name!r} "
+                f"(selections: {names or 'none'}); make it with fop.select_samples(..., "
+                f"name={selection!r}), or omit selection to export the newest",
+                "selection")
         sel_cfg = runs.get_run_info(view, sel_key).config
     else:
         sel_key, sel_cfg = _find_selection(view)

@@ -151,7 +151,7 @@ def object_vector_fields(samples) -> list[str]:
 
 
 def check_embeddings_field(samples, embeddings_field, param: str = "embeddings_field",
-                           reader: str = "Scoring") -> str:
+                           reader: str = "scoring") -> str:
     """``embeddings_field`` is a top-level vector field of ``samples``: one vector per
     sample, what scoring and the linear probe read.
 
@@ -164,7 +164,7 @@ def check_embeddings_field(samples, embeddings_field, param: str = "embeddings_f
         samples: the dataset or view
         embeddings_field: the field name
         param ("embeddings_field"): the SDK argument it came from
-        reader ("Scoring"): what reads the field, for the message
+        reader ("scoring"): what reads the field, for the message
 
     Returns:
         ``embeddings_field``
@@ -186,8 +186,8 @@ def check_embeddings_field(samples, embeddings_field, param: str = "embeddings_f
         raise ParameterError(
             f"{embeddings_field!r} holds object-level vectors ({matches[0]!r}: one per "
             f"label of {parent!r}, from compute_embeddings(patches_field={parent!r})), "
-            f"not one per sample; {reader} reads one vector per sample and does not score "
-            f"objects. Embed the images into a field of their own, e.g. "
+            f"not one per sample: {reader} reads one vector per sample, not object "
+            f"vectors. Embed the images into a field of their own, e.g. "
             f"fop.compute_embeddings(dataset, embeddings_field='{name}_image'), and pass "
             f"that field ({here})", param)
     field = samples.get_field(embeddings_field)

@@ -122,7 +122,7 @@ CASES = [
      "run_key", ["'proto' is already used", "overwrite=True", "another run key"]),
     ("select-keep-zero",
      lambda ds, t, m: fop.select_samples(ds, "proto", keep=0, name="m"),
-     "keep", ["keep=0", "at least 1"]),
+     "keep", ["keep=0", "at least 1", "fraction such as 0.8"]),
     ("select-keep-n-plus-one",
      lambda ds, t, m: fop.select_samples(ds, "proto", keep=NUM + 1, name="m"),
      "keep", [str(NUM + 1), f"the view has {NUM} scored samples"]),
@@ -170,6 +170,37 @@ CASES = [
     ("export-an-empty-view",
      lambda ds, t, m: fop.export_kept_samples(ds.limit(0), str(t / "out")),
      "view", ["empty", "0 samples"]),
+    ("export-unknown-selection",
+     lambda ds, t, m: fop.export_kept_samples(ds, str(t / "out"), selection="nope"),
+     "selection", ["No selection named 'nope'", "fop.select_samples(..., name='nope')",
+                   "omit selection"]),
+    ("export-unknown-format",
+     lambda ds, t, m: fop.export_kept_samples(ds, str(t / "out"), dataset_type="zip"),
+     "dataset_type", ["Unknown dataset_type 'zip'", "use one of"]),
+    ("load-evaluation-of-a-scoring-run",
+     lambda ds, t, m: fop.load_evaluation(ds, "proto"),
+     "eval_key", ["'proto' is not an evaluation run", "fop.evaluate_pruning()"]),
+    ("evaluate-unknown-test-tag",
+     lambda ds, t, m: fop.evaluate_pruning(ds, "ground_truth", "proto", eval_key="m",
+                                           test_tag="heldout"),
+     "test_tag", ["No sample of this view carries the test tag 'heldout'",
+                  "omit test_tag"]),
+    ("evaluate-fraction-zero",
+     lambda ds, t, m: fop.evaluate_pruning(ds, "ground_truth", "proto", eval_key="m",
+                                           fractions=[0, 0.5]),
+     "fractions", ["fractions must be kept fractions in (0, 1]", "[0, 0.5]"]),
+    ("select-unknown-strategy",
+     lambda ds, t, m: fop.select_samples(ds, "proto", strategy="hardest", name="m"),
+     "strategy", ["Unknown strategy 'hardest'", "'hard'"]),
+    ("dedup-eps-zero",
+     lambda ds, t, m: fop.deduplicate(ds, "proto", eps=0),
+     "eps", ["eps=0 is outside (0, 1)"]),
+    ("embed-tiny-image-size",
+     lambda ds, t, m: fop.compute_embeddings(ds, model="efficientnet_lite0", image_size=4),
+     "image_size", ["image_size=4", "[8, inf]"]),
+    ("embed-unknown-device",
+     lambda ds, t, m: fop.compute_embeddings(ds, model="efficientnet_lite0", device="tpu"),
+     "device", ["device='tpu'", "'cpu'"]),
     ("rename-to-odd-key",
      lambda ds, t, m: fop.rename_run(ds, "proto", "new key"),
      "new_run_key", ["Invalid run key 'new key'", "identifier"]),
@@ -204,7 +235,7 @@ def test_object_level_vectors_are_named_as_such_for_scoring(ds):
         assert err.value.param == "embeddings_field"
         message = str(err.value)
         assert "object-level vectors ('boxes.detections.emb'" in message
-        assert "Scoring reads one vector per sample" in message and "'pixels'" in message
+        assert "scoring reads one vector per sample" in message and "'pixels'" in message
     assert validation.check_embeddings_field(ds, "pixels") == "pixels"
 
 
