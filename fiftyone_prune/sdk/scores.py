@@ -1113,7 +1113,9 @@ class _ScoringShards(shard_plans.ShardSteps):
     :class:`ScoreWriter`, as the single-process streamed pass); the last one completes
     the run. With several k a shard writes each k's distance to a staging field, and the
     last step ranks them over all samples (``core.combine_by_mean_rank``, as the
-    single-process run) into the distance field."""
+    single-process run) into the distance field. A supervised shard adds up its slice's
+    class sums (``core.class_sums``, stored in GridFS), and the last step reduces them
+    into the class prototypes and scores every slice."""
 
     kind = "prototypes"
     counts_writes = True  # assigning is about as fast per sample as counting

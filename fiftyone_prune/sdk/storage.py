@@ -757,15 +757,17 @@ def iter_sorted_ids(samples, batch_size: int = 10000) -> Iterator[ObjectId]:
     else:
         cursor = samples._aggregate(post_pipeline=[{"$project": {"_id": 1}},
                                                    {"$sort": {"_id": 1}}])
+        cursor.batch_size(batch_size)  # else 16 MB batches: ~700,000 decoded ids each
     with closing(cursor):
         for doc in cursor:
             yield doc["_id"]
 
 
-def iter_ids(samples) -> Iterator[str]:
+def iter_ids(samples, batch_size: int = 10000) -> Iterator[str]:
     """The id of every sample of ``samples`` in view order, streamed (memory: one
     cursor batch): what picks a few rows by position without listing every id."""
     with closing(samples._aggregate(post_pipeline=[{"$project": {"_id": 1}}])) as cursor:
+        cursor.batch_size(batch_size)  # else 16 MB batches: ~700,000 decoded ids each
         for doc in cursor:
             yield str(doc["_id"])
 
