@@ -1030,10 +1030,16 @@ def _save_class_sums(plan, view):
 
     p = plan["params"]
     view = view.exists(p["embeddings_field"])
-    first = view.limit(1).values("_id")
+    first = view.sort_by("_id").limit(1).values("_id")
+    last = plan.get("last_planned_id")
     zero = []
     if first:
-        index = bisect.bisect_right([ObjectId(b) for b in plan["bounds"]], first[0]) - 1
+        if last and first[0] > ObjectId(last):  # the run's catch-up of late samples
+            index = plan["num_shards"]
+        else:  # a shard: its planned samples (the catch-up adds the later ones once)
+            index = bisect.bisect_right([ObjectId(b) for b in plan["bounds"]], first[0]) - 1
+            if last:
+                view = view.match(fo.ViewField("_id") <= ObjectId(last))
         _, x, labels, _ = _labelled_vectors(view, p["embeddings_field"], p["label_field"],
                                             zero)
         if len(labels):
@@ -1051,7 +1057,8 @@ def _reduce_class_sums(plan):
     import io
 
     total, counts = {}, {}
-    for index in range(plan["num_shards"]):  # every shard is done: none is missing
+    # every shard is done (none is missing), then the samples added after planning
+    for index in range(plan["num_shards"] + 1):
         data = storage.get_shard_part(plan["_id"], plan["token"], index)
         if data is None:  # a slice without a labelled vector
             continue

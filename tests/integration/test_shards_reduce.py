@@ -193,3 +193,44 @@ def test_a_class_with_one_sample_is_refused_before_any_shard_runs(vectors):
                                      label_field="gt", num_shards=3)
     assert "s" not in vectors.list_runs()
     assert storage.get_shard_plan(shards.plan_id(vectors, "s")) is None
+
+
+def test_samples_added_after_planning_join_the_class_sums_and_are_scored():
+    """A supervised sharded run queued, then 30 labelled samples added, then its shards
+    run: the run's catch-up adds their class sums once (not into the last shard's part,
+    whose slice also reaches them) and scores them; the whole equals the single-process
+    run on all 330 samples."""
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset = vectors_dataset(300, seed=8)
+    try:
+        ids = sorted(dataset.values("id"))
+        dataset.set_values("gt", {i: fo.Classification(label=f"c{n % 3}")
+                                  for n, i in enumerate(ids)}, key_field="id")
+        queued = fop.compute_prototype_scores(dataset, "emb", run_key="late",
+                                              method="supervised", label_field="gt",
+                                              num_shards=3, delegate=True)
+        late_ids = dataset.add_samples(
+            [fo.Sample(filepath=f"/nonexistent/late{i}.jpg",
+                       gt=fo.Classification(label=f"c{i % 3}")) for i in range(30)])
+        rng = np.random.default_rng(1)
+        storage.write_vectors(dataset, "emb", late_ids,
+                              rng.normal(size=(30, 16)).astype(np.float32))
+        for index in range(3):
+            shards.run_shard(dataset, "late", index)
+        dataset.reload()
+        assert runs.run_status(dataset, "late") == "complete"
+        fop.compute_prototype_scores(dataset, "emb", run_key="ref", method="supervised",
+                                     label_field="gt")
+        rids, rd, rc = scores_of(dataset, "ref")
+        sids, sd, sc = scores_of(dataset, "late")
+        assert list(sids) == list(rids) and dataset.count("late_distance") == 330
+        np.testing.assert_array_equal(sc, rc)
+        np.testing.assert_allclose(sd, rd, rtol=0, atol=1e-6)
+        late, ref = (fop.load_run_results(dataset, k) for k in ("late", "ref"))
+        assert late.class_counts == ref.class_counts == [110, 110, 110]
+        for op_id in queued["queued_operations"]:
+            DelegatedOperationService().delete_operation(ObjectId(op_id))
+    finally:
+        fo.delete_dataset(dataset.name)
