@@ -162,6 +162,14 @@ def test_a_healthy_sharded_run_is_in_progress_with_counts_not_interrupted(vector
         assert "re-queued" not in out  # nothing was dead
         again = queue_run(vectors, "busy", num_shards=3)  # a resume
         assert again["queued_operations"] == []
+        # nor a shard a live worker is running (what "rerun it" used to lead to)
+        pid_id = shards.plan_id(vectors, "busy")
+        with leases.hold(vectors, shards.shard_lease_key("busy", 1)) as lease:
+            storage.update_shard(pid_id, 1, {"state": "running", "owner": lease.owner})
+            again = queue_run(vectors, "busy", num_shards=3)
+            assert again["queued_operations"] == []
+            assert storage.get_shard_plan(pid_id)["shards"][1]["state"] == "running"
+            assert shard_plans.heal(vectors, "busy", check_claims=True) == []
     finally:
         delete_operations(queued["queued_operations"])
         fop.delete_run(vectors, "busy")
