@@ -328,3 +328,31 @@ def test_three_workers_one_killed_and_the_database_stopped_for_60_s_finish_by_th
                 p.kill()
                 p.wait()
         mongod.stop()
+
+
+@pytest.mark.slow  # ~40 s: the model loads once per shard and once for the late samples
+def test_images_added_after_an_embedding_run_was_planned_are_embedded_by_it(digits_images):
+    """The same for embeddings: images added once the last range's shard is done are
+    embedded by the run's last step, with the run's model and settings."""
+    from tests.conftest import labelled_dataset, unique_name
+
+    dataset = labelled_dataset(unique_name("late-emb"), digits_images[:20])
+    common = dict(model="efficientnet_lite0", image_size=32, num_workers=0)
+    queued = {"queued_operations": []}
+    try:
+        queued = fop.compute_embeddings(dataset, embeddings_field="e", num_shards=2,
+                                        delegate=True, **common)
+        shards.run_shard(dataset, "e", 1)
+        dataset.add_samples([fo.Sample(filepath=p) for p, _ in digits_images[20:23]])
+        assert shards.shard_status(dataset, "e")["late_samples"] == 3
+        shards.run_shard(dataset, "e", 0)
+        dataset.reload()
+        assert dataset.count("e") == 23 and "e" in dataset.list_runs()
+        plan = storage.get_shard_plan(shards.plan_id(dataset, "e"))
+        assert plan["late"]["num_embedded"] == 3 and plan["finished"]
+        fop.compute_embeddings(dataset, embeddings_field="one", **common)
+        np.testing.assert_allclose(np.array(dataset.values("e")),
+                                   np.array(dataset.values("one")), rtol=1e-4, atol=1e-5)
+    finally:
+        delete_operations(queued["queued_operations"])
+        fo.delete_dataset(dataset.name)
