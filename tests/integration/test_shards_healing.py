@@ -330,7 +330,7 @@ def test_three_workers_one_killed_and_the_database_stopped_for_60_s_finish_by_th
         mongod.stop()
 
 
-@pytest.mark.slow  # ~40 s: the model loads once per shard and once for the late samples
+@pytest.mark.slow  # ~20 s (loaded): the model loads per shard and for the late samples
 def test_images_added_after_an_embedding_run_was_planned_are_embedded_by_it(digits_images):
     """The same for embeddings: images added once the last range's shard is done are
     embedded by the run's last step, with the run's model and settings."""
