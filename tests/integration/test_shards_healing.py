@@ -151,6 +151,7 @@ def test_a_healthy_sharded_run_is_in_progress_with_counts_not_interrupted(vector
         assert text.startswith("in progress: still being computed by its shards (100/300 "
                                "samples; 1 done, 2 queued (of 3); about ")
         assert "interrupted" not in text and "overwrite=True" not in text
+        assert runs.run_summary(vectors, "busy")["status"] == text  # the App's run info
         with pytest.raises(fop.ParameterError, match="in progress") as error:
             fop.select_samples(vectors, "busy", keep=0.5, strategy="hard")
         assert "wait for them" in str(error.value)
