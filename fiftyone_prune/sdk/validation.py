@@ -36,10 +36,12 @@ def check_not_empty(samples, param: str = "samples") -> None:
         ParameterError: (``.param=param``, a ``ValueError``) naming the fix
     """
     if len(samples) == 0:
-        what = ("dataset" if isinstance(samples, fo.Dataset) else "view")
+        if isinstance(samples, fo.Dataset):
+            raise ParameterError(f"The dataset {samples.name!r} is empty (0 samples): add "
+                                 f"samples first (e.g. dataset.add_images_dir(...))", param)
         raise ParameterError(
-            f"The {what} is empty (0 samples): add samples, or pass a view that selects "
-            f"at least one (e.g. the whole dataset)", param)
+            f"The view is empty (0 samples): pass a view that selects at least one sample "
+            f"(e.g. the whole dataset)", param)
 
 
 def field_name_problem(name) -> str | None:
