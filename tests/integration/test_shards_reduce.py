@@ -2,6 +2,10 @@
 any size outside the coordinating record, several k ranked over all samples by a last
 step; each equal to the single-process run."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from bson import BSON
@@ -10,7 +14,9 @@ import fiftyone as fo
 
 import fiftyone_prune as fop
 from fiftyone_prune.sdk import runs, shard_plans, shards, storage
-from tests.integration.test_shards import assert_same_scores, scores_of, vectors_dataset
+from tests.conftest import REPO_ROOT
+from tests.integration.test_shards import (assert_same_scores, scores_of, vectors_dataset,
+                                           wait_for)
 
 
 @pytest.fixture()
@@ -232,5 +238,63 @@ def test_samples_added_after_planning_join_the_class_sums_and_are_scored():
         assert late.class_counts == ref.class_counts == [110, 110, 110]
         for op_id in queued["queued_operations"]:
             DelegatedOperationService().delete_operation(ObjectId(op_id))
+    finally:
+        fo.delete_dataset(dataset.name)
+
+
+@pytest.fixture()
+def worker(tmp_path):
+    """One real ``fiftyone delegated launch`` worker (a fresh process: it finds the
+    centroids, the staged distances and the class sums only through the database)."""
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT,
+               FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true", OMP_NUM_THREADS="1")
+    proc = subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker", "0",
+                             "50"], cwd=REPO_ROOT, env=env,
+                            stdout=open(tmp_path / "worker.log", "w"),
+                            stderr=subprocess.STDOUT)
+    yield proc
+    if proc.poll() is None:
+        proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+
+
+@pytest.mark.slow  # ~30 s: a worker process runs six shards and two last steps
+def test_delegated_several_k_and_supervised_runs_equal_the_single_process_runs(worker):
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset = vectors_dataset(300, seed=9)
+    try:
+        ids = sorted(dataset.values("id"))
+        dataset.set_values("gt", {i: fo.Classification(label=f"c{n % 3}")
+                                  for n, i in enumerate(ids)}, key_field="id")
+        ranked = fop.compute_prototype_scores(dataset, "emb", run_key="rk",
+                                              num_clusters=[3, 6], seed=4, num_shards=3,
+                                              delegate=True)
+        classes = fop.compute_prototype_scores(dataset, "emb", run_key="cl",
+                                               method="supervised", label_field="gt",
+                                               num_shards=3, delegate=True)
+        for key in ("rk", "cl"):
+            wait_for(lambda: dataset.reload() or runs.run_status(dataset, key) == "complete",
+                     180, f"run {key} completed by the worker")
+        fop.compute_prototype_scores(dataset, "emb", run_key="rk1", num_clusters=[3, 6],
+                                     seed=4)
+        fop.compute_prototype_scores(dataset, "emb", run_key="cl1", method="supervised",
+                                     label_field="gt")
+        rids, rd, rc = scores_of(dataset, "rk1")
+        sids, sd, sc = scores_of(dataset, "rk")
+        assert list(sids) == list(rids)
+        np.testing.assert_array_equal(sd, rd)
+        np.testing.assert_array_equal(sc, rc)
+        rids, rd, rc = scores_of(dataset, "cl1")
+        sids, sd, sc = scores_of(dataset, "cl")
+        np.testing.assert_array_equal(sc, rc)
+        np.testing.assert_allclose(sd, rd, rtol=0, atol=1e-6)
+        service = DelegatedOperationService()
+        for op_id in ranked["queued_operations"] + classes["queued_operations"]:
+            service.delete_operation(ObjectId(op_id))
     finally:
         fo.delete_dataset(dataset.name)
