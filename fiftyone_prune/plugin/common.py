@@ -4,7 +4,10 @@ dropdowns, and showing an SDK validation error in the form."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import re
+import threading
 import traceback
 
 import fiftyone as fo
@@ -19,6 +22,28 @@ logger = logging.getLogger(__name__)
 #: views larger than this default to delegated execution (a few hundred images take
 #: minutes on a CPU, longer than a user should wait on an open form)
 DELEGATION_THRESHOLD = 500
+
+
+#: one lock per dataset (by id, else name): see :func:`reading_runs`
+_DATASET_LOCKS: dict = {}
+_DATASET_LOCKS_GUARD = threading.Lock()
+
+
+@contextlib.contextmanager
+def reading_runs(ctx):
+    """Holds the dataset's lock while the block loads run results.
+
+    The App server handles every request in a thread of its own, and each context
+    reloads the dataset, which FiftyOne keeps as one object per process; FiftyOne's
+    ``load_run_results`` is not thread-safe on it (concurrent loads of one run's
+    results read one stored file at once and fail with "'str' object has no attribute
+    'decode'"). The pruning panel's events and the select form's preview (whose "auto"
+    reads the evaluations) load them one at a time per dataset."""
+    key = ctx.request_params.get("dataset_id") or ctx.request_params.get("dataset_name")
+    with _DATASET_LOCKS_GUARD:
+        lock = _DATASET_LOCKS.setdefault(key, threading.Lock())
+    with lock:
+        yield
 
 
 def target_view(ctx):
@@ -217,10 +242,15 @@ def mark_invalid(prop, message: str):
 
 
 def error_notice(inputs, name: str, message: str):
-    """A visible error at the top of the form; an invalid property disables Execute."""
+    """A visible error at the top of the form (under the view target, the samples it is
+    about); an invalid property disables Execute."""
     prop = inputs.view(name, types.Error(label=message))
     prop.invalid = True
     prop.error_message = message
+    # added last, it would sit at the bottom, under inputs it is not about
+    first = [k for k in ("view_target",) if k in inputs.properties]
+    order = first + [name] + [k for k in inputs.properties if k not in first and k != name]
+    inputs.properties = {k: inputs.properties[k] for k in order}
     return prop
 
 
@@ -240,8 +270,10 @@ def show_error(inputs, error, default: str | None = None,
         default (None): the input a plain ``ValueError`` is about
         tick ("Replace an existing run"): the checkbox that stands for ``overwrite=True``
     """
-    message = app_words(str(error), tick)
-    prop = inputs.properties.get(getattr(error, "param", None) or default)
+    param = getattr(error, "param", None) or default
+    prop = inputs.properties.get(param)
+    label = getattr(getattr(prop, "view", None), "label", None)
+    message = app_words(str(error), tick, param=param, label=label)
     if prop is None:
         return error_notice(inputs, "input_error", message)
     return mark_invalid(prop, message)
@@ -334,7 +366,46 @@ def describe_target(ctx) -> str:
     return f"the current view ({n} of {len(ctx.dataset)} samples)"
 
 
-def app_words(message: str, tick: str = "Replace an existing run") -> str:
-    """An SDK message in the App's words: a checkbox to tick, not a Python argument."""
-    return (message.replace("pass overwrite=True", f"tick '{tick}'")
-            .replace("overwrite=True", f"'{tick}'"))
+def app_words(message: str, tick: str = "Replace an existing run", param=None,
+              label=None) -> str:
+    """An SDK message in the App's words: a checkbox to tick, not a Python argument,
+    and an input by its label (``label``, the input of SDK argument ``param``), not by
+    the argument's name; a type or range check says what to enter.
+
+    The SDK's messages stay in Python's words for Python users."""
+    message = (message.replace("pass overwrite=True", f"tick '{tick}'")
+               .replace("overwrite=True", f"'{tick}'"))
+    if not param or not label:
+        return message
+    label = label.replace(" (optional)", "")
+    name = re.escape(param)
+    # check_scalar: "<param> must be <types>, got <value>"
+    match = re.fullmatch(rf"{name} must be ([\w ]+), got (.*)", message, re.S)
+    if match:
+        kinds, got = match.groups()
+        if "positive integer" in kinds:
+            return f"{label} must be a whole number, 1 or more (got {got})"
+        what = "a whole number" if re.search(r"\bint|Integral", kinds) else "a number"
+        return (f"{label} is empty: enter {what}" if got == "None"
+                else f"{label} must be {what} (got {got})")
+    # check_scalar: "<param>=<value> is outside [lo, hi)"
+    match = re.fullmatch(rf"{name}=(.*) is outside ([\[(])([^,]+), ([^\])]+)([\])])",
+                         message, re.S)
+    if match:
+        got, left, low, high, right = match.groups()
+        low_words = (f"at least {low}" if left == "[" else f"more than {low}")
+        high_words = (f"at most {high}" if right == "]" else f"less than {high}")
+        if low == "-inf":
+            bound = high_words
+        elif high == "inf":
+            bound = low_words
+        elif left + right == "[]":
+            bound = f"between {low} and {high}"
+        else:
+            bound = f"{low_words} and {high_words}"
+        return f"{label} must be {bound} (got {got})"
+    # any other message that names the argument: name the input instead (a plain word
+    # such as "keep" only where it is the argument: first, or followed by "=")
+    anywhere = rf"\b{name}\b(=?)" if "_" in param else rf"^{name}\b(=?)|\b{name}(=)"
+    return re.sub(anywhere, lambda m: (label if m.start() == 0 else f"'{label}'")
+                  + (" " if "=" in m[0] else ""), message)

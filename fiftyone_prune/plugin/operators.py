@@ -6,6 +6,9 @@ progress while they run (``common.execute_with_progress``)."""
 
 from __future__ import annotations
 
+import contextlib
+import os
+
 import fiftyone as fo
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -40,6 +43,16 @@ class _PruneOperator(foo.Operator):
         return common.operator_config(name=self.NAME, label=self.LABEL,
                                       description=self.DESCRIPTION, icon=self.ICON,
                                       **options)
+
+    def resolve_type(self, ctx, type):
+        # after a run the App asks for the output's form with the run's result, and
+        # shows it whenever the run failed: a failed run has no result, so without
+        # this a second dialog titled as a success ("Embeddings computed") would follow
+        # the failure, "No value provided" in every field. The failure is shown alone
+        # (the streamed "... failed" dialog, or the App's error notice)
+        if type == "outputs" and not ctx.results:
+            return None
+        return super().resolve_type(ctx, type)
 
 
 def _reload(ctx, result):
@@ -136,6 +149,7 @@ class ComputeEmbeddings(_PruneOperator):
                                     "on first use)",
                         view=types.AutocompleteView(
                             choices=[types.Choice(m, label=m) for m in zoo]))
+            _warn_zoo_download(inputs, ctx.params.get("zoo_model"))
         if model == "swav_resnet50":
             inputs.str(
                 "checkpoint_path", label="SwAV checkpoint (optional)",
@@ -143,9 +157,20 @@ class ComputeEmbeddings(_PruneOperator):
             if not ctx.params.get("checkpoint_path"):
                 _warn_swav_download(inputs)
         default_field = "swav_embedding" if model == "swav_resnet50" else f"{model}_embedding"
+        # object-level embeddings, as FiftyOne's brain operators offer them
+        patch_fields = _patch_fields(ctx.dataset)
+        if patch_fields:
+            _dropdown(inputs, "patches_field",
+                      [(_WHOLE_IMAGES, "None: embed whole images")]
+                      + [(f, f"{f}: embed each object's crop") for f in patch_fields],
+                      "Patches field", default=_WHOLE_IMAGES, required=False,
+                      description="A Detections field: each object's crop is embedded "
+                                  "onto its label (<field>.detections.<embeddings field>)")
         inputs.str("embeddings_field", label="Embeddings field", required=True,
                    default=default_field,
-                   description="A new vector field that receives the embeddings")
+                   description="A new vector field that receives the embeddings"
+                               + (" (on each object's label with a patches field)"
+                                  if patch_fields else ""))
         inputs.int("batch_size", label="Batch size", default=32, required=True,
                    description="Images per forward pass (lower it if memory runs out)")
         inputs.bool("skip_existing", label="Skip samples that already have embeddings",
@@ -186,13 +211,14 @@ class ComputeEmbeddings(_PruneOperator):
                 return _queued(compute_embeddings(view, num_shards=num_shards,
                                                   delegate=True, **kwargs))
             progress.stage(f"Embedding: loading {model}")
-            return compute_embeddings(
-                view, **kwargs,
-                # worker processes can't be forked safely inside the App server
-                num_workers=None if ctx.delegated else 0,
-                skip_existing=bool(p.get("skip_existing", True)),
-                progress=progress.bar("Embedding {done}/{total} images"),
-            ).to_dict()
+            with _offline_download_message(model, kwargs.get("checkpoint_path")):
+                return compute_embeddings(
+                    view, **kwargs,
+                    # worker processes can't be forked safely inside the App server
+                    num_workers=None if ctx.delegated else 0,
+                    skip_existing=bool(p.get("skip_existing", True)),
+                    progress=progress.bar("Embedding {done}/{total} images"),
+                ).to_dict()
 
         return common.execute_with_progress(self, ctx, work, after=_reload)
 
@@ -208,7 +234,8 @@ class ComputeEmbeddings(_PruneOperator):
 
     def __call__(self, sample_collection, model="swav_resnet50",
                  embeddings_field="swav_embedding", batch_size=32, skip_existing=True,
-                 checkpoint_path=None, num_shards=1, delegate=False, precision="fp32"):
+                 checkpoint_path=None, num_shards=1, delegate=False, precision="fp32",
+                 patches_field=None):
         """Embeds the images of ``sample_collection``, as the App's form does
         (:func:`fiftyone_prune.compute_embeddings`).
 
@@ -238,6 +265,8 @@ class ComputeEmbeddings(_PruneOperator):
             delegate (False): schedule the operation instead of running it now
             precision ("fp32"): ``"fp32"``, ``"fp16"`` (CUDA) or ``"bf16"`` (built-in
                 models only)
+            patches_field (None): a Detection(s) field: embed each object's crop onto
+                its label instead of the whole images
 
         Returns:
             the :class:`fiftyone_prune.sdk.embeddings.EmbeddingResult` as a dict; with
@@ -247,16 +276,28 @@ class ComputeEmbeddings(_PruneOperator):
         params = dict(model=model, embeddings_field=embeddings_field,
                       batch_size=batch_size, skip_existing=skip_existing,
                       checkpoint_path=checkpoint_path, num_shards=num_shards,
-                      precision=precision)
+                      precision=precision, patches_field=patches_field or _WHOLE_IMAGES)
         if model not in ("swav_resnet50", "efficientnet_lite0"):
             params.update(model="zoo", zoo_model=model)
         return common.call_operator(self.uri, sample_collection, params, delegate)
 
 
+#: the "Patches field" choice for embedding whole images
+_WHOLE_IMAGES = "__images__"
+
+
+def _patch_fields(dataset) -> list[str]:
+    """The dataset's Detection and Detections fields: what can be embedded per object."""
+    return sorted(dataset.get_field_schema(embedded_doc_type=fo.Detections)) + sorted(
+        dataset.get_field_schema(embedded_doc_type=fo.Detection))
+
+
 def _embedding_kwargs(params, default_field) -> dict:
     """The embeddings form's values as ``compute_embeddings`` takes them."""
     model = params.get("model") or "swav_resnet50"
-    return dict(model=params.get("zoo_model") if model == "zoo" else model,
+    patches = params.get("patches_field")
+    return dict(patches_field=None if patches in (None, "", _WHOLE_IMAGES) else patches,
+                model=params.get("zoo_model") if model == "zoo" else model,
                 embeddings_field=params.get("embeddings_field") or default_field,
                 batch_size=_whole_number(params.get("batch_size", 32)),
                 checkpoint_path=params.get("checkpoint_path") or None,
@@ -267,6 +308,58 @@ def _zoo_embedding_models():
     import fiftyone.zoo as foz
 
     return sorted(foz.list_zoo_models(tags="embeddings"))
+
+
+def _zoo_model_downloaded(name) -> bool:
+    import fiftyone.zoo.models as fozm
+
+    try:
+        return bool(fozm.is_zoo_model_downloaded(name))
+    except Exception:  # noqa: BLE001 - an unknown name: the SDK's check names it
+        return True
+
+
+def _warn_zoo_download(inputs, name):
+    """What SwAV's warning says, for a zoo model: downloaded on Execute unless it is on
+    this machine already, which fails offline."""
+    if name and _zoo_model_downloaded(name):
+        return
+    which = f"{name!r} is not on this machine" if name else "Zoo models not on this machine"
+    inputs.view("zoo_download", types.Warning(label=(
+        f"{which}: Execute downloads {'it' if name else 'them'} first (often hundreds of MB) "
+        f"from the model's source. Offline, choose EfficientNet-Lite0 or a zoo model "
+        f"downloaded before")))
+
+
+#: what a download that found no network raises (requests' ConnectionError and
+#: urllib's URLError are OSErrors too)
+_NETWORK_ERRORS = (ConnectionError, TimeoutError, OSError)
+
+
+@contextlib.contextmanager
+def _offline_download_message(model, checkpoint_path):
+    """A model download that fails for want of a network, as one line that says so and
+    what to do, instead of the library's raw ConnectionError."""
+    import os
+
+    from fiftyone_prune.core.models import swav_cache_path
+
+    if model == "swav_resnet50":
+        needs_download = not checkpoint_path and not os.path.exists(swav_cache_path())
+    elif model == "efficientnet_lite0" or not isinstance(model, str):
+        needs_download = False
+    else:
+        needs_download = not _zoo_model_downloaded(model)
+    try:
+        yield
+    except _NETWORK_ERRORS as e:
+        if not needs_download or isinstance(e, FileNotFoundError):
+            raise
+        raise RuntimeError(
+            f"Could not download model {model!r}: this machine seems to be offline "
+            f"({type(e).__name__}: {str(e)[:200]}). Connect it to the internet once, or "
+            f"choose EfficientNet-Lite0 (offline)"
+            + (" or a local SwAV checkpoint" if model == "swav_resnet50" else "")) from e
 
 
 def _warn_swav_download(inputs):
@@ -507,6 +600,11 @@ class SelectSamples(_PruneOperator):
     ICON = "/assets/select.svg"
 
     def resolve_input(self, ctx):
+        # its preview of "auto" reads the evaluations, as the panel does
+        with common.reading_runs(ctx):
+            return self._form(ctx)
+
+    def _form(self, ctx):
         from fiftyone_prune.sdk.selection import check_selection, check_selection_name_free
 
         inputs = types.Object()
@@ -723,10 +821,18 @@ class ExportKeptSamples(_PruneOperator):
             # a path from Python, as the App's file input sends it (FiftyOne's validation
             # of that input reads an object)
             ctx.params["export_dir"] = {"absolute_path": export_dir}
-        if not export_dir and "export_dir" in ctx.params:
+        if not export_dir:
+            # also when emptied: the App then sends no value, which its own check of a
+            # required file input lets through (Execute was enabled)
             common.mark_invalid(inputs.properties["export_dir"],
-                                "Choose the folder to export to")
-        elif export_dir:
+                                "Type or choose the folder to export to")
+        else:
+            if not os.path.isabs(os.path.expanduser(export_dir)):
+                # typed in the App, a relative path is the server's, not the browser's
+                inputs.view("relative_path", types.Notice(label=(
+                    f"A relative path resolves against the App server's working directory: "
+                    f"this exports to {os.path.abspath(os.path.expanduser(export_dir))}. "
+                    f"Type an absolute path to export elsewhere")))
             try:
                 check_export_dir(view, export_dir, bool(ctx.params.get("overwrite", False)))
             except ValueError as e:
@@ -903,18 +1009,22 @@ class EvaluatePruning(_PruneOperator):
                                     ("cnn", "small CNN from scratch on images (slow)")],
                   "Probe", default="linear",
                   description="The model trained on each selection to measure its accuracy")
+        p = ctx.params
+        default_key = _evaluation_key(ctx.dataset, dict(p, run_key=p.get("run_key", default_run),
+                                                        eval_key=None))
         inputs.str("eval_key", label="Run key (optional)",
-                   description="Names the evaluation run (default: <scoring run>_evaluation)")
+                   description=f"Names the evaluation run (default: {default_key}, the next "
+                               f"free <scoring run>_evaluation)")
         inputs.bool("overwrite", default=False, label="Replace an existing run",
                     description="Replace an evaluation with the same run key")
-        p = ctx.params
         try:
             check_evaluation(common.target_view(ctx), p.get("label_field", label_fields[0]),
                              p.get("run_key", default_run),
                              fractions=parse_fractions(p.get("fractions", DEFAULT_FRACTIONS)),
                              strategies=p.get("strategies") or ["random"],
                              seeds=_whole_number(p.get("seeds", 3)),
-                             probe=p.get("probe", "linear"), eval_key=p.get("eval_key") or None,
+                             probe=p.get("probe", "linear"),
+                             eval_key=p.get("eval_key") or default_key,
                              overwrite=bool(p.get("overwrite")))
         except ValueError as e:
             common.show_error(inputs, e)
@@ -934,7 +1044,7 @@ class EvaluatePruning(_PruneOperator):
                 fractions=parse_fractions(p.get("fractions", DEFAULT_FRACTIONS)),
                 strategies=p.get("strategies") or ["random"],
                 seeds=_whole_number(p.get("seeds", 3)),
-                probe=p.get("probe", "linear"), eval_key=p.get("eval_key") or None,
+                probe=p.get("probe", "linear"), eval_key=_evaluation_key(view, p),
                 overwrite=bool(p.get("overwrite", False)),
                 progress=progress.bar("Evaluating: training probe {done}/{total}"),
             )
@@ -977,7 +1087,8 @@ class EvaluatePruning(_PruneOperator):
             seeds (3): probes trained per strategy and fraction
             probe ("linear"): ``"linear"`` (on the embeddings) or ``"cnn"`` (on images)
             eval_key (None): the evaluation run's key (default
-                ``<run_key>_evaluation``)
+                ``<run_key>_evaluation``, or the next free ``<run_key>_evaluation_2``...
+                when that is taken and ``overwrite`` is False)
             overwrite (False): replace an evaluation with this key
             delegate (False): schedule the operation instead of running it now
 
@@ -988,6 +1099,16 @@ class EvaluatePruning(_PruneOperator):
                       fractions=",".join(str(f) for f in fractions), strategies=list(strategies),
                       seeds=seeds, probe=probe, eval_key=eval_key, overwrite=overwrite)
         return common.call_operator(self.uri, sample_collection, params, delegate)
+
+
+def _evaluation_key(samples, params) -> str:
+    """The evaluation form's run key: the one typed, else ``<scoring run>_evaluation``,
+    or the next free one when that is taken and 'Replace an existing run' is not ticked
+    (a taken default would open the form invalid)."""
+    if params.get("eval_key"):
+        return params["eval_key"]
+    base = f"{params['run_key']}_evaluation"
+    return base if params.get("overwrite") else common.free_key(samples, base)
 
 
 # --- run management: what FiftyOne's brain plugin offers for its runs --------------------
@@ -1013,6 +1134,18 @@ def _code_list(values):
     return ", ".join(f"`{v}`" for v in values) if values else "none"
 
 
+def plain_value(value) -> str:
+    """A run parameter as the App shows it: ``a: 1, b: 2`` for a mapping (never
+    ``OrderedDict([...])``), ``x, y`` for a list, ``none`` for None."""
+    if value is None:
+        return "none"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}: {plain_value(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, (list, tuple, set)):
+        return ", ".join(plain_value(v) for v in value) or "none"
+    return str(value)
+
+
 def run_markdown(summary: dict) -> str:
     """One run's summary as the App shows it."""
     lines = [f"**{summary['run_key']}**: {summary['kind']} run, registered "
@@ -1020,7 +1153,7 @@ def run_markdown(summary: dict) -> str:
              f"**Status**: {summary['status']}", "",
              "| parameter | value |", "|---|---|"]
     for name, value in sorted(summary["params"].items()):
-        text = str(value).replace("|", "\\|").replace("\n", " ")
+        text = plain_value(value).replace("|", "\\|").replace("\n", " ")
         lines.append(f"| {name} | {text[:120]} |")
     lines += ["", f"**Fields**: {_code_list(summary['fields'])}",
               "", f"**Tags**: {_code_list(summary['tags'])}",

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 
 import fiftyone.operators as foo
 import fiftyone.operators.types as types
@@ -17,6 +18,8 @@ from fiftyone_prune.core.params import (ParameterError, parse_keep,
                                      selection_spec_from_inputs)
 from fiftyone_prune.plugin import common
 from fiftyone_prune.plugin.common import PLUGIN
+
+logger = logging.getLogger(__name__)
 
 STRATEGIES = ["auto", "hard", "easy", "ccs", "density", "random"]
 
@@ -39,6 +42,8 @@ WORTH_COLOR = "#43A047"
 #: what every plot of the panel shares: a legend above the plot, room for axis titles,
 #: transparent backgrounds (the App's theme shows through)
 PLOT_HEIGHT = 270
+#: no mode bar; redrawn to the panel's width when the window is resized
+_PLOT_CONFIG = {"displayModeBar": False, "responsive": True}
 
 
 def _layout(title, xtitle, ytitle, **extra):
@@ -73,6 +78,15 @@ class PruningPanel(foo.Panel):
             ),
         )
 
+    def execute(self, ctx):
+        # the App sends a panel's events at once (a control change and a view change, 17
+        # of them while it opens) and the server handles each in a thread of its own;
+        # FiftyOne's load_run_results is not thread-safe: the event's reload of the
+        # dataset and concurrent reads of one run's stored results fail ("'str' object
+        # has no attribute 'decode'"). One event of this panel per dataset at a time.
+        with common.reading_runs(ctx):
+            return super().execute(ctx)
+
     # --- events -----------------------------------------------------------------------
     def on_load(self, ctx):
         self._refresh(ctx, force=True)
@@ -99,6 +113,10 @@ class PruningPanel(foo.Panel):
         ctx.panel.state.group = None
         self._set_and_refresh(ctx, "balance")
 
+    def on_change_label_field(self, ctx):
+        ctx.panel.state.group = None
+        self._set_and_refresh(ctx, "label_field")
+
     def on_change_group(self, ctx):
         self._set_and_refresh(ctx, "group")
 
@@ -120,9 +138,11 @@ class PruningPanel(foo.Panel):
             _show_error(ctx, e)
             return
         # the form's samples are the panel's: the current view
-        ctx.prompt(f"{PLUGIN}/select_samples", params={
-            "run_key": s.run_key, "keep": keep, "strategy": s.strategy or "auto",
-            "balance": s.balance or "cluster"})
+        params = {"run_key": s.run_key, "keep": keep, "strategy": s.strategy or "auto",
+                  "balance": s.balance or "cluster"}
+        if params["balance"] == "class":
+            params["label_field"] = _label_field(ctx)
+        ctx.prompt(f"{PLUGIN}/select_samples", params=params)
 
     def open_export(self, ctx):
         ctx.prompt(f"{PLUGIN}/export_kept_samples")
@@ -146,7 +166,16 @@ class PruningPanel(foo.Panel):
         if not force and inputs == ctx.panel.state.inputs:
             return
         with _one_patch(ctx):
-            self._recompute(ctx)
+            try:
+                self._recompute(ctx)
+            except Exception as e:  # noqa: BLE001 - a message, never a crashed panel
+                # (the App replaces the whole panel by an operator error until a reload)
+                logger.exception("The pruning panel could not read its runs")
+                _show_error(ctx, f"Could not read this dataset's runs "
+                                 f"({common.error_line(e)}): change a control or reopen the "
+                                 f"panel to try again")
+                ctx.panel.state.inputs = None  # the next event tries again
+                return
             ctx.panel.state.inputs = _inputs(ctx)  # the run picked by default included
 
     def _recompute(self, ctx):
@@ -167,10 +196,12 @@ class PruningPanel(foo.Panel):
         strategy = s.strategy or "auto"
         balance = s.balance or "cluster"
         group = s.group if s.group not in (None, "", "all") else None
+        label_field = _label_field(ctx) if balance == "class" else None
         try:
             hist = selection_histogram(ctx.view, ctx.panel.state.run_key, group=group,
                                        spec=selection_spec_from_inputs(dict(
-                                           keep=keep, strategy=strategy, balance=balance)))
+                                           keep=keep, strategy=strategy, balance=balance,
+                                           label_field=label_field)))
             ctx.panel.state.error = None
             ctx.panel.state.error_param = None
         except ValueError as e:
@@ -198,8 +229,13 @@ class PruningPanel(foo.Panel):
                               "x": [hist["cut"], hist["cut"]], "y": [0, top],
                               "line": {"color": CUT_COLOR, "dash": "dash", "width": 2}})
         ctx.panel.data.set("plots.histogram", histogram)
+        # hard and easy cut each group at its own distance when balance floors bind:
+        # the bars' colours are the split, and no single line could be
+        split = ("; kept per group, no single cut"
+                 if hist["cut"] is None and plan["strategy"] in ("hard", "easy") else "")
         ctx.panel.state.histogram_layout = _layout(
-            f"{hist['distance_field']}" + (f" (group {group})" if group else ""),
+            f"{hist['distance_field']}" + (f" (group {group}{split})" if group
+                                           else f" ({split[2:]})" if split else ""),
             "cosine distance to prototype (hard →)", "samples", barmode="stack")
         groups = list(plan["groups"].items())
         names = [str(g) for g, _ in groups]
@@ -221,8 +257,18 @@ class PruningPanel(foo.Panel):
                    "ticktext": names, "automargin": True})
         evals = [k for k in common.runs_newest_first(ctx.dataset, "evaluation")
                  if runs.get_run_info(ctx.dataset, k).config.run_key == ctx.panel.state.run_key]
+        ev = None
+        ctx.panel.state.curve_error = None
         if evals:  # the most recent evaluation of this run
-            ev = load_evaluation(ctx.dataset, evals[0])
+            try:
+                ev = load_evaluation(ctx.dataset, evals[0])
+            except Exception as e:  # noqa: BLE001 - the histogram still shows
+                logger.exception("The pruning panel could not load evaluation %r", evals[0])
+                ctx.panel.state.curve_error = (
+                    f"Could not read evaluation {evals[0]!r} ({common.error_line(e)}): "
+                    f"change a control or reopen the panel to try again; if it persists, "
+                    f"re-run 'Prune: evaluate pruning against random'")
+        if ev is not None:
             traces = []
             for strat in dict.fromkeys(r["strategy"] for r in ev.table):
                 rows = [r for r in ev.table if r["strategy"] == strat]
@@ -333,8 +379,9 @@ class PruningPanel(foo.Panel):
         view = ctx.dataset.exists(cfg.distance_field)
         group = ctx.panel.state.group
         if group not in (None, "", "all"):
-            if (ctx.panel.state.balance or "cluster") == "class" and cfg.label_field:
-                view = view.match(F(f"{cfg.label_field}.label") == group)
+            label_field = _label_field(ctx)
+            if (ctx.panel.state.balance or "cluster") == "class" and label_field:
+                view = view.match(F(f"{label_field}.label") == group)
             else:
                 value = group if cfg.method_name == "supervised" else int(group)
                 view = view.match(F(cfg.cluster_field) == value)
@@ -385,8 +432,14 @@ class PruningPanel(foo.Panel):
         if bad in ("run_key", "keep", "strategy"):
             controls.view("run_error", types.Error(label=s.error))
         rows["groups"] = controls.h_stack("groups", align_x="left", gap=2)
-        control(rows["groups"], "balance", [(n, n) for n in ("cluster", "class", "none")],
+        # "class" needs a Classification field to take the classes from
+        label_fields = _classification_fields(ctx)
+        balances = ["cluster"] + (["class"] if label_fields else []) + ["none"]
+        control(rows["groups"], "balance", [(n, n) for n in balances],
                 "Balance", s.balance or "cluster", self.on_change_balance)
+        if s.balance == "class" and label_fields:
+            control(rows["groups"], "label_field", [(f, f) for f in label_fields],
+                    "Label field", _label_field(ctx), self.on_change_label_field)
         control(rows["groups"], "group",
                 [("all", "all groups")] + [(str(g), str(g)) for g in s.groups or []],
                 "Group", s.group or "all", self.on_change_group)
@@ -414,21 +467,23 @@ class PruningPanel(foo.Panel):
         plots = panel.grid("plots", gap=2)
         # the pruning curve first: whether pruning pays is the panel's first question,
         # and it is on screen without scrolling at 1400x900
+        if s.curve_error:  # where the curve would be
+            plots.view("curve_error", types.Warning(label=s.curve_error))
         if s.verdicts:
             plots.plot("curve", layout=_layout(
                 "pruning curve (held-out accuracy, 95% intervals)", "fraction kept",
-                "held-out accuracy"), config={"displayModeBar": False})
+                "held-out accuracy"), config=_PLOT_CONFIG)
         if s.verdicts and s.worth:
             # right after the pruning curve: what the kept sets are worth in random
             # samples; log-log, where a power law is a straight line
             plots.plot("scaling", layout=s.scaling_layout or {},
-                       config={"displayModeBar": False})
+                       config=_PLOT_CONFIG)
             plots.md(s.worth, name="worth")
         if not s.error:
             plots.plot("histogram", layout=s.histogram_layout or {},
-                       config={"displayModeBar": False})
+                       config=_PLOT_CONFIG)
             plots.plot("groups", layout=s.groups_layout or {},
-                       config={"displayModeBar": False})
+                       config=_PLOT_CONFIG)
             panel.md(s.reason or "", name="reason")
         if s.verdicts:
             panel.md(s.verdicts, name="verdicts")
@@ -452,15 +507,20 @@ def _log_ticks(low, high, text):
 
 def _show_error(ctx, error):
     """Puts ``error`` in the panel state; a :class:`ParameterError` about one of the
-    panel's controls is shown under that control (``render``), any other at the top."""
-    ctx.panel.state.error = common.app_words(str(error))
+    panel's controls is shown under that control (``render``), in the App's words (the
+    control by its label), any other at the top."""
     param = getattr(error, "param", None)
+    ctx.panel.state.error = common.app_words(str(error), param=param,
+                                             label=_CONTROL_LABELS.get(param))
     ctx.panel.state.error_param = param if param in _CONTROL_ROWS else None
 
 
 #: the panel's controls, by the SDK argument each one sets, and the row it sits in
 _CONTROL_ROWS = {"run_key": "run", "keep": "run", "strategy": "run",
-                 "balance": "groups", "group": "groups"}
+                 "balance": "groups", "label_field": "groups", "group": "groups"}
+#: their labels, as the panel shows them
+_CONTROL_LABELS = {"run_key": "Scoring run", "keep": "Keep", "strategy": "Strategy",
+                   "balance": "Balance", "label_field": "Label field", "group": "Group"}
 
 #: a control or button as wide as its content (the App's grid items are full width),
 #: its text on one line: the panel beside the grid is ~350 px wide in a 1000 px window
@@ -479,8 +539,32 @@ def _inputs(ctx) -> str:
     view = [ctx.request_params.get(k) for k in ("view_name", "view", "filters", "extended")]
     runs = sorted((k, _timestamp(ctx.dataset, k)) for k in ctx.dataset.list_runs())
     controls = [s.run_key, str(s.keep or 0.8), s.strategy or "auto", s.balance or "cluster",
-                s.group if s.group not in (None, "", "all") else None]
+                s.label_field, s.group if s.group not in (None, "", "all") else None]
     return json.dumps([view, controls, runs], default=str)
+
+
+def _classification_fields(ctx) -> list[str]:
+    from fiftyone_prune.sdk import validation
+
+    return validation.classification_fields(ctx.dataset)
+
+
+def _label_field(ctx):
+    """The field whose classes "class" balance uses: the panel's choice, else the
+    scoring run's label field, else the first Classification field; None without one."""
+    from fiftyone_prune.sdk import runs
+
+    fields = _classification_fields(ctx)
+    s = ctx.panel.state
+    if s.label_field in fields:
+        return s.label_field
+    try:
+        run_field = runs.get_run_info(ctx.dataset, s.run_key).config.label_field
+    except Exception:  # noqa: BLE001 - no run (yet): the first field
+        run_field = None
+    if run_field in fields:
+        return run_field
+    return fields[0] if fields else None
 
 
 def _timestamp(dataset, run_key):

@@ -133,7 +133,9 @@ FAILURE = {
 #: the failures above that pass the form and happen in ``execute``: the case the
 #: App's streaming once hid from Python (the rest are refused by the form's checks)
 FAILS_IN_EXECUTE = {"compute_embeddings", "compute_prototype_scores", "select_samples",
-                    "export_kept_samples", "evaluate_pruning"}
+                    "export_kept_samples"}
+# (evaluate_pruning's missing embeddings are refused by its checks, which FiftyOne runs
+# again when the run starts: an immediate run never gets to execute)
 
 
 def _fill(params, tmp_path, value=None):
@@ -265,16 +267,19 @@ def test_the_apps_run_still_streams_one_line(digits_dataset, tmp_path):
     assert "swav.pth.tar" in error and "\n" not in error and "Traceback" not in error
 
 
-def test_the_export_form_asks_for_a_folder_in_one_line(digits_dataset):
-    """The App's file input sends an empty value until a folder is chosen: the form
-    says so under that input instead of failing in execute."""
+@pytest.mark.parametrize("params", [{"export_dir": {}}, {"export_dir": None}, {},
+                                    {"export_dir": {"absolute_path": ""}}])
+def test_the_export_form_asks_for_a_folder_in_one_line(digits_dataset, params):
+    """The App's file input sends an empty value until a folder is chosen, and no value
+    at all once its path is emptied: the form says so under that input instead of
+    failing in execute."""
     _selected(digits_dataset)
     ctx = foo.ExecutionContext(request_params={
         "dataset_name": digits_dataset.name, "view": digits_dataset.view()._serialize(),
-        "params": {"export_dir": {}}})
+        "params": params})
     props = foo.get_operator(URI + "export_kept_samples").resolve_input(ctx).type.properties
     invalid = {k: p.error_message for k, p in props.items() if getattr(p, "invalid", False)}
-    assert invalid == {"export_dir": "Choose the folder to export to"}
+    assert invalid == {"export_dir": "Type or choose the folder to export to"}
 
 
 def test_a_selection_that_keeps_fewer_than_asked_says_so(digits_dataset):

@@ -420,22 +420,28 @@ def _form(dataset, name, params, view=None):
 
 @pytest.mark.parametrize("name, params, marked, words", [
     ("select_samples", {"run_key": "proto", "keep": "most"}, "keep", "integer count"),
-    ("select_samples", {"run_key": "proto", "keep": 1.5}, "keep", "outside (0, 1]"),
+    ("select_samples", {"run_key": "proto", "keep": 1.5}, "keep",
+     "Keep 1.5 is outside (0, 1]"),
+    ("select_samples", {"run_key": "proto", "seed": -1}, "seed",
+     "Seed must be at least 0 (got -1)"),
     ("select_samples", {"run_key": "proto", "balance_ratio": 2.0}, "balance_ratio",
-     "outside [0, 1]"),
+     "Balance ratio must be between 0 and 1 (got 2.0)"),
     ("select_samples", {"run_key": "proto", "name": "1bad"}, "name", "Invalid"),
     ("compute_prototype_scores", {"embeddings_field": "emb", "num_clusters": "ten"},
      "num_clusters", "comma-separated integers"),
     ("compute_prototype_scores", {"embeddings_field": "emb", "run_key": "proto"}, "run_key",
      "tick 'Replace an existing run'"),
     ("evaluate_pruning", {"run_key": "proto", "label_field": "ground_truth",
-                          "fractions": "0.5,2"}, "fractions", "outside (0, 1]"),
+                          "fractions": "0.5,2"}, "fractions", "Kept fractions"),
     ("evaluate_pruning", {"run_key": "proto", "label_field": "ground_truth",
-                          "seeds": 0}, "seeds", "seeds"),
+                          "seeds": 0}, "seeds",
+     "Seeds per point must be a whole number, 1 or more (got 0)"),
     ("compute_embeddings", {"model": "efficientnet_lite0", "embeddings_field": "x",
-                            "batch_size": 0}, "batch_size", "batch_size"),
+                            "batch_size": 0}, "batch_size",
+     "Batch size must be a whole number, 1 or more (got 0)"),
     ("compute_embeddings", {"model": "efficientnet_lite0", "embeddings_field": "x",
-                            "num_shards": 0}, "num_shards", "num_shards"),
+                            "num_shards": 0}, "num_shards",
+     "Split into M tasks must be a whole number, 1 or more (got 0)"),
 ])
 def test_a_bad_input_marks_exactly_that_input(digits_dataset, name, params, marked, words):
     """A ParameterError from the SDK's checks (or the shared parsers) is shown under the
@@ -445,6 +451,7 @@ def test_a_bad_input_marks_exactly_that_input(digits_dataset, name, params, mark
     assert list(invalid) == [marked] and notice is None, (invalid, notice)
     assert words in invalid[marked]
     assert "overwrite=True" not in invalid[marked]  # Python's words stay in Python
+    assert f"{marked}=" not in invalid[marked]  # the input by its label, not the argument
     good = {k: v for k, v in params.items() if k != marked}
     if marked == "run_key":
         good["run_key"] = "fresh"
@@ -548,3 +555,62 @@ def test_embeddings_form_precision_input(digits_dataset):
         URI + "compute_embeddings").resolve_input(foo.ExecutionContext(request_params={
             "dataset_name": digits_dataset.name, "view": digits_dataset.view()._serialize(),
             "params": base})).type.properties
+
+
+@pytest.mark.parametrize("name, title", [
+    ("compute_embeddings", "Embeddings computed"),
+    ("compute_prototype_scores", "Prototype scores computed"),
+    ("select_samples", "Selection applied"),
+    ("export_kept_samples", "Export complete"),
+    ("evaluate_pruning", "Pruning evaluated"),
+    ("delete_pruning_run", "Run deleted"),
+])
+def test_a_failed_run_has_no_success_output(digits_dataset, name, title):
+    """After a run the App asks the server for the output's form with the run's result
+    (None when it failed) and shows it whenever the run failed: a failed run must get
+    none, or a second dialog titled as a success follows the failure."""
+    import asyncio
+
+    from fiftyone.operators.executor import resolve_type
+    from fiftyone.operators.registry import OperatorRegistry
+
+    def outputs(results):
+        return asyncio.run(resolve_type(OperatorRegistry(), URI + name, {
+            "dataset_name": digits_dataset.name, "params": {}, "target": "outputs",
+            "results": results}))
+
+    assert outputs(None) is None
+    assert outputs({}) is None
+    shown = outputs({"num_embedded": 3, "run_key": "r", "eval_key": "e"})
+    assert shown.view.label == title
+
+
+def test_embeddings_form_offers_patches_and_embeds_objects(digits_dataset):
+    """Object-level embeddings from the form, as FiftyOne's brain operators offer them:
+    a "Patches field" input where the dataset has Detections, each crop's vector on its
+    label; without such a field, no such input."""
+    import fiftyone as fo
+
+    def form_inputs(dataset):
+        return foo.get_operator(URI + "compute_embeddings").resolve_input(
+            foo.ExecutionContext(request_params={
+                "dataset_name": dataset.name, "view": dataset.view()._serialize(),
+                "params": {"model": "efficientnet_lite0"}})).type.properties
+
+    assert "patches_field" not in form_inputs(digits_dataset)
+    view = digits_dataset.limit(3)
+    for sample in view:
+        sample["boxes"] = fo.Detections(detections=[
+            fo.Detection(label="a", bounding_box=[0.0, 0.0, 0.5, 0.5]),
+            fo.Detection(label="b", bounding_box=[0.5, 0.5, 0.5, 0.5])])
+        sample.save()
+    props = form_inputs(digits_dataset)
+    assert props["patches_field"].type.values == ["__images__", "boxes"]
+    assert props["patches_field"].default == "__images__"
+    result = foo.get_operator(URI + "compute_embeddings")(
+        view, model="efficientnet_lite0", embeddings_field="obj_emb", batch_size=6,
+        patches_field="boxes")
+    assert result["num_embedded"] == 6
+    vectors = view.values("boxes.detections.obj_emb", unwind=True)
+    assert len(vectors) == 6 and all(v is not None and len(v) > 0 for v in vectors)
+    assert not digits_dataset.has_field("obj_emb")  # on the labels, not the samples

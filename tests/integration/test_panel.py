@@ -69,6 +69,8 @@ def test_panel_histogram_matches_the_selection(scored):
     dist = np.sort(scored.values("proto_distance"))[::-1]
     cut = [t for t in hist if t["name"] == "cut"]
     assert cut and cut[0]["x"][0] == pytest.approx(dist[29], abs=1e-6)
+    # from the axis to the tallest (stacked) bar: never hidden behind the bars
+    assert cut[0]["y"] == [0, max(k + p for k, p in zip(kept, pruned))]
     # every plot has a legend and axis titles
     layout = out["state"]["histogram_layout"]
     assert layout["showlegend"] and layout["xaxis"]["title"]["text"]
@@ -103,7 +105,8 @@ def test_panel_group_filter_and_sorted_views(scored):
 
 def test_panel_bad_keep_is_shown_under_keep_not_raised(scored):
     out = run_event(scored, "on_change_keep", state={"run_key": "proto"}, params={"value": "2.5"})
-    assert out["state"]["error"].startswith("keep=2.5 is outside (0, 1]")
+    # in the App's words: the control by its label, not the SDK's argument
+    assert out["state"]["error"].startswith("Keep 2.5 is outside (0, 1]")
     assert out["state"]["error_param"] == "keep"
     # rendered under the row holding Keep, Keep marked invalid, nothing to apply
     props = render(scored, out["state"]).type.properties
@@ -125,5 +128,70 @@ def test_panel_bad_keep_is_shown_under_keep_not_raised(scored):
 def test_panel_apply_with_bad_keep_prompts_nothing(scored):
     out = run_event(scored, "apply_selection", state={"run_key": "proto", "keep": "abc"})
     assert out["other"] == []
-    assert "keep must be a fraction" in out["state"]["error"]
+    assert out["state"]["error"].startswith("Keep must be a fraction")
     assert out["state"]["error_param"] == "keep"
+
+
+def _controls(dataset, state):
+    groups = render(dataset, state).type.properties["controls"].type.properties["groups"]
+    return groups.type.properties
+
+
+def test_panel_offers_class_balance_only_with_a_label_field(scored):
+    """"class" balance takes its classes from a Classification field: offered only where
+    one exists, with a Label field control to pick it."""
+    unlabelled = scored.clone()
+    try:
+        unlabelled.delete_sample_field("ground_truth")
+        out = run_event(unlabelled, "on_load")
+        controls = _controls(unlabelled, out["state"])
+        assert controls["balance"].type.values == ["cluster", "none"]
+        assert "label_field" not in controls
+    finally:
+        unlabelled.delete()
+
+    scored.add_sample_field("coarse", fo.EmbeddedDocumentField,
+                            embedded_doc_type=fo.Classification)
+    scored.set_values("coarse", [fo.Classification(label="low" if int(g) < 5 else "high")
+                                 for g in scored.values("ground_truth.label")])
+    out = run_event(scored, "on_change_balance", state={"run_key": "proto", "keep": "0.5"},
+                    params={"value": "class"})
+    controls = _controls(scored, out["state"])
+    assert controls["balance"].type.values == ["cluster", "class", "none"]
+    # the run's own label field by default
+    assert controls["label_field"].type.values == ["coarse", "ground_truth"]
+    assert controls["label_field"].default == "ground_truth"
+    assert set(out["state"]["groups"]) == set(scored.distinct("ground_truth.label"))
+    # another field: its classes are the groups, and what the Group filter shows
+    out = run_event(scored, "on_change_label_field", state=out["state"],
+                    params={"value": "coarse"})
+    assert out["state"]["error"] is None
+    assert set(out["state"]["groups"]) == {"low", "high"}
+    out = run_event(scored, "on_change_group", state=out["state"], params={"value": "low"})
+    hist = plot_data(out, "histogram")
+    assert sum(hist[0]["y"]) + sum(hist[1]["y"]) == len(scored.match(
+        fo.ViewField("coarse.label") == "low"))
+    views = run_event(scored, "show_hardest", state=out["state"])["other"]
+    assert "coarse.label" in str(views[0]["params"]["view"])
+    # Apply selection pre-fills the select form with that field
+    prompt = run_event(scored, "apply_selection", state=out["state"])["other"]
+    assert prompt[0]["params"]["params"]["label_field"] == "coarse"
+
+
+def test_panel_draws_a_cut_only_where_the_split_is_one(scored):
+    """Per-cluster balance floors make hard keep each cluster's hardest: the split is
+    then no single distance, and the histogram says so instead of drawing a line that
+    would not match its kept/pruned bars."""
+    seen = set()
+    for keep in ("0.1", "0.25", "0.5", "0.75"):
+        out = run_event(scored, "on_load", state={"run_key": "proto", "keep": keep,
+                                                  "strategy": "hard", "balance": "cluster"})
+        hist = plot_data(out, "histogram")
+        cut = [t for t in hist if t["name"] == "cut"]
+        title = out["state"]["histogram_layout"]["title"]["text"]
+        assert bool(cut) != ("no single cut" in title), (keep, title)
+        if cut:  # then every kept bar lies on the kept side of it
+            kept_x = [x for x, k in zip(hist[0]["x"], hist[0]["y"]) if k]
+            assert min(kept_x) >= cut[0]["x"][0] - (hist[0]["x"][1] - hist[0]["x"][0])
+        seen.add(bool(cut))
+    assert False in seen  # the fixture has a keep whose split is per cluster
