@@ -494,6 +494,10 @@ def export_kept_samples(view, export_dir: str, dataset_type=None, label_field=No
         raise ParameterError("export_media='move' would take the images away from the "
                              "dataset (its filepaths would point nowhere); use True (copy) "
                              "or 'symlink'", "export_media")
+    if export_media not in (True, False, "symlink", "manifest"):
+        raise ParameterError(f"export_media={export_media!r} is not one of True (copy the "
+                             f"images), False (labels only), 'symlink' or 'manifest'",
+                             "export_media")
     if label_field is not None and view.get_field(label_field) is None:
         labels = sorted(view.get_field_schema(embedded_doc_type=fo.Label))
         raise ParameterError(f"Label field {label_field!r} does not exist in the view; "

@@ -586,6 +586,7 @@ def selection_histogram(samples, run_key: str = "prototypes", keep=0.8, strategy
                               ccs_beta=ccs_beta, ccs_bins=ccs_bins,
                               density_temperature=density_temperature)
     balance = spec.balance
+    check_scalar(num_bins, "num_bins", int, min_val=1)
     # one read of the scores serves both the plan and the histogram
     table = read_score_table(samples, cfg, balance, spec.label_field)
     plan = plan_from_table(samples, cfg, table, spec, name=name or run_key, run_key=run_key)
