@@ -944,7 +944,9 @@ def _score_sharded(samples, *, num_shards, delegate, overwrite, embeddings_field
             w.register(setup.run_params(model_info, view=plan["view"],
                                         num_shards=num_shards),
                        dict(centroids=serialized[0] if serialized else None,
-                            centroids_by_k=serialized, plan_token=plan["token"],
+                            # every k's when several (one k: ``centroids``, not twice)
+                            centroids_by_k=serialized if len(serialized) > 1 else None,
+                            plan_token=plan["token"],
                             timings={"train_s": train_s}),
                        state=shard_plans.SHARDED)
     _declare_score_fields(dataset, run_key, plan)
@@ -1111,7 +1113,8 @@ def _plan_centroids(dataset, plan) -> list[np.ndarray]:
         raise leases.LeaseLostError(
             f"Sharded run {key!r} was replaced or deleted while its shards ran (see "
             f"fop.shard_status for the current run)")
-    return [fou.deserialize_numpy_array(c, ascii=True) for c in results.centroids_by_k]
+    return [fou.deserialize_numpy_array(c, ascii=True)
+            for c in (results.centroids_by_k or [results.centroids])]
 
 
 class _ScoringShards(shard_plans.ShardSteps):
@@ -1182,7 +1185,7 @@ class _ScoringShards(shard_plans.ShardSteps):
                     _score_own_class(dataset, plan, (classes, protos), w)
                     serialized = fou.serialize_numpy_array(protos, ascii=True)
                     extra.update(classes=[str(c) for c in classes], class_counts=class_counts,
-                                 centroids=serialized, centroids_by_k=[serialized])
+                                 centroids=serialized, centroids_by_k=None)
                     more = dict(num_clusters=[len(classes)], num_zero_vectors=sum(
                         (s.get("result") or {}).get("num_zero_vectors", 0)
                         for s in plan["shards"]))
