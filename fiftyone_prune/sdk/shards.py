@@ -13,7 +13,10 @@ pipeline because it entered here.
 
 Scoring trains k-means once, in the planning call, with the single-process path's own
 steps (the same seeded subsample, or every vector when the view is small enough, in the
-same order), and stores the centroids in the record; the shards only assign. Training
+same order), and stores the centroids with the run's results (GridFS: any k; the record
+holds none); the shards only assign. Several k: the shards stage each k's distance and
+the last step ranks them over all samples; supervised: the shards add up class sums and
+the last step turns them into prototypes and scores every slice. Training
 happens in the planning call rather than in a queued "train" operation because its cost
 is bounded by k x ``max_points_per_centroid`` vectors whatever the size of the view, and
 shards queued after it never have to wait for or poll a training step. The scoring run
