@@ -551,7 +551,10 @@ def compute_prototype_scores(
         num_shards (None): train k-means here (the same centroids as without shards), then
             assign and write the view in this many disjoint ``_id`` ranges
             (:mod:`~fiftyone_prune.sdk.shard_plans`); the run stays unusable (state
-            ``"sharded"``) until every shard is done. One k, ``"kmeans"`` only
+            ``"sharded"``) until every shard is done, then equals the single-process
+            run. Several k: the shards stage every k's distance and one last step ranks
+            them over all samples; ``"supervised"``: the shards add up class sums, and
+            one last step makes the prototypes and scores every slice
         delegate (False): queue the shards as delegated operations for ``fiftyone delegated
             launch`` workers and return the run's status (needs ``num_shards``)
 
