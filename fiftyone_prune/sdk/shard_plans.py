@@ -275,7 +275,8 @@ def _shards_to_queue(dataset, plan) -> list[int]:
 
 
 def queue_shard(dataset, key, index, *, seen: dict | None = None,
-                fresh_tries: bool = True, reason: str = "it was requeued") -> str | None:
+                fresh_tries: bool = True, count_try: bool = False,
+                reason: str = "it was requeued") -> str | None:
     """Queues one delegated operation that runs shard ``index`` of run ``key``; returns
     its id. Needs FiftyOne's orchestrator-less delegation
     (``FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS=true``) and a ``fiftyone delegated launch``
@@ -291,6 +292,9 @@ def queue_shard(dataset, key, index, *, seen: dict | None = None,
             returns None when another caller changed it first
         fresh_tries (True): count the shard's tries from zero again (a person's
             decision); the self-healing keeps counting (:data:`MAX_ATTEMPTS`)
+        count_try (False): count a try that never started the shard (its operation was
+            claimed and ended, or its worker died, before the shard started: a worker
+            that fails every operation it claims must not requeue forever)
         reason ("it was requeued"): why, for the operation it replaces
     """
     import fiftyone.operators as foo
@@ -302,6 +306,8 @@ def queue_shard(dataset, key, index, *, seen: dict | None = None,
     values = {"state": QUEUED, "operation": None}
     if fresh_tries:
         values["attempts"] = 0
+    elif count_try:
+        values["attempts"] = (seen.get("attempts") or 0) + 1
     if not storage.update_shard(plan_id(dataset, key), index, values, stamp=("queued_at",),
                                 only_if_state=None if state is None else (state,),
                                 only_if=seen):
@@ -407,7 +413,7 @@ def heal(dataset, key: str, check_claims: bool = False) -> list[int]:
         elif state == FAILED:
             why = s.get("error") or "failed"
         elif state == QUEUED and check_claims and _claimed_and_abandoned(dataset, key, s):
-            why = "the worker that claimed its operation died before starting it"
+            why = "its operation was claimed, then ended or died before the shard started"
         else:
             continue
         seen = {"state": state, "operation": op_id, "attempts": s.get("attempts"),
@@ -425,7 +431,7 @@ def heal(dataset, key: str, check_claims: bool = False) -> list[int]:
             continue
         try:
             if queue_shard(dataset, key, index, seen=seen, fresh_tries=False,
-                           reason=why) is not None:
+                           count_try=state == QUEUED, reason=why) is not None:
                 logger.warning("Requeued shard %d of %r (try %d of %d): %s", index, key,
                                tries + 1, MAX_ATTEMPTS, why)
                 healed.append(index)

@@ -1,24 +1,27 @@
-"""A ``fiftyone delegated launch`` worker as an operator deploys it for
-``test_shards_healing.py``: FiftyOne's own local launch loop, restarted when it exits on
-an error, as a process supervisor (systemd ``Restart=always``, a Kubernetes pod) restarts
-it. FiftyOne's loop polls the queue with no error handling of its own: a database
-outage longer than the driver's server-selection wait (30 s) ends it, and without a
-supervisor an idle worker would be gone when the database comes back.
+"""A ``fiftyone delegated launch`` worker as an operator deploys it, for
+``test_shards_healing.py``: FiftyOne's own local launch loop in a process that a
+supervisor restarts whenever it exits, as systemd (``Restart=always``) or a Kubernetes
+Deployment would. FiftyOne's loop polls the queue with no error handling of its own: a
+database outage longer than the driver's server-selection wait (30 s) ends the
+process, and without a supervisor an idle worker would be gone when the database comes
+back. The restart must be a new process: FiftyOne keeps its connection in module state,
+and a connection attempt that fails half way (the database still down) leaves it
+unusable in that process ("You have not defined a default connection").
 
-    python -m tests.integration.healing_worker DELAY_S CHUNK
+    python -m tests.integration.healing_worker supervise DELAY_S CHUNK
+    python -m tests.integration.healing_worker worker DELAY_S CHUNK
 
 As ``shard_worker``: scoring shards read, assign and write ``CHUNK`` samples per step and
 each write waits ``DELAY_S`` first, so that the test can kill a worker between two
 writes of its shard; what is written is unchanged.
 """
 
+import subprocess
 import sys
 import time
-import traceback
 
 
-def main():
-    delay, chunk = float(sys.argv[1]), int(sys.argv[2])
+def worker(delay, chunk):
     from fiftyone_prune.sdk import storage
 
     storage.READ_BATCH_SIZE = chunk
@@ -33,14 +36,22 @@ def main():
     storage.write_vectors = slowed(storage.write_vectors)
     from fiftyone.core.cli import _launch_delegated_local
 
-    while True:  # the supervisor
-        try:
-            _launch_delegated_local()
-            return  # interrupted (Ctrl-C): FiftyOne's loop returns
-        except Exception:  # noqa: BLE001 - what a supervisor sees as an exit
-            print("worker loop exited; restarting in 1 s\n" + traceback.format_exc(),
-                  flush=True)
-            time.sleep(1.0)
+    _launch_delegated_local()
+
+
+def supervise(args):
+    while True:
+        child = subprocess.run([sys.executable, "-m", "tests.integration.healing_worker",
+                                "worker", *args])
+        print(f"worker exited with {child.returncode}; restarting it in 1 s", flush=True)
+        time.sleep(1.0)
+
+
+def main():
+    if sys.argv[1] == "supervise":
+        supervise(sys.argv[2:])
+    else:
+        worker(float(sys.argv[2]), int(sys.argv[3]))
 
 
 if __name__ == "__main__":

@@ -275,12 +275,21 @@ def test_three_workers_one_killed_and_the_database_stopped_for_60_s_finish_by_th
     try:
         setup = child(env, "setup", "600", "6")
         assert len(setup["operations"]) == 6
+        # each worker under a supervisor of its own (its own process group, so that the
+        # test can end the supervisor and its worker together)
         workers = [subprocess.Popen([sys.executable, "-m", "tests.integration.healing_worker",
-                                     "0.3", "10"], cwd=REPO_ROOT, env=env,
+                                     "supervise", "0.3", "10"], cwd=REPO_ROOT, env=env,
                                     stdout=open(tmp_path / f"worker{i}.log", "w"),
-                                    stderr=subprocess.STDOUT)
+                                    stderr=subprocess.STDOUT, start_new_session=True)
                    for i in range(3)]
-        pids = {p.pid: p for p in workers}
+        supervisors = {p.pid for p in workers}
+
+        def supervised(pid):  # a worker process, child of one of our supervisors
+            try:
+                with open(f"/proc/{pid}/stat") as f:
+                    return int(f.read().rsplit(")", 1)[1].split()[1]) in supervisors
+            except OSError:
+                return False
         client = pymongo.MongoClient(mongod.uri, serverSelectionTimeoutMS=2000)
         plans = client[os.environ["FIFTYONE_DATABASE_NAME"]][storage.SHARD_PLANS]
 
@@ -294,13 +303,12 @@ def test_three_workers_one_killed_and_the_database_stopped_for_60_s_finish_by_th
             for s in (plan() or {"shards": []})["shards"]:
                 if s["state"] == "running" and 10 <= s["samples_done"] <= 60 and s["owner"]:
                     pid = int(s["owner"].split("/pid ")[1].split("/")[0])
-                    if pid in pids:
+                    if supervised(pid):
                         return s["index"], pid
             return None
 
         index, pid = wait_for(shard_mid_write, 180, "a shard half written")
-        os.kill(pid, signal.SIGKILL)
-        pids[pid].wait()
+        os.kill(pid, signal.SIGKILL)  # its supervisor starts a fresh worker
         mongod.stop()
         time.sleep(OUTAGE_S)  # the outage itself: what the test is about
         mongod.start()
@@ -324,10 +332,12 @@ def test_three_workers_one_killed_and_the_database_stopped_for_60_s_finish_by_th
         assert states[setup["operations"][index]] == "failed"  # the killed worker's
         assert all(op["label"].startswith("prune d shard ") for op in report["operations"])
     finally:
-        for p in workers:
-            if p.poll() is None:
-                p.kill()
-                p.wait()
+        for p in workers:  # the supervisor and its worker: the group the test started
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+            p.wait()
         mongod.stop()
 
 
