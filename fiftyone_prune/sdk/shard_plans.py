@@ -418,11 +418,13 @@ def heal(dataset, key: str, check_claims: bool = False) -> list[int]:
             continue
         seen = {"state": state, "operation": op_id, "attempts": s.get("attempts"),
                 "owner": s.get("owner")}
+        if state == QUEUED:  # the lost claim was a try
+            tries += 1
         if tries >= MAX_ATTEMPTS:
             if state != FAILED:  # out of tries: shown failed, with why, for a person
                 error = f"{why}, on try {tries} of {MAX_ATTEMPTS}"
                 if storage.update_shard(plan["_id"], index,
-                                        {"state": FAILED, "error": error,
+                                        {"state": FAILED, "error": error, "attempts": tries,
                                          "errors": (s.get("errors") or []) + [error]},
                                         only_if_state=(state,),
                                         only_if={k: v for k, v in seen.items()
