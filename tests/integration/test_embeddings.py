@@ -377,7 +377,12 @@ def test_every_bad_input_is_a_parameter_error_naming_its_argument(digits_dataset
         (dict(precision="fp8"), "one of", "precision"),
         (dict(patches_field="ground_truth"), "Detection or Detections", "patches_field"),
         (dict(num_shards=0), "positive integer", "num_shards"),
-        (dict(num_shards=10**6), "exceeds the", "num_shards"),
+        (dict(num_shards=1000), "exceeds the 120 samples", "num_shards"),
+        (dict(num_shards=10**6), "choose at most 10000", "num_shards"),
+        (dict(model="efficientnet_lite0", checkpoint_path="/no/swav.pth"),
+         "applies to model='swav_resnet50' only", "checkpoint_path"),
+        (dict(model="swav_resnet50", checkpoint_path="/no/swav.pth"), "does not exist",
+         "checkpoint_path"),
         (dict(num_shards=2, skip_existing=False), "skip_existing=False", "skip_existing"),
         (dict(num_shards=2, patches_field="objects"), "patches", "patches_field"),
     ]
