@@ -614,3 +614,26 @@ def test_embeddings_form_offers_patches_and_embeds_objects(digits_dataset):
     vectors = view.values("boxes.detections.obj_emb", unwind=True)
     assert len(vectors) == 6 and all(v is not None and len(v) > 0 for v in vectors)
     assert not digits_dataset.has_field("obj_emb")  # on the labels, not the samples
+
+
+def test_zoo_models_warn_about_their_download_as_swav_does(digits_dataset):
+    """A zoo model not on this machine is downloaded on Execute, which fails offline:
+    the form says so before, as it does for SwAV's checkpoint."""
+    import fiftyone.zoo.models as fozm
+
+    def warnings(params):
+        props = foo.get_operator(URI + "compute_embeddings").resolve_input(
+            foo.ExecutionContext(request_params={
+                "dataset_name": digits_dataset.name,
+                "view": digits_dataset.view()._serialize(),
+                "params": dict(params, model="zoo")})).type.properties
+        return props.get("zoo_download") and props["zoo_download"].view.label
+
+    assert "Zoo models not on this machine" in warnings({})
+    name = "clip-vit-base32-torch"
+    shown = warnings({"zoo_model": name})
+    if fozm.is_zoo_model_downloaded(name):
+        assert shown is None
+    else:
+        assert shown.startswith(f"{name!r} is not on this machine: Execute downloads it")
+        assert "EfficientNet-Lite0" in shown
