@@ -293,3 +293,33 @@ def test_panel_survives_a_minute_of_concurrent_events(page, app_server, trust_da
     shoot(page, "trust_panel_after_events")
     page.page_errors = [e for e in page.page_errors if "entry is loading" not in e]
     helpers.assert_no_page_errors(page)
+
+
+def test_panel_re_lays_out_when_the_window_shrinks(page, app_server, trust_dataset, shoot):
+    """The window shrunk live from 1400 to 1000 px (no reload): the panel's buttons and
+    plots stay inside the window."""
+    from playwright.sync_api import expect
+
+    from tests.e2e.test_runs_app import _BUTTONS, _panel_boxes
+
+    helpers.open_dataset(page, app_server.url, trust_dataset.name, N)
+    helpers.open_panel(page, "Data pruning")
+    plots = page.locator(".js-plotly-plot")
+    expect(plots.filter(has_text="pruning curve")).to_have_count(1, timeout=60_000)
+    try:
+        page.set_viewport_size({"width": 1000, "height": 900})
+
+        def inside():
+            boxes = _panel_boxes(page)
+            edges = [boxes[b][2] for b in _BUTTONS] + [
+                box[2] for name, box in boxes.items() if name.startswith("plot:")]
+            return max(edges) <= 1001 and boxes
+
+        boxes = helpers.wait_until(inside, 30, what="the panel to fit 1000 px", page=page)
+        for name in _BUTTONS:
+            assert boxes[name][0] >= boxes["tab"][0] - 1, (name, boxes)
+        shoot(page, "trust_panel_resized")
+    finally:
+        page.set_viewport_size({"width": 1400, "height": 900})
+    page.page_errors = [e for e in page.page_errors if "entry is loading" not in e]
+    helpers.assert_no_page_errors(page)
