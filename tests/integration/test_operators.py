@@ -637,3 +637,28 @@ def test_zoo_models_warn_about_their_download_as_swav_does(digits_dataset):
     else:
         assert shown.startswith(f"{name!r} is not on this machine: Execute downloads it")
         assert "EfficientNet-Lite0" in shown
+
+
+def test_a_zoo_model_download_offline_is_one_clear_line(digits_dataset):
+    """Offline, a zoo model that is not on this machine fails with a message that says
+    so and what to do, not the library's raw ConnectionError (run where the machine
+    has no network; elsewhere the model would be downloaded)."""
+    import socket
+
+    import fiftyone.zoo.models as fozm
+
+    name = "resnet18-imagenet-torch"
+    try:
+        socket.getaddrinfo("download.pytorch.org", 443)
+        pytest.skip("this machine has a network: the model would be downloaded")
+    except OSError:
+        pass
+    if fozm.is_zoo_model_downloaded(name):
+        pytest.skip(f"{name} is on this machine already")
+    with pytest.raises(ExecutionError) as info:
+        foo.get_operator(URI + "compute_embeddings")(
+            digits_dataset.limit(2), model=name, embeddings_field="zoo_emb")
+    message = str(info.value)
+    assert f"Could not download model {name!r}: this machine seems to be offline" in message
+    assert "EfficientNet-Lite0" in message
+    assert not digits_dataset.has_field("zoo_emb")
