@@ -93,15 +93,29 @@ def _default_field(model):
 def cmd_embed(args):
     import fiftyone_prune as fop
 
+    import fiftyone as fo
+
+    from fiftyone_prune.core.models import check_checkpoint_path
+
     sharding = _shard_kwargs(args)
+    check_checkpoint_path(args.checkpoint)  # a typo costs no dataset
+    created = bool(args.images_dir) and not fo.dataset_exists(args.dataset)
     dataset = _load_or_create_dataset(args.dataset, args.images_dir)
     field = args.embeddings_field or _default_field(args.model)
-    result = fop.compute_embeddings(
-        dataset, model=args.model, embeddings_field=field, batch_size=args.batch_size,
-        num_workers=args.num_workers, device=args.device,
-        skip_existing=not args.no_skip_existing, checkpoint_path=args.checkpoint,
-        image_size=args.image_size, precision=args.precision, progress=True, **sharding,
-    )
+    try:
+        result = fop.compute_embeddings(
+            dataset, model=args.model, embeddings_field=field, batch_size=args.batch_size,
+            num_workers=args.num_workers, device=args.device,
+            skip_existing=not args.no_skip_existing, checkpoint_path=args.checkpoint,
+            image_size=args.image_size, precision=args.precision, progress=True,
+            **sharding,
+        )
+    except ParameterError:
+        # refused before any work: the dataset this command just made holds nothing of
+        # value (a failure during the run keeps it, to resume)
+        if created:
+            dataset.delete()
+        raise
     if isinstance(result, dict):  # --delegate: the queued run's status
         print(json.dumps(result, indent=2, default=str))
         return 0
@@ -640,7 +654,10 @@ def cli_words(message: str, args, param: str | None = None) -> str:
     flag = ("--overwrite-export" if param == "export_dir" and args.command in ("run", "demo")
             else "--overwrite")
     return (message.replace("pass overwrite=True", f"pass {flag}")
-            .replace("overwrite=True", flag))
+            .replace("overwrite=True", flag)
+            .replace("checkpoint_path=", "--checkpoint ")
+            .replace("model='efficientnet_lite0'", "--model efficientnet_lite0")
+            .replace("fop.compute_embeddings()", "fiftyone-prune embed"))
 
 
 def main(argv=None):

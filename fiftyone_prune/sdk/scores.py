@@ -107,17 +107,7 @@ def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters
             raise ParameterError("num_shards does not replace a run: delete it first "
                                  "(fop.delete_run) and start the sharded run on a free key, "
                                  "or replace it without num_shards", "overwrite")
-    field = samples.get_field(embeddings_field) if isinstance(embeddings_field, str) else None
-    if field is None:
-        raise ParameterError(
-            f"Embeddings field {embeddings_field!r} does not exist; compute it with "
-            f"fop.compute_embeddings() or pick one of the vector fields: "
-            f"{validation.vector_fields(samples) or 'none'}", "embeddings_field")
-    if not isinstance(field, (fo.VectorField, fo.ArrayField)):
-        raise ParameterError(
-            f"Field {embeddings_field!r} is a {type(field).__name__}, not a vector field; "
-            f"vector fields here: {validation.vector_fields(samples) or 'none'}",
-            "embeddings_field")
+    validation.check_embeddings_field(samples, embeddings_field)
     if label_field is not None or method == "supervised":
         validation.check_classification_field(samples, label_field,
                                               required_by="method='supervised'")

@@ -236,16 +236,18 @@ def test_bad_input_names_the_problem_and_the_fix_before_any_work(ds, tmp_path, m
 
 
 def test_object_level_vectors_are_named_as_such_for_scoring(ds):
-    """What compute_prototype_scores should say (its check lives in sdk/scores.py): the
-    shared check names the object-level field and the fix, for the attribute's name
-    and for its full path."""
+    """compute_prototype_scores on object-level vectors names them as such and the fix
+    (not "compute embeddings first"), for the attribute's name and for its full path;
+    nothing is written."""
+    before = ds.count_values("tags"), sorted(ds.get_field_schema()), ds.list_runs()
     for given in ("emb", "boxes.detections.emb"):
         with pytest.raises(ParameterError) as err:
-            validation.check_embeddings_field(ds, given)
+            fop.compute_prototype_scores(ds, given, run_key="objects", num_clusters=2)
         assert err.value.param == "embeddings_field"
         message = str(err.value)
         assert "object-level vectors ('boxes.detections.emb'" in message
         assert "scoring reads one vector per sample" in message and "'pixels'" in message
+    assert (ds.count_values("tags"), sorted(ds.get_field_schema()), ds.list_runs()) == before
     assert validation.check_embeddings_field(ds, "pixels") == "pixels"
 
 

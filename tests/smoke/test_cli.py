@@ -245,6 +245,19 @@ def test_run_that_fails_before_its_first_result_leaves_no_dataset(digits_images,
     assert not fo.dataset_exists(name)
 
 
+@pytest.mark.parametrize("extra", [
+    ["--checkpoint", "no_such.pth.tar"],  # refused before the dataset is made
+    ["--model", "efficientnet_lite0", "--num-workers", "-1"],  # refused by the SDK's check
+])
+def test_embed_that_is_refused_leaves_no_dataset(digits_images, tmp_path, capsys, extra):
+    folder = image_folder(tmp_path, digits_images[:4])
+    name = unique_name("refused")
+    code, _, err = main_in_process(capsys, "embed", name, "--images-dir", str(folder), *extra)
+    assert code == 2 and err.startswith("error: --"), err
+    assert "checkpoint_path" not in err  # the CLI's own words
+    assert not fo.dataset_exists(name)
+
+
 def test_run_refuses_an_export_inside_its_input_folder_before_any_work(digits_images,
                                                                        tmp_path, capsys):
     """The export's copies would be read back as new samples by the next run."""
