@@ -265,15 +265,17 @@ def hold(samples, run_key: str):
         return
     lease = Lease(dataset, run_key, lease_seconds())
     lease.acquire(dataset)
-    # what other writers committed before we got the lease (runs, fields): a long-lived
-    # process (the App, a delegated worker) may hold this dataset from before. The
-    # dataset document and schema only: in-memory samples keep any unsaved edits
-    dataset._reload(hard=True)
-    held[key] = lease
     try:
+        # what other writers committed before we got the lease (runs, fields): a
+        # long-lived process (the App, a delegated worker) may hold this dataset from
+        # before. The dataset document and schema only: in-memory samples keep any
+        # unsaved edits. Inside the try: a reload that fails (the database gone for a
+        # moment) must not leave the lease renewed by this process for ever
+        dataset._reload(hard=True)
+        held[key] = lease
         yield lease
     finally:
-        del held[key]
+        held.pop(key, None)
         lease.release()
 
 

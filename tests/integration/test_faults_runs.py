@@ -252,6 +252,22 @@ def test_a_run_key_checked_free_then_taken_is_not_silently_replaced(vectors_data
     fop.delete_run(vectors_dataset, "ev")
 
 
+def test_a_lease_whose_dataset_reload_fails_is_released():
+    """The dataset is deleted by another process; the lease is acquired, the reload
+    under it fails: the lease is released (no heartbeat left renewing it for the rest of
+    this process's life; one leaked this way kept a pytest process from exiting)."""
+    dataset = fo.Dataset(unique_name("reload"))
+    dataset.add_sample(fo.Sample(filepath="/nowhere/x.png"))
+    subprocess.run([sys.executable, "-c",
+                    f"import fiftyone as fo; fo.delete_dataset({dataset.name!r})"],
+                   check=True, cwd=REPO_ROOT, env=os.environ.copy(), timeout=300)
+    with pytest.raises(Exception, match="not found"):
+        with leases.hold(dataset, "reload_key"):
+            pass
+    assert not [t for t in threading.enumerate() if t.name == "lease reload_key"]
+    assert leases.current(dataset, "reload_key") is None
+
+
 def test_lease_between_threads_expiry_and_takeover(vectors_dataset, monkeypatch):
     monkeypatch.setenv("FIFTYONE_PRUNE_LEASE_SECONDS", "1")
     errors = []
