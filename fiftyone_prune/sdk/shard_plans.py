@@ -34,7 +34,7 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from fiftyone_prune.core.params import ParameterError
-from fiftyone_prune.sdk import leases, storage
+from fiftyone_prune.sdk import leases, run_configs, storage
 from fiftyone_prune.sdk.run_configs import (  # names the runs own
     late_samples_lease_key, plan_id, shard_lease_key, tail_watch_lease_key)
 
@@ -211,6 +211,9 @@ def drop_plan(dataset, key) -> bool:
         return False
     running = [s["index"] for s in existing["shards"] if s["state"] == RUNNING]
     storage.delete_shard_plan(plan_id(dataset, key))
+    # what deleting the run does too: a queued shard of the replaced run would be
+    # claimed later and fail (or count against the new run's tries)
+    run_configs.delete_queued_operations(existing)
     if running:
         logger.warning("Run %r was replaced while shard(s) %s were running: their workers "
                        "stop at their next write", key, running)

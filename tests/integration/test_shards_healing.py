@@ -71,6 +71,22 @@ def test_each_queued_operation_names_its_run_and_shard_and_deleting_the_run_remo
             operation(op.id)
 
 
+def test_replacing_a_queued_sharded_run_removes_its_queued_operations(vectors):
+    """An overwrite (here by a single-process run with another k) drops the old plan and
+    its queued operations with it: none is left to be claimed and fail later."""
+    queued = queue_run(vectors, "replaced")
+    try:
+        fop.compute_prototype_scores(vectors, "emb", run_key="replaced", num_clusters=4,
+                                     seed=1, overwrite=True)
+        for op_id in queued["queued_operations"]:
+            with pytest.raises(ValueError):
+                operation(op_id)
+        assert fop.get_run_info(vectors, "replaced").config.num_clusters == [4]
+        assert len(set(vectors.values("replaced_cluster"))) == 4
+    finally:
+        delete_operations(queued["queued_operations"])
+
+
 def test_a_dead_workers_shard_is_requeued_its_operation_failed_and_tries_are_bounded(
         vectors, monkeypatch):
     """A worker that claimed a shard's operation, started the shard and died (its lease
