@@ -418,22 +418,38 @@ class PrototypeScoresConfig(PruneRunConfig):
     Args:
         field_prefix: its fields are ``<field_prefix>_distance`` and
             ``<field_prefix>_cluster`` (the run key; renaming the run renames them)
+        patches_field (None): an object-level run's Detection(s) field: its fields are
+            then attributes of those labels (``gt.detections.<field_prefix>_distance``)
+        labels_path (None): with ``patches_field``, the labels' path
+            (``"gt.detections"``, or ``"gt"`` for a Detection field)
     """
 
     kind = "prototypes"
     derived = ("distance_field", "cluster_field")
 
-    def __init__(self, field_prefix=None, **kwargs):
+    def __init__(self, field_prefix=None, patches_field=None, labels_path=None, **kwargs):
         self.field_prefix = field_prefix
+        self.patches_field = patches_field
+        self.labels_path = labels_path
         super().__init__(**kwargs)
+
+    def _path(self, name):
+        return name if not getattr(self, "labels_path", None) else f"{self.labels_path}.{name}"
 
     @property
     def distance_field(self):
-        return score_field_names(self.field_prefix)[0]
+        return self._path(score_field_names(self.field_prefix)[0])
 
     @property
     def cluster_field(self):
-        return score_field_names(self.field_prefix)[1]
+        return self._path(score_field_names(self.field_prefix)[1])
+
+    @property
+    def in_lists(self) -> str | None:
+        """The labels' list path an object-level run's values sit in (None: one value
+        per sample, or one label per sample)."""
+        path = getattr(self, "labels_path", None)
+        return path if path and path != getattr(self, "patches_field", None) else None
 
 
 def staging_fields_of(dataset, fields) -> list[str]:
@@ -459,23 +475,26 @@ class PrototypeScores(PruneRun):
         leftovers = staging_fields_of(dataset, self.get_fields(dataset, key))
         if leftovers:
             dataset.delete_sample_fields(leftovers)
-        _rename_fields(dataset, dict(zip(score_field_names(cfg.field_prefix),
-                                         score_field_names(new_key))), key)
+        _rename_fields(dataset, dict(zip(map(cfg._path, score_field_names(cfg.field_prefix)),
+                                         map(cfg._path, score_field_names(new_key)))), key)
         cfg.field_prefix = new_key
         dataset.update_run_config(key, cfg)
 
     def check_value(self, dataset):
-        count, total = storage.count_and_sum(dataset, self.config.distance_field)
+        count, total = storage.count_and_sum(dataset, self.config.distance_field,
+                                             unwind=self.config.in_lists)
         return {"count": count, "sum": total}
 
     def check_problem(self, dataset):
         recorded = getattr(self.config, "check", None)
         if not recorded:
             return None  # recorded by an earlier version
-        count, total = storage.count_and_sum(dataset, self.config.distance_field)
+        count, total = storage.count_and_sum(dataset, self.config.distance_field,
+                                             unwind=self.config.in_lists)
         if count > recorded["count"] or (count == recorded["count"] and not math.isclose(
                 total, recorded["sum"], rel_tol=1e-9, abs_tol=1e-9)):
-            return (f"its fields hold values it did not write ({count} samples carry "
+            return (f"its fields hold values it did not write ({count} "
+                    f"{'labels' if self.config.patches_field else 'samples'} carry "
                     f"{self.config.distance_field!r}, the run scored {recorded['count']}; "
                     f"were samples merged in from another dataset?): re-score with "
                     f"fop.compute_prototype_scores(..., overwrite=True)")
@@ -532,16 +551,47 @@ def selection_view_description(name: str) -> str:
     return f"fiftyone-prune: samples kept by selection {name!r}"
 
 
+def selection_labels(config) -> tuple[str, bool] | None:
+    """An object-level selection's labels: ``(labels path, one label per sample)``, or
+    None for a selection of samples. Its tags are then label tags."""
+    path = getattr(config, "labels_path", None)
+    if not path:
+        return None
+    return path, path == getattr(config, "patches_field", None)
+
+
+def kept_view(dataset, name: str, labels: tuple[str, bool] | None = None):
+    """What a selection's saved view shows: the samples tagged ``<name>:kept``; for an
+    object-level selection, the samples with a kept object, showing only their kept
+    objects (every exporter then writes the kept objects of their images)."""
+    from fiftyone import ViewField as F
+
+    tag = selection_names(name)["kept_tag"]
+    if labels is None:
+        return dataset.match_tags(tag)
+    patches_field = labels[0] if labels[1] else labels[0].rsplit(".", 1)[0]
+    return dataset.filter_labels(patches_field, F("tags").contains(tag))
+
+
 class Selection(PruneRun):
     def owned_tags(self, dataset) -> list[str]:
-        """Its tags and every writer's staging tags of them present on the dataset."""
+        """Its tags and every writer's staging tags of them present on the dataset (on
+        the labels, for an object-level selection)."""
         final = list(self.config.tags)
-        present = dataset.distinct("tags")
+        labels = selection_labels(self.config)
+        present = dataset.distinct("tags" if labels is None else f"{labels[0]}.tags")
         return [t for t in present if t in final or any(is_staging_tag(t, f) for f in final)]
+
+    def _remove_tag(self, dataset, tag, fence):
+        labels = selection_labels(self.config)
+        if labels is None:
+            storage.remove_tag(dataset, tag, fence=fence)
+        else:
+            storage.remove_label_tag(dataset, *labels, tag, fence=fence)
 
     def _cleanup_more(self, dataset, key, fence):
         for tag in self.owned_tags(dataset):
-            storage.remove_tag(dataset, tag, fence=fence)
+            self._remove_tag(dataset, tag, fence)
         for view_name in self.config.saved_views:
             if dataset.has_saved_view(view_name):
                 dataset.delete_saved_view(view_name)
@@ -556,7 +606,8 @@ class Selection(PruneRun):
             return
         new_cfg = SelectionConfig(name=new_name)
         owner = selection_owner(dataset, new_name)
-        present = set(dataset.distinct("tags"))
+        labels = selection_labels(cfg)
+        present = set(dataset.distinct("tags" if labels is None else f"{labels[0]}.tags"))
         taken = [t for t in new_cfg.tags if t in present] + [
             v for v in new_cfg.saved_views if dataset.has_saved_view(v)]
         if owner is not None or taken:
@@ -566,14 +617,17 @@ class Selection(PruneRun):
                 f"delete that selection first or choose another key")
         for tag in self.owned_tags(dataset):
             if tag not in cfg.tags:  # a killed writer's staging tags: this holds the lease
-                storage.remove_tag(dataset, tag, fence=fence)
+                self._remove_tag(dataset, tag, fence)
         # one server-side pass renames the three tags, per document atomically
-        storage.switch_tags(dataset, dict(zip(cfg.tags, new_cfg.tags)), fence=fence)
+        if labels is None:
+            storage.switch_tags(dataset, dict(zip(cfg.tags, new_cfg.tags)), fence=fence)
+        else:
+            storage.switch_label_tags(dataset, *labels, dict(zip(cfg.tags, new_cfg.tags)),
+                                      fence=fence)
         for old_view, new_view in zip(cfg.saved_views, new_cfg.saved_views):
             if dataset.has_saved_view(old_view):
                 dataset.delete_saved_view(old_view)
-        dataset.save_view(new_cfg.saved_views[0],
-                          dataset.match_tags(selection_names(new_name)["kept_tag"]),
+        dataset.save_view(new_cfg.saved_views[0], kept_view(dataset, new_name, labels),
                           description=selection_view_description(new_name), overwrite=True)
         cfg.name = new_name
         dataset.update_run_config(key, cfg)

@@ -25,8 +25,8 @@ import fiftyone.core.utils as fou
 from fiftyone_prune.core import prototypes as core
 from fiftyone_prune.core.concurrency import OrderedBatchWriter
 from fiftyone_prune.core.params import ParameterError, check_scalar, parse_num_clusters
-from fiftyone_prune.sdk import (leases, run_configs, runs, shard_plans, storage, validation,
-                                writer)
+from fiftyone_prune.sdk import (leases, object_scores, run_configs, runs, shard_plans, storage,
+                                validation, writer)
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,10 @@ def score_fields(run_key: str) -> tuple[str, str]:
 
 def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters,
                      label_field, overwrite, niter, max_points_per_centroid, num_shards,
-                     delegate):
-    """Every check of :func:`check_scoring_inputs` that reads no sample."""
+                     delegate, patches_field=None):
+    """Every check of :func:`check_scoring_inputs` that reads no sample (an object-level
+    run: :func:`~fiftyone_prune.sdk.object_scores.check_object_arguments`, which counts
+    the objects when ``num_clusters`` is given)."""
     try:
         validation.check_collection(samples)
     except (TypeError, ValueError) as e:
@@ -101,6 +103,19 @@ def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters
         raise ParameterError(str(e), "samples") from None
     if method not in METHODS:
         raise ParameterError(f"Unknown method {method!r}; choose one of {METHODS}", "method")
+    if patches_field is not None:
+        if isinstance(num_clusters, str):
+            raise ParameterError(f"num_clusters must be an integer or a list of integers, "
+                                 f"got the text {num_clusters!r}", "num_clusters")
+        if method == "supervised" and num_clusters is not None:
+            raise ParameterError("num_clusters applies to method='kmeans'; supervised uses "
+                                 "one prototype per class", "num_clusters")
+        check_scalar(niter, "niter", int, min_val=1)
+        check_scalar(max_points_per_centroid, "max_points_per_centroid", int, min_val=1)
+        return object_scores.check_object_arguments(
+            samples, embeddings_field=embeddings_field, patches_field=patches_field,
+            label_field=label_field, num_shards=num_shards, delegate=delegate,
+            num_clusters=num_clusters, run_key=run_key, overwrite=overwrite)
     if num_shards is not None or delegate:
         shard_plans.check_num_shards(1 if num_shards is None else num_shards, samples)
         if overwrite:
@@ -153,7 +168,7 @@ def _check_ks(ks, num_present):
 def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method="kmeans",
                          num_clusters=None, label_field=None, overwrite=False, niter=25,
                          max_points_per_centroid=core.DEFAULT_MAX_POINTS_PER_CENTROID,
-                         num_shards=None, delegate=False):
+                         num_shards=None, delegate=False, patches_field=None):
     """Checks the arguments of :func:`compute_prototype_scores` (same names) against
     ``samples`` without writing anything: what the App form calls on every change, and
     what the scoring call itself checks (k against the samples with an embedding, as
@@ -166,8 +181,8 @@ def check_scoring_inputs(samples, embeddings_field, run_key="prototypes", method
                      method=method, num_clusters=num_clusters, label_field=label_field,
                      overwrite=overwrite, niter=niter,
                      max_points_per_centroid=max_points_per_centroid,
-                     num_shards=num_shards, delegate=delegate)
-    if num_clusters is not None:
+                     num_shards=num_shards, delegate=delegate, patches_field=patches_field)
+    if num_clusters is not None and patches_field is None:
         parsed = parse_num_clusters(num_clusters)
         _check_ks(parsed if isinstance(parsed, list) else [parsed],
                   samples.exists(embeddings_field).count())
@@ -512,6 +527,7 @@ def compute_prototype_scores(
     progress=None,
     num_shards: int | None = None,
     delegate: bool = False,
+    patches_field: str | None = None,
 ) -> ScoreResult:
     """Scores every sample by its cosine distance to a prototype (Sorscher et al. 2022).
 
@@ -547,6 +563,13 @@ def compute_prototype_scores(
             one last step makes the prototypes and scores every slice
         delegate (False): queue the shards as delegated operations for ``fiftyone delegated
             launch`` workers and return the run's status (needs ``num_shards``)
+        patches_field (None): a Detection or Detections field: score each object instead
+            of each sample. ``embeddings_field`` is then the labels' vector attribute
+            (``compute_embeddings(..., patches_field=...)`` writes it), the scores are
+            attributes of the labels (``<labels>.<run_key>_distance`` /
+            ``_cluster``), ``"supervised"`` uses each object's own label as its class,
+            and ``skipped_ids`` / ``num_scored`` count labels
+            (:mod:`~fiftyone_prune.sdk.object_scores`)
 
     Samples without an embedding (or, for ``"supervised"``, without a label) are left
     unscored and listed in ``skipped_ids``.
@@ -596,6 +619,9 @@ def compute_prototype_scores(
     args = dict(embeddings_field=embeddings_field, run_key=run_key, method=method,
                 num_clusters=num_clusters, label_field=label_field, seed=seed, niter=niter,
                 max_points_per_centroid=max_points_per_centroid, use_gpu=use_gpu)
+    if patches_field is not None:
+        return _score_objects(samples, args, patches_field, overwrite, progress,
+                              num_shards=num_shards, delegate=delegate)
     if num_shards is not None or delegate:
         return _score_sharded(samples, num_shards=1 if num_shards is None else num_shards,
                               delegate=delegate, overwrite=overwrite, **args)
@@ -608,6 +634,38 @@ def compute_prototype_scores(
             # a sharded run replaced: its shards still running are fenced out from now
             logger.info("Replacing sharded run %r", run_key)
         return _score(samples, setup, w, progress)
+
+
+def _score_objects(samples, args, patches_field, overwrite, progress, num_shards, delegate):
+    """``compute_prototype_scores(..., patches_field=...)``: the checks and the settings
+    of a per-sample run, then :func:`~fiftyone_prune.sdk.object_scores.score_objects`
+    under the run's lease."""
+    validation.check_run_key(args["run_key"])
+    with writer.run_writer(samples, args["run_key"], "prototypes", overwrite=overwrite) as w:
+        check = {k: args[k] for k in ("embeddings_field", "run_key", "method", "num_clusters",
+                                      "label_field", "niter", "max_points_per_centroid")}
+        labels_path, single = _check_arguments(
+            samples, overwrite=overwrite, num_shards=num_shards, delegate=delegate,
+            patches_field=patches_field, **check)
+        distance_field, cluster_field = score_fields(args["run_key"])
+        parsed = (None if args["num_clusters"] is None
+                  else parse_num_clusters(args["num_clusters"]))
+        view = json_util.dumps(samples._serialize()) if hasattr(samples, "_serialize") else None
+        setup = ScoringSetup(
+            run_key=args["run_key"], embeddings_field=args["embeddings_field"],
+            method=args["method"], ks=[] if parsed is None else
+            (parsed if isinstance(parsed, list) else [parsed]),
+            label_field=None, seed=args["seed"], niter=args["niter"],
+            max_points_per_centroid=args["max_points_per_centroid"],
+            use_gpu=args["use_gpu"], overwrite=overwrite,
+            distance_field=f"{labels_path}.{distance_field}",
+            cluster_field=f"{labels_path}.{cluster_field}", view=view)
+        scored, skipped, timings = object_scores.score_objects(
+            samples, setup, w, patches_field=patches_field, labels_path=labels_path,
+            single=single, descriptions=_field_descriptions(args["run_key"]),
+            progress=progress)
+    return ScoreResult(setup.run_key, setup.method, setup.distance_field,
+                       setup.cluster_field, setup.ks, len(scored), skipped, timings)
 
 
 def _score(samples, setup, w, progress):

@@ -20,7 +20,8 @@ from fiftyone_prune.core import selection as core
 from fiftyone_prune.core.advice import auto_without_evaluation
 from fiftyone_prune.core.params import (  # STRATEGIES, BALANCES are re-exported
     BALANCES, STRATEGIES, ParameterError, SelectionSpec, check_scalar, keep_shortfall)
-from fiftyone_prune.sdk import advice, run_configs, runs, scores, storage, validation, writer
+from fiftyone_prune.sdk import (advice, object_scores, run_configs, runs, scores, storage,
+                                validation, writer)
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,9 @@ def check_selection(samples, run_key: str, spec: SelectionSpec, name: str | None
                              "spec")
     cfg = check_scoring_run(samples, run_key)
     spec.validate()
-    if spec.balance == "class" or spec.label_field is not None:
+    if getattr(cfg, "patches_field", None):
+        _check_object_selection(cfg, spec)
+    elif spec.balance == "class" or spec.label_field is not None:
         validation.check_classification_field(samples, spec.label_field or cfg.label_field,
                                               required_by="balance='class'")
     if spec.strategy == "density" and cfg.method_name != "kmeans":
@@ -133,11 +136,26 @@ def check_selection(samples, run_key: str, spec: SelectionSpec, name: str | None
     return cfg
 
 
+def _check_object_selection(cfg, spec):
+    """What a selection of an object-level run (one item per label) cannot take."""
+    if spec.label_field is not None and spec.label_field != cfg.patches_field:
+        raise ParameterError(
+            f"Run {cfg.field_prefix!r} scored the objects of {cfg.patches_field!r}: "
+            f"balance='class' groups them by their own labels; leave label_field unset",
+            "label_field")
+    if spec.dedup_eps is not None:
+        raise ParameterError(
+            f"dedup_eps (SemDeDup) compares per-sample vectors; run {cfg.field_prefix!r} "
+            f"scored objects: leave dedup_eps unset", "dedup_eps")
+
+
 def _checked_spec(samples, run_key, spec, name, **knobs):
     """The scoring run's config and the checked spec (its label field defaulting to the
     scoring run's): the common start of planning and of the histogram."""
     spec = as_selection_spec(spec, **knobs)
     cfg = check_selection(samples, run_key, spec, name)
+    if getattr(cfg, "patches_field", None):
+        return cfg, spec.replace(label_field=None)
     return cfg, spec.replace(label_field=spec.label_field or cfg.label_field)
 
 
@@ -222,6 +240,11 @@ class ScoreTable:
 
 
 def read_score_table(samples, cfg, balance, label_field) -> ScoreTable:
+    """The scores of run ``cfg`` on ``samples``; for an object-level run one row per
+    label (ids are label ids; ``balance="class"`` groups by the objects' own labels)."""
+    labels = run_configs.selection_labels(cfg)
+    if labels is not None:
+        return _read_object_table(samples, cfg, labels, balance)
     fields = ["id", cfg.distance_field, cfg.cluster_field]
     if balance == "class":
         fields.append(f"{label_field}.label")
@@ -241,6 +264,27 @@ def read_score_table(samples, cfg, balance, label_field) -> ScoreTable:
         groups = None
     return ScoreTable([ids[i] for i in idx], dist[idx], clusters, groups,
                       [i for i, ok in zip(ids, scored) if not ok])
+
+
+def _read_object_table(samples, cfg, labels, balance) -> ScoreTable:
+    labels_path, single = labels
+    names = [f.rsplit(".", 1)[-1] for f in (cfg.distance_field, cfg.cluster_field)]
+    _, label_ids, columns = object_scores.read_labels(samples, labels_path, single,
+                                                      names + ["label"])
+    dist = np.array([np.nan if v is None else v for v in columns[names[0]]], dtype=np.float64)
+    scored = ~np.isnan(dist)
+    if not scored.any():
+        raise ValueError(f"No object of this view has a score in {cfg.distance_field!r}")
+    idx = np.flatnonzero(scored)
+    clusters = [columns[names[1]][i] for i in idx]
+    if balance == "class":
+        groups = [_group_key(columns["label"][i]) for i in idx]
+    elif balance == "cluster":
+        groups = [_group_key(c) for c in clusters]
+    else:
+        groups = None
+    return ScoreTable([label_ids[i] for i in idx], dist[idx], clusters, groups,
+                      [i for i, ok in zip(label_ids, scored) if not ok])
 
 
 def plan_from_table(samples, cfg, table: ScoreTable, spec: SelectionSpec, *, name: str,
@@ -325,7 +369,10 @@ def _auto_strategy(samples, cfg, run_key, budget, num_scored, balance, label_fie
         return chosen, reason
     label_field = label_field or cfg.label_field
     num_classes = None
-    if label_field and samples.get_field(label_field) is not None:
+    labels = run_configs.selection_labels(cfg)
+    if labels is not None:  # an object-level run: the objects' own classes
+        num_classes = len(samples.distinct(f"{labels[0]}.label")) or None
+    elif label_field and samples.get_field(label_field) is not None:
         num_classes = len(samples.distinct(f"{label_field}.label")) or None
     chosen, rule = auto_without_evaluation(budget, num_scored, num_classes)
     return chosen, f"{rule} (no matching evaluation: {reason})"
@@ -440,7 +487,8 @@ def select_samples(samples, run_key: str = "prototypes", keep=0.8, strategy: str
     apply_plan(samples, plan, overwrite=overwrite)
     if plan.warning:  # also in the run's results ("warning") and the plan's summary
         logger.warning("Selection %r %s", plan.name, plan.warning)
-    return samples.match_tags(selection_names(plan.name)["kept_tag"])
+    return run_configs.kept_view(samples, plan.name, run_configs.selection_labels(
+        runs.get_run_info(samples, run_key).config))
 
 
 def apply_plan(samples, plan: SelectionPlan, overwrite: bool = False) -> None:
@@ -475,12 +523,23 @@ def apply_plan(samples, plan: SelectionPlan, overwrite: bool = False) -> None:
         owned = run_configs.SelectionConfig(name=plan.name)  # the names the run owns
         final = owned.tags
         staging = [w.staging_tag(tag) for tag in final]
-        for tag in dataset.distinct("tags"):  # what killed (or fenced-out) writers left
+        scoring = runs.get_run_info(samples, plan.run_key).config
+        labels = run_configs.selection_labels(scoring)  # an object-level run: label tags
+        present = dataset.distinct("tags" if labels is None else f"{labels[0]}.tags")
+        for tag in present:  # what killed (or fenced-out) writers left
             if any(run_configs.is_staging_tag(tag, f) for f in final):
-                storage.remove_tag(dataset, tag, fence=w.fence)
+                if labels is None:
+                    storage.remove_tag(dataset, tag, fence=w.fence)
+                else:
+                    storage.remove_label_tag(dataset, *labels, tag, fence=w.fence)
         for tag, ids in zip(staging, (plan.kept_ids, plan.pruned_ids, plan.unscored_ids)):
-            storage.add_tag(dataset, ids, tag, fence=w.fence)
-        params = dict(plan.params, name=plan.name, num_kept=len(plan.kept_ids),
+            if labels is None:
+                storage.add_tag(dataset, ids, tag, fence=w.fence)
+            else:
+                storage.add_label_tag(dataset, *labels, ids, tag, fence=w.fence)
+        objects = {} if labels is None else dict(patches_field=scoring.patches_field,
+                                                 labels_path=labels[0])
+        params = dict(plan.params, **objects, name=plan.name, num_kept=len(plan.kept_ids),
                       num_pruned=len(plan.pruned_ids), num_unscored=len(plan.unscored_ids),
                       num_duplicates=len(plan.duplicate_ids),
                       strategy_reason=plan.strategy_reason)
@@ -488,9 +547,14 @@ def apply_plan(samples, plan: SelectionPlan, overwrite: bool = False) -> None:
                                 warning=plan.warning,
                                 seconds=round(time.perf_counter() - t0, 3)),
                    state=runs.IN_PROGRESS)
-        storage.switch_tags(dataset, dict(zip(staging, final)), fence=w.fence)
+        if labels is None:
+            storage.switch_tags(dataset, dict(zip(staging, final)), fence=w.fence)
+        else:
+            storage.switch_label_tags(dataset, *labels, dict(zip(staging, final)),
+                                      fence=w.fence)
         w.check()
-        dataset.save_view(owned.saved_views[0], dataset.match_tags(final[0]),
+        dataset.save_view(owned.saved_views[0],
+                          run_configs.kept_view(dataset, plan.name, labels),
                           description=run_configs.selection_view_description(plan.name),
                           overwrite=True)
         w.set_state(runs.COMPLETE)

@@ -471,6 +471,140 @@ def _write_label_vectors_fenced(dataset, list_path, single, field, keys, vectors
                 when_matched=[{"$set": {list_path: value, "last_modified_at": "$$NOW"}}])
 
 
+# --- label-level writes (object-level runs: one item per label of a Detection(s) field) --
+
+def _each_label(list_path: str, single: bool, rewrite) -> dict:
+    """The ``$set`` of an update pipeline that replaces every label at ``list_path`` by
+    ``rewrite(label)`` (``rewrite`` takes the label's expression and returns the new
+    label's); a document whose labels are missing or null keeps them as they are."""
+    current = f"${list_path}"
+    if single:
+        new = {"$cond": [{"$eq": [{"$type": current}, "object"]}, rewrite(current), current]}
+    else:
+        new = {"$cond": [{"$isArray": current},
+                         {"$map": {"input": current, "as": "d", "in": rewrite("$$d")}},
+                         current]}
+    return {"$set": {list_path: new, "last_modified_at": "$$NOW"}}
+
+
+def _label_tags(label: str) -> dict:
+    return {"$ifNull": [f"{label}.tags", []]}
+
+
+def write_label_scalars(dataset: fo.Dataset, list_path: str, single: bool,
+                        updates: dict[str, list], keys, fence: Fence) -> None:
+    """Sets attributes of labels: ``updates[attr][i]`` for the label ``keys[i]`` (a
+    ``(sample id, label id)`` pair) at ``list_path``, one merged row per sample, matched
+    by label ``_id`` inside the server (fenced: see :class:`Fence`)."""
+    attrs = list(updates)
+    per_sample: dict = {}
+    for i, (sid, label_id) in enumerate(keys):
+        per_sample.setdefault(sid, []).append(
+            {"l": ObjectId(label_id), "v": {a: updates[a][i] for a in attrs}})
+    rows = [{"_id": ObjectId(sid), "labels": labels} for sid, labels in per_sample.items()]
+    sizes = [64 + 40 * len(attrs) * len(r["labels"]) for r in rows]
+
+    def rewrite(label):
+        hit = {"$filter": {"input": "$$new.labels", "as": "h",
+                           "cond": {"$eq": ["$$h.l", f"{label}._id"]}}}
+        return {"$let": {"vars": {"hit": hit}, "in": {"$cond": [
+            {"$gt": [{"$size": "$$hit"}, 0]},
+            {"$mergeObjects": [label, {"$arrayElemAt": ["$$hit.v", 0]}]}, label]}}}
+
+    _merge_rows(dataset, fence, rows, sizes, when_matched=[_each_label(list_path, single, rewrite)])
+
+
+def unset_label_attributes(dataset: fo.Dataset, list_path: str, single: bool, attrs: list,
+                           fence: Fence) -> None:
+    """Removes the attributes ``attrs`` from every label at ``list_path`` (fenced)."""
+    names = {"$literal": list(attrs)}
+
+    def rewrite(label):
+        return {"$arrayToObject": {"$filter": {
+            "input": {"$objectToArray": label}, "as": "kv",
+            "cond": {"$not": [{"$in": ["$$kv.k", names]}]}}}}
+
+    _update_all(dataset, fence, {"$or": [{f"{list_path}.{a}": {"$exists": True}} for a in attrs]},
+                [_each_label(list_path, single, rewrite)])
+
+
+def add_label_tag(dataset: fo.Dataset, list_path: str, single: bool, label_ids, tag: str,
+                  fence: Fence) -> None:
+    """Adds ``tag`` to the tags of the labels ``label_ids`` at ``list_path``, in updates
+    of :data:`UPDATE_CHUNK_SIZE` labels (fenced)."""
+    label_ids = list(label_ids)
+    for s in range(0, len(label_ids), UPDATE_CHUNK_SIZE):
+        chunk = [ObjectId(i) for i in label_ids[s: s + UPDATE_CHUNK_SIZE]]
+        literal = {"$literal": chunk}
+        literal_tag = {"$literal": tag}
+
+        def rewrite(label):
+            tags = _label_tags(label)
+            return {"$cond": [
+                {"$and": [{"$in": [f"{label}._id", literal]},
+                          {"$not": [{"$in": [literal_tag, tags]}]}]},
+                {"$mergeObjects": [label, {"tags": {"$concatArrays": [tags, [literal_tag]]}}]},
+                label]}
+
+        _update_all(dataset, fence, {f"{list_path}._id": {"$in": chunk}},
+                    [_each_label(list_path, single, rewrite)])
+
+
+def remove_label_tag(dataset: fo.Dataset, list_path: str, single: bool, tag: str,
+                     fence: Fence) -> None:
+    """Removes ``tag`` from every label at ``list_path`` that has it (fenced)."""
+    literal_tag = {"$literal": tag}
+
+    def rewrite(label):
+        return {"$cond": [{"$in": [literal_tag, _label_tags(label)]}, {"$mergeObjects": [
+            label, {"tags": {"$filter": {"input": _label_tags(label), "as": "t",
+                                         "cond": {"$ne": ["$$t", literal_tag]}}}}]}, label]}
+
+    _update_all(dataset, fence, {f"{list_path}.tags": tag},
+                [_each_label(list_path, single, rewrite)])
+
+
+def switch_label_tags(dataset: fo.Dataset, list_path: str, single: bool,
+                      staging_to_final: dict[str, str], fence: Fence) -> None:
+    """:func:`switch_tags` for the tags of the labels at ``list_path``: each label drops
+    the final tags and has its staging tags renamed to them, every document in one
+    server-side pass, atomically per document (fenced)."""
+    staging, final = list(staging_to_final), list(staging_to_final.values())
+    renamed = "$$t"
+    for src, dst in staging_to_final.items():
+        renamed = {"$cond": [{"$eq": ["$$t", {"$literal": src}]}, {"$literal": dst}, renamed]}
+
+    def rewrite(label):
+        return {"$mergeObjects": [label, {"tags": {"$map": {
+            "input": {"$filter": {"input": _label_tags(label), "as": "t",
+                                  "cond": {"$not": [{"$in": ["$$t", {"$literal": final}]}]}}},
+            "as": "t", "in": renamed}}}]}
+
+    _update_all(dataset, fence, {f"{list_path}.tags": {"$in": staging + final}},
+                [_each_label(list_path, single, rewrite)])
+
+
+def swap_label_attributes(dataset: fo.Dataset, list_path: str, single: bool,
+                          staging_to_final: dict[str, str], fence: Fence) -> None:
+    """:func:`swap_fields` for attributes of the labels at ``list_path``: each label
+    gets its staging values under the final names (a label without one loses its old
+    final value) and drops the staging attributes, in one server-side pass, atomically
+    per document (fenced)."""
+    drop = {"$literal": list(staging_to_final) + list(staging_to_final.values())}
+
+    def rewrite(label):
+        kept = {"$filter": {"input": {"$objectToArray": label}, "as": "kv",
+                            "cond": {"$not": [{"$in": ["$$kv.k", drop]}]}}}
+        moved = [{"$cond": [{"$eq": [{"$type": f"{label}.{src}"}, "missing"]}, [],
+                            [{"k": {"$literal": dst}, "v": f"{label}.{src}"}]]}
+                 for src, dst in staging_to_final.items()]
+        return {"$arrayToObject": {"$concatArrays": [kept, *moved]}}
+
+    match = {"$or": [{f"{list_path}.{a}": {"$exists": True}}
+                     for a in list(staging_to_final) + list(staging_to_final.values())]}
+    _update_all(dataset, fence, match, [_each_label(list_path, single, rewrite)])
+
+
 def write_scalars(dataset: fo.Dataset, updates: dict[str, list], ids,
                   fence: Fence | None = None) -> None:
     """Sets several scalar fields of the samples ``ids`` in one unordered bulk write:
@@ -620,11 +754,15 @@ def unset_fields(dataset: fo.Dataset, fields: list[str], fence: Fence) -> list[s
     return undeclare_empty_fields(dataset, fields, delete_values=False)
 
 
-def count_and_sum(dataset: fo.Dataset, field: str) -> tuple[int, float]:
-    """The number of samples whose top-level ``field`` holds a number, and their sum (one
+def count_and_sum(dataset: fo.Dataset, field: str, unwind: str | None = None
+                  ) -> tuple[int, float]:
+    """The number of samples whose ``field`` holds a number, and their sum (one
     aggregation; MongoDB sums doubles in extended precision, so the order of documents
-    does not change the result)."""
-    docs = list(dataset._sample_collection.aggregate([
+    does not change the result). ``unwind``: the list path ``field`` sits in
+    (``"gt.detections"``): then each label counts."""
+    first = [] if unwind is None else [{"$match": {field: {"$exists": True}}},
+                                       {"$unwind": f"${unwind}"}]
+    docs = list(dataset._sample_collection.aggregate(first + [
         {"$match": {field: {"$type": "number"}}},
         {"$group": {"_id": None, "n": {"$sum": 1}, "s": {"$sum": f"${field}"}}}]))
     return (int(docs[0]["n"]), float(docs[0]["s"])) if docs else (0, 0.0)

@@ -191,7 +191,9 @@ def check_embeddings_field(samples, embeddings_field, param: str = "embeddings_f
             f"not one per sample: {reader} reads one vector per sample, not object "
             f"vectors. Embed the images into a field of their own, e.g. "
             f"fop.compute_embeddings(dataset, embeddings_field='{name}_image'), and pass "
-            f"that field ({here})", param)
+            f"that field ({here})"
+            + (f"; or score each object: patches_field={parent!r}, embeddings_field="
+               f"{name!r}" if reader == "scoring" else ""), param)
     field = samples.get_field(embeddings_field)
     if field is None:
         raise ParameterError(
@@ -205,6 +207,58 @@ def check_embeddings_field(samples, embeddings_field, param: str = "embeddings_f
     return embeddings_field
 
 
+def patches_list_path(samples, patches_field, param: str = "patches_field"
+                      ) -> tuple[str, bool]:
+    """The labels' path of the Detection or Detections field ``patches_field`` and
+    whether it holds one label per sample: ``("gt.detections", False)``,
+    ``("box", True)``.
+
+    Raises:
+        ParameterError: (``.param=param``) naming the field's type and the label fields
+            that would do
+    """
+    field = samples.get_field(patches_field) if isinstance(patches_field, str) else None
+    doc = getattr(field, "document_type", None)
+    if doc is fo.Detections:
+        return f"{patches_field}.detections", False
+    if doc is fo.Detection:
+        return patches_field, True
+    choices = sorted(samples.get_field_schema(embedded_doc_type=fo.Detections)) + sorted(
+        samples.get_field_schema(embedded_doc_type=fo.Detection))
+    raise ParameterError(
+        f"{param}={patches_field!r} must be a Detection or Detections field; it is "
+        f"{_describe(field) if field is not None else 'missing'} (Detection(s) fields "
+        f"here: {choices or 'none'})", param)
+
+
+def object_vector_attributes(samples, patches_field) -> list[str]:
+    """The vector attributes of the labels of ``patches_field`` (``"emb"`` for
+    ``"gt.detections.emb"``): what object-level scoring can read."""
+    list_path, _ = patches_list_path(samples, patches_field)
+    return sorted(p[len(list_path) + 1:] for p in object_vector_fields(samples)
+                  if p.startswith(list_path + ".") and "." not in p[len(list_path) + 1:])
+
+
+def check_object_embeddings(samples, patches_field, embeddings_field,
+                            param: str = "embeddings_field") -> tuple[str, bool]:
+    """``embeddings_field`` is a vector attribute of the labels of ``patches_field``
+    (what ``compute_embeddings(patches_field=...)`` writes). Returns the labels' path
+    and whether it holds one label per sample (:func:`patches_list_path`).
+
+    Raises:
+        ParameterError: naming the wrong argument and the label vectors that exist
+    """
+    list_path, single = patches_list_path(samples, patches_field)
+    found = object_vector_attributes(samples, patches_field)
+    if embeddings_field not in found:
+        raise ParameterError(
+            f"The labels of {patches_field!r} have no vector attribute {embeddings_field!r} "
+            f"(vector attributes there: {found or 'none'}); embed each object with "
+            f"fop.compute_embeddings(dataset, embeddings_field={embeddings_field!r}, "
+            f"patches_field={patches_field!r})", param)
+    return list_path, single
+
+
 def classification_fields(samples) -> list[str]:
     schema = samples.get_field_schema(embedded_doc_type=fo.Classification)
     return sorted(schema)
@@ -213,7 +267,7 @@ def classification_fields(samples) -> list[str]:
 def check_run_fields(samples, run_key: str, fields) -> None:
     """Every field that run ``run_key`` wrote still exists (one deleted by hand would
     make a reader see no scores, or a manifest describe values that are gone)."""
-    schema = samples._dataset.get_field_schema()
+    schema = samples._dataset.get_field_schema(flat=True)  # and object-level fields
     gone = [f for f in fields if f not in schema]
     if gone:
         raise ValueError(
