@@ -455,14 +455,22 @@ def prepare_embeddings(samples, model="swav_resnet50", embeddings_field="swav_em
     return _load(samples, list_path=list_path, torch_device=torch_device, **args)
 
 
-def embed_samples(samples, setup: EmbeddingSetup, *, fence=None, progress=None
-                  ) -> EmbeddingResult:
+def embed_samples(samples, setup: EmbeddingSetup, *, fence=None, progress=None,
+                  on_written=None) -> EmbeddingResult:
     """The middle step: embeds the images (or objects) of ``samples`` that need it (all,
     or with ``setup.skip_existing`` those without a vector) and writes the vectors in
     chunks of ``setup.chunk_size``, each write fenced by ``fence``
     (:class:`~fiftyone_prune.sdk.storage.Fence`: a writer that lost its lease or plan
     writes nothing more). The single-process call passes its whole view, a shard its
     slice.
+
+    Args:
+        on_written (None): told how many more samples of ``samples`` hold a vector:
+            first with those found embedded already (skipped), then with each written
+            chunk's size once it is written (from the writing thread). A shard's
+            progress is these counts, so its slice is never counted again. Called by
+            the built-in models' loop only: FiftyOne's loop (a zoo model) writes
+            without telling, and images (not object patches) only
 
     Returns:
         an :class:`EmbeddingResult` for these samples
@@ -478,23 +486,33 @@ def embed_samples(samples, setup: EmbeddingSetup, *, fence=None, progress=None
     todo = samples
     if setup.skip_existing and samples.get_field(field) is not None:
         todo = samples.exists(field, False)
-    num_todo = len(todo)
-    result.num_skipped_existing = len(samples) - num_todo
-    if num_todo == 0:
-        return result
     if not isinstance(setup.embedder, EmbeddingModel):
+        num_todo = len(todo)
+        result.num_skipped_existing = len(samples) - num_todo
+        if num_todo == 0:
+            return result
         # FiftyOne's own loop writes these vectors (not fenced; the lease still keeps
         # other writers of this field out)
         _compute_with_fiftyone_model(todo, setup, progress, result)
         _declare_vector_field(dataset, field, info)
         return result
-    _declare_vector_field(dataset, field, info)
+    # the one read of what is left to do; its length is the count (no second scan)
     ids, filepaths = todo.values(["id", "filepath"])
+    result.num_skipped_existing = len(samples) - len(ids)
+    if on_written is not None:
+        on_written(result.num_skipped_existing)
+    if not ids:
+        return result
+    _declare_vector_field(dataset, field, info)
+
+    def write(keys, vectors):
+        storage.write_vectors(dataset, field, keys, vectors, fence=fence)
+        if on_written is not None:
+            on_written(len(keys))
+
     _run_torch_model(
         setup, _ImageFiles(filepaths, setup.embedder.transform(), setup.embedder.image_size),
-        ids, lambda keys, vectors: storage.write_vectors(dataset, field, keys, vectors,
-                                                         fence=fence),
-        progress=progress, result=result)
+        ids, write, progress=progress, result=result)
     _warn_failures(result)
     return result
 
@@ -669,11 +687,22 @@ class _EmbeddingShards(shard_plans.ShardSteps):
     refused there) and embeds its slice; the last one registers the run."""
 
     kind = "embeddings"
-    counts_writes = False  # a forward pass dwarfs counting the slice
+    # the built-in models' loop reports what it finds embedded and each written chunk:
+    # a shard reads its slice once (counting it on every beat scanned it again each
+    # quarter lease, a full read of its documents on a slice of millions)
+    counts_writes = True
+    reports_existing = True
+
+    def reports_writes(self, plan):
+        """Only the built-in models' loop reports; FiftyOne's loop (a zoo model) writes
+        without telling, so such a shard is counted on its beats."""
+        from fiftyone_prune.core import models as core_models
+
+        return plan["params"].get("model") in core_models.BUILTIN_MODELS
 
     def process(self, dataset, plan, view, *, fence, on_written):
         setup = prepare_embeddings(view, **plan["params"])
-        result = embed_samples(view, setup, fence=fence)
+        result = embed_samples(view, setup, fence=fence, on_written=on_written)
         return {"num_embedded": result.num_embedded, "failed_ids": list(result.failed_ids)}
 
     def count_done(self, view, plan):

@@ -73,12 +73,23 @@ class ShardSteps:
     Attributes:
         kind: the plan's ``kind`` (``"embeddings"``, ``"prototypes"``)
         counts_writes: True when :meth:`process` reports each write through
-            ``on_written`` (cheap per-sample work: the heartbeat adds those counts
-            instead of counting the shard's documents on every beat)
+            ``on_written``: the heartbeat adds those counts instead of counting the
+            shard's documents on every beat (a count scans the slice; on a slice of
+            millions of documents that is a full read per beat)
+        reports_existing: True when :meth:`process` also reports, first, the samples of
+            its slice it finds already written (a resumed shard's earlier tries, or
+            values written before the run), so that the shard's count starts at zero
+            and its slice is never counted at all
     """
 
     kind: str = ""
     counts_writes: bool = False
+    reports_existing: bool = False
+
+    def reports_writes(self, plan: dict) -> bool:
+        """Whether :meth:`process` reports its writes for ``plan`` (a pipeline may
+        report for some plans only, e.g. only when its own loop does the writing)."""
+        return self.counts_writes
 
     def process(self, dataset, plan: dict, view, *, fence, on_written) -> dict:
         """Computes and writes the part of shard ``view`` not written yet, every write
@@ -576,32 +587,53 @@ class _ProgressBeat:
     the shard's heartbeat and samples done); ``progress_at`` moves only when the count
     does, which is what tells a hung worker from a slow one.
 
-    The count is queried (a scan of the shard's documents) at the start and the end,
-    and on every timed beat of a pipeline whose per-sample cost dwarfs the scan; one
-    about as fast per sample as the scan itself (``steps.counts_writes``) reports each
-    written batch instead (:meth:`wrote`), which is added and stamped at once."""
+    A pipeline that reports its writes (``steps.reports_writes(plan)``) is never counted
+    on a beat: each written batch is added (:meth:`wrote`) and stamped at once, and a
+    beat stamps the last total. Its count starts at zero for a shard that never ran, or
+    for one whose pipeline reports what it found written (``reports_existing``: the
+    first report is that, and beats stamp nothing before it), else with one count. A
+    pipeline that does not report is counted (a scan of the shard's documents) at the
+    start, the end and every beat."""
 
     def __init__(self, dataset, plan, index, steps):
         import threading
 
         self.dataset, self.plan, self.index, self.steps = dataset, plan, index, steps
-        self.last = None
+        self.counting = steps.reports_writes(plan)
+        self.done = None  # the shard's count as this worker knows it (None: not yet)
+        self.last = None  # the count last stamped
         self._lock = threading.Lock()
+
+    def start(self, shard):
+        """The count before the shard's work, from the shard as loaded before it was
+        marked running (``started_at`` unset: no try ever started it)."""
+        if not self.counting:
+            self(query=True)
+        elif self.steps.reports_existing:
+            pass
+        elif shard.get("started_at") is None:
+            self.wrote(0)
+        else:
+            self(query=True)
+
+    def end(self):
+        self(query=not self.counting or self.done is None)
 
     def wrote(self, count):
         with self._lock:
-            self._stamp((self.last or 0) + count)
+            self.done = (self.done or 0) + count
+            self._stamp()
 
     def __call__(self, query=False):
         with self._lock:
-            if query or self.last is None or not self.steps.counts_writes:
-                done = self.steps.count_done(shard_view(self.dataset, self.plan, self.index),
-                                             self.plan)
-            else:
-                done = self.last
-            self._stamp(done)
+            if query or not self.counting:
+                self.done = self.steps.count_done(
+                    shard_view(self.dataset, self.plan, self.index), self.plan)
+            if self.done is not None:
+                self._stamp()
 
-    def _stamp(self, done):
+    def _stamp(self):
+        done = self.done
         stamp = ("heartbeat_at", "progress_at") if done != self.last else ("heartbeat_at",)
         self.last = done
         storage.update_shard(self.plan["_id"], self.index, {"samples_done": done},
@@ -664,18 +696,12 @@ def _compute_shard(dataset, key, index, steps) -> tuple[dict, str]:
                                  plan_token=token)
             beat = _ProgressBeat(dataset, plan, index, steps)
             try:
-                # a pipeline that reports its writes reads its slice once: a shard that
-                # never started has nothing written (no count), and its total at the
-                # end is what it counted plus what it wrote
-                if steps.counts_writes and shard.get("started_at") is None:
-                    beat.wrote(0)
-                else:
-                    beat(query=True)
+                beat.start(shard)
                 lease.heartbeat.add(beat)  # one thread: the lease's renewal and this beat
                 out = steps.process(dataset, plan, shard_view(dataset, plan, index),
                                     fence=fence, on_written=beat.wrote)
                 fence.confirm()
-                beat(query=not steps.counts_writes)
+                beat.end()
             except BaseException as e:
                 error = f"{type(e).__name__}: {e}"
                 if isinstance(e, ConnectionFailure):

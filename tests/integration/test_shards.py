@@ -384,6 +384,49 @@ def test_delegated_embedding_shards_on_three_workers_one_killed_then_requeued(
         service.delete_operation(op_id)
 
 
+@pytest.mark.slow  # ~25 s: a worker process loads the model and writes 14 slowed chunks
+def test_an_embedding_shard_reports_its_writes_and_reads_its_slice_once(digits_dataset):
+    """One embedding shard of 20 digits, 6 of them embedded before it runs, in a process
+    of its own whose MongoDB commands are monitored from its first connection, with a
+    short lease (a heartbeat beat every 0.5 s) and slowed writes (many beats). Its
+    recorded count starts at what it found written and advances chunk by chunk to the
+    slice's size, and the sample collection is read a fixed number of times whatever the
+    number of beats (it used to be counted on every beat)."""
+    from bson import ObjectId
+    from fiftyone.operators.delegated import DelegatedOperationService
+
+    dataset = digits_dataset
+    queued = fop.compute_embeddings(dataset, model="efficientnet_lite0", image_size=32,
+                                    num_workers=0, batch_size=2, chunk_size=2,
+                                    embeddings_field="w", num_shards=6, delegate=True)
+    try:
+        plan = storage.get_shard_plan(shards.plan_id(dataset, "w"))
+        first = shard_plans.shard_view(dataset, plan, 0).values("id")
+        assert len(first) == 20
+        # vectors already there (an earlier try's): the shard skips them and counts them
+        storage.write_vectors(dataset, "w", first[:6], np.ones((6, 1280), np.float32))
+        env = dict(os.environ, FIFTYONE_PRUNE_LEASE_SECONDS="2", OMP_NUM_THREADS="1")
+        out = subprocess.run([sys.executable, "-m", "tests.integration.shard_worker",
+                              "watch", "0.4", "5", dataset.name, "w", "0"], cwd=REPO_ROOT,
+                             env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-3000:]
+        seen = json.loads(out.stdout.strip().splitlines()[-1])
+        shard = storage.get_shard_plan(shards.plan_id(dataset, "w"))["shards"][0]
+        assert shard["state"] == "done" and shard["samples_done"] == 20
+        assert shard["result"]["num_embedded"] == 14
+        assert seen["renewals"] >= 10, seen  # the beats the shard lived through
+        # what its work needs (the plan's checks, the one read of what is left), no
+        # count per beat
+        assert sum(seen["reads"].values()) <= 5, seen
+        done = seen["samples_done"]
+        assert done[0] == 6 and done[-1] == 20, done
+        assert sorted(set(done)) == list(range(6, 21, 2)), done  # each chunk as written
+    finally:
+        service = DelegatedOperationService()
+        for op_id in queued["queued_operations"]:
+            service.delete_operation(ObjectId(op_id))
+
+
 @pytest.fixture()
 def one_worker(tmp_path):
     # a long lease: the test freezes the worker for a while, and its shard must stay its
