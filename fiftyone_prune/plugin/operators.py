@@ -393,25 +393,52 @@ class ComputePrototypeScores(_PruneOperator):
 
         inputs = types.Object()
         common.add_view_target(ctx, inputs)
-        vector_fields = validation.vector_fields(ctx.dataset)
-        if not vector_fields:
+        # object-level scoring, as the embeddings form offers object-level vectors: the
+        # Detection(s) fields whose labels carry vectors
+        object_fields = [f for f in _patch_fields(ctx.dataset)
+                         if validation.object_vector_attributes(ctx.dataset, f)]
+        patches = ctx.params.get("patches_field")
+        patches = patches if patches in object_fields else None
+        vector_fields = (validation.object_vector_attributes(ctx.dataset, patches) if patches
+                         else validation.vector_fields(ctx.dataset))
+        if not vector_fields and not object_fields:
             common.error_notice(
                 inputs, "no_vectors",
                 "This dataset has no embeddings yet: run 'Prune: compute embeddings' first",
             )
             return common.form(ctx, inputs, "Compute prototype scores")
+        if object_fields:
+            _dropdown(inputs, "patches_field",
+                      [(_WHOLE_IMAGES, "None: score whole images")]
+                      + [(f, f"{f}: score each object") for f in object_fields],
+                      "Patches field", default=_WHOLE_IMAGES, required=False,
+                      description="A Detection(s) field whose objects were embedded: each "
+                                  "object is scored on its label "
+                                  "(<labels>.<run key>_distance)")
+        if not vector_fields:
+            common.error_notice(
+                inputs, "no_image_vectors",
+                "No image embeddings yet: choose a patches field to score objects, or run "
+                "'Prune: compute embeddings' on the images first")
+            return common.form(ctx, inputs, "Compute prototype scores")
         _dropdown(inputs, "embeddings_field", [(f, f) for f in vector_fields],
                   "Embeddings field", default=vector_fields[0],
-                  description="The vector field to score (from 'Prune: compute embeddings')")
-        label_fields = validation.classification_fields(ctx.dataset)
+                  description=("The objects' vector attribute" if patches else
+                               "The vector field to score")
+                  + " (from 'Prune: compute embeddings')")
+        label_fields = [] if patches else validation.classification_fields(ctx.dataset)
         methods = types.RadioGroup()
         methods.add_choice("kmeans", label="Self-supervised prototypes (k-means, label-free)")
-        if label_fields:
+        if patches:
+            methods.add_choice("supervised", label="Class prototypes (each object's label)")
+        elif label_fields:
             methods.add_choice("supervised", label="Class prototypes (needs a label field)")
         inputs.enum("method", methods.values(), default="kmeans", view=methods, label="Method",
                     description="Where the prototypes come from: k-means clusters of the "
                                 "embeddings, or the mean embedding of each class")
         method = ctx.params.get("method", "kmeans")
+        if method not in methods.values():
+            method = "kmeans"
         if label_fields:
             _dropdown(inputs, "label_field", [(f, f) for f in label_fields],
                       "Label field" + ("" if method == "supervised"
@@ -429,19 +456,23 @@ class ComputePrototypeScores(_PruneOperator):
         # a taken default would open the form invalid: propose the next free key
         default_key = common.free_key(ctx.dataset, "prototypes")
         inputs.str("run_key", default=default_key, required=True, label="Run key",
-                   description="Fields <key>_distance and <key>_cluster are written")
+                   description="Fields <key>_distance and <key>_cluster are written"
+                               + (" on each object's label" if patches else ""))
         inputs.bool("overwrite", default=False, label="Replace an existing run",
                     description="Replace the run with this key and its fields")
-        num_shards = _add_num_shards(ctx, inputs) if method == "kmeans" else None
+        num_shards = (_add_num_shards(ctx, inputs) if method == "kmeans" and not patches
+                      else None)
         p = ctx.params
         try:  # the SDK's own checks, as execute will call it
             ks = parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None
             check_scoring_inputs(common.target_view(ctx),
-                                 p.get("embeddings_field", vector_fields[0]),
+                                 p.get("embeddings_field") or vector_fields[0],
                                  p.get("run_key", default_key), method=method,
-                                 num_clusters=ks, label_field=p.get("label_field") or None,
+                                 num_clusters=ks,
+                                 label_field=None if patches else p.get("label_field") or None,
                                  overwrite=bool(p.get("overwrite", False)),
-                                 num_shards=num_shards, delegate=num_shards is not None)
+                                 num_shards=num_shards, delegate=num_shards is not None,
+                                 patches_field=patches)
         except ValueError as e:
             common.show_error(inputs, e)
         common.schedule_hint(ctx, inputs, above=50_000)
@@ -454,12 +485,16 @@ class ComputePrototypeScores(_PruneOperator):
         method = p.get("method", "kmeans")
         view = common.target_view(ctx)
         num_shards = _whole_number(p.get("num_shards") or 1) if method == "kmeans" else 1
+        patches = p.get("patches_field")
+        patches = None if patches in (None, "", _WHOLE_IMAGES) else patches
         kwargs = dict(
             embeddings_field=p["embeddings_field"], run_key=p.get("run_key", "prototypes"),
             method=method,
             num_clusters=parse_num_clusters(p.get("num_clusters")) if method == "kmeans" else None,
-            label_field=p.get("label_field") or None,
+            label_field=None if patches else p.get("label_field") or None,
             overwrite=bool(p.get("overwrite", False)))
+        if patches:
+            kwargs["patches_field"] = patches
 
         def work(progress):
             if num_shards > 1:
@@ -483,15 +518,16 @@ class ComputePrototypeScores(_PruneOperator):
         outputs = types.Object()
         outputs.str("distance_field", label="Distance field")
         outputs.str("cluster_field", label="Cluster field")
-        outputs.int("num_scored", label="Scored")
+        outputs.int("num_scored", label="Scored (samples, or objects with a patches field)")
         outputs.int("num_skipped", label="Skipped (no embedding)")
         return types.Property(outputs, view=types.View(label="Prototype scores computed"))
 
     def __call__(self, sample_collection, embeddings_field, run_key="prototypes",
                  method="kmeans", num_clusters=None, label_field=None, overwrite=False,
-                 num_shards=1, delegate=False):
-        """Scores every sample by its cosine distance to a prototype, as the App's form
-        does (:func:`fiftyone_prune.compute_prototype_scores`).
+                 num_shards=1, delegate=False, patches_field=None):
+        """Scores every sample (or every object of ``patches_field``) by its cosine
+        distance to a prototype, as the App's form does
+        (:func:`fiftyone_prune.compute_prototype_scores`).
 
         Example usage::
 
@@ -520,6 +556,8 @@ class ComputePrototypeScores(_PruneOperator):
             num_shards (1): with M > 1 (k-means), train k-means here and queue M tasks
                 that assign and write disjoint slices, for ``fiftyone delegated launch``
             delegate (False): schedule the operation instead of running it now
+            patches_field (None): a Detection(s) field whose labels carry the vector
+                attribute ``embeddings_field``: score each object on its label
 
         Returns:
             the :class:`fiftyone_prune.sdk.scores.ScoreResult` as a dict; with
@@ -533,6 +571,8 @@ class ComputePrototypeScores(_PruneOperator):
         params = dict(embeddings_field=embeddings_field, run_key=run_key, method=method,
                       num_clusters=num_clusters, label_field=label_field, overwrite=overwrite,
                       num_shards=num_shards)
+        if patches_field is not None:
+            params["patches_field"] = patches_field
         return common.call_operator(self.uri, sample_collection, params, delegate)
 
 
@@ -631,28 +671,34 @@ class SelectSamples(_PruneOperator):
             ("random", "random: the baseline"),
         ], "Strategy", default="auto",
             description="Which samples of each group are kept")
-        label_fields = validation.classification_fields(ctx.dataset)
+        run_key = ctx.params.get("run_key") or default_run
+        # an object-level run selects objects: classes are their own labels, no SemDeDup
+        objects = getattr(ctx.dataset.get_run_info(run_key).config, "patches_field", None) \
+            if run_key in score_runs else None
+        label_fields = [] if objects else validation.classification_fields(ctx.dataset)
         balance_opts = [("cluster", "per cluster"), ("none", "none")]
-        if label_fields:
-            balance_opts.insert(1, ("class", "per class"))
+        if label_fields or objects:
+            balance_opts.insert(1, ("class", "per class" + (" (the objects' labels)"
+                                                            if objects else "")))
         _dropdown(inputs, "balance", balance_opts, "Balance", default="cluster",
                   description="Each group keeps at least balance_ratio of its fair share")
-        if ctx.params.get("balance") == "class":
+        if ctx.params.get("balance") == "class" and label_fields:
             _dropdown(inputs, "label_field", [(f, f) for f in label_fields], "Label field",
                       default=label_fields[0],
                       description="The Classification field whose classes are balanced")
         inputs.float("balance_ratio", default=0.5, label="Balance ratio", required=True,
                      description="The floor of each group, as a fraction of its fair share "
                                  "(kept / number of groups); 0 disables floors")
-        inputs.float("dedup_eps", label="SemDeDup eps (optional)",
-                     description="Remove near-duplicates first: cosine similarity > 1 - eps "
-                                 "inside a cluster (e.g. 0.05)")
+        if not objects:
+            inputs.float("dedup_eps", label="SemDeDup eps (optional)",
+                         description="Remove near-duplicates first: cosine similarity > "
+                                     "1 - eps inside a cluster (e.g. 0.05)")
         inputs.int("seed", default=51, label="Seed",
                    description="For the random choices (random, ccs, ties)")
-        run_key = ctx.params.get("run_key") or default_run
         inputs.str("name", label="Selection name (optional)",
-                   description=f"Tags <name>:kept / <name>:pruned and saved view <name>-kept; "
-                               f"default: the run key ({run_key})")
+                   description=f"Tags <name>:kept / <name>:pruned "
+                               f"{'on the objects of ' + objects + ' ' if objects else ''}"
+                               f"and saved view <name>-kept; default: the run key ({run_key})")
         inputs.bool("overwrite", default=False, label="Replace an existing run",
                     description="Replace the tags and saved view of a selection with this name")
         # the preview comes last: it depends on every input above
@@ -666,7 +712,9 @@ class SelectSamples(_PruneOperator):
                     label=f"Preview skipped for views over {PREVIEW_LIMIT:,} samples"))
             elif spec.dedup_eps is None:
                 plan = _plan(view, run_key, spec, name)
-                inputs.md(f"**Preview** on {len(view)} samples\n\n" + _preview_markdown(plan),
+                scope = (f"{len(plan.kept_ids) + len(plan.pruned_ids)} scored objects of "
+                         f"{objects}" if objects else f"{len(view)} samples")
+                inputs.md(f"**Preview** on {scope}\n\n" + _preview_markdown(plan),
                           name="preview")
                 if spec.strategy == "auto":
                     _offer_quick_evaluation(inputs, view, plan, run_key, spec)
@@ -929,7 +977,7 @@ def _export_view(ctx, selection):
     names = selection_names(selection)
     if names["view"] in ctx.dataset.list_saved_views():
         return ctx.dataset.load_saved_view(names["view"])
-    return ctx.dataset.match_tags(names["kept_tag"])
+    return ctx.dataset.match_tags(names["kept_tag"])  # (a selection of objects has its view)
 
 
 def _pruned_warnings(view, selections):

@@ -140,7 +140,7 @@ class PruningPanel(foo.Panel):
         # the form's samples are the panel's: the current view
         params = {"run_key": s.run_key, "keep": keep, "strategy": s.strategy or "auto",
                   "balance": s.balance or "cluster"}
-        if params["balance"] == "class":
+        if params["balance"] == "class" and not _objects(ctx):
             params["label_field"] = _label_field(ctx)
         ctx.prompt(f"{PLUGIN}/select_samples", params=params)
 
@@ -208,12 +208,15 @@ class PruningPanel(foo.Panel):
             _show_error(ctx, e)
             return
         plan = hist["plan"]
+        objects = _objects(ctx)
+        items = f"objects of {objects}" if objects else "samples"
         # one short line above the plots; the (long) reason goes below them, so that
         # the plots, the pruning curve first, are on screen without scrolling
         ctx.panel.state.summary = (
             f"**{plan['strategy']}** keeps **{plan['num_kept']}**, "
             f"prunes {plan['num_pruned']}"
-            + (f", {plan['num_unscored']} unscored" if plan["num_unscored"] else ""))
+            + (f", {plan['num_unscored']} unscored" if plan["num_unscored"] else "")
+            + (f" ({items})" if objects else ""))
         ctx.panel.state.reason = f"Why **{plan['strategy']}**: {plan['strategy_reason']}"
         ctx.panel.state.groups = list(plan["groups"])
         histogram = [
@@ -236,7 +239,8 @@ class PruningPanel(foo.Panel):
         ctx.panel.state.histogram_layout = _layout(
             f"{hist['distance_field']}" + (f" (group {group}{split})" if group
                                            else f" ({split[2:]})" if split else ""),
-            "cosine distance to prototype (hard →)", "samples", barmode="stack")
+            "cosine distance to prototype (hard →)", "objects" if objects else "samples",
+            barmode="stack")
         groups = list(plan["groups"].items())
         names = [str(g) for g, _ in groups]
         ctx.panel.data.set("plots.groups", [
@@ -252,7 +256,7 @@ class PruningPanel(foo.Panel):
         word = "class" if by_class else "cluster"
         # a categorical axis that labels every group (numbers would be read as a range)
         ctx.panel.state.groups_layout = _layout(
-            f"kept per {word}", word, "samples", barmode="stack",
+            f"kept per {word}", word, "objects" if objects else "samples", barmode="stack",
             xaxis={"type": "category", "tickmode": "array", "tickvals": names,
                    "ticktext": names, "automargin": True})
         evals = [k for k in common.runs_newest_first(ctx.dataset, "evaluation")
@@ -376,8 +380,21 @@ class PruningPanel(foo.Panel):
         from fiftyone_prune.sdk import runs
 
         cfg = runs.get_run_info(ctx.dataset, ctx.panel.state.run_key).config
-        view = ctx.dataset.exists(cfg.distance_field)
         group = ctx.panel.state.group
+        if getattr(cfg, "patches_field", None):  # the objects themselves, as patches
+            field = cfg.patches_field
+            distance, cluster = (f"{field}.{f.rsplit('.', 1)[-1]}"
+                                 for f in (cfg.distance_field, cfg.cluster_field))
+            view = ctx.dataset.to_patches(field).exists(distance)
+            if group not in (None, "", "all"):
+                if (ctx.panel.state.balance or "cluster") == "class":
+                    view = view.match(F(f"{field}.label") == group)
+                else:
+                    value = group if cfg.method_name == "supervised" else int(group)
+                    view = view.match(F(cluster) == value)
+            ctx.ops.set_view(view.sort_by(distance, reverse=reverse))
+            return
+        view = ctx.dataset.exists(cfg.distance_field)
         if group not in (None, "", "all"):
             label_field = _label_field(ctx)
             if (ctx.panel.state.balance or "cluster") == "class" and label_field:
@@ -433,8 +450,9 @@ class PruningPanel(foo.Panel):
             controls.view("run_error", types.Error(label=s.error))
         rows["groups"] = controls.h_stack("groups", align_x="left", gap=2)
         # "class" needs a Classification field to take the classes from
-        label_fields = _classification_fields(ctx)
-        balances = ["cluster"] + (["class"] if label_fields else []) + ["none"]
+        objects = _objects(ctx)  # an object-level run: classes are the objects' labels
+        label_fields = [] if objects else _classification_fields(ctx)
+        balances = ["cluster"] + (["class"] if label_fields or objects else []) + ["none"]
         control(rows["groups"], "balance", [(n, n) for n in balances],
                 "Balance", s.balance or "cluster", self.on_change_balance)
         if s.balance == "class" and label_fields:
@@ -549,11 +567,26 @@ def _classification_fields(ctx) -> list[str]:
     return validation.classification_fields(ctx.dataset)
 
 
-def _label_field(ctx):
-    """The field whose classes "class" balance uses: the panel's choice, else the
-    scoring run's label field, else the first Classification field; None without one."""
+def _objects(ctx) -> str | None:
+    """The Detection(s) field the panel's run scored the objects of, or None (a run of
+    samples, or no run)."""
     from fiftyone_prune.sdk import runs
 
+    try:
+        return getattr(runs.get_run_info(ctx.dataset, ctx.panel.state.run_key).config,
+                       "patches_field", None)
+    except Exception:  # noqa: BLE001 - no run (yet)
+        return None
+
+
+def _label_field(ctx):
+    """The field whose classes "class" balance uses: the panel's choice, else the
+    scoring run's label field, else the first Classification field; None without one
+    (and for an object-level run, whose classes are the objects' own labels)."""
+    from fiftyone_prune.sdk import runs
+
+    if _objects(ctx):
+        return None
     fields = _classification_fields(ctx)
     s = ctx.panel.state
     if s.label_field in fields:

@@ -168,6 +168,12 @@ def check_evaluation(samples, label_field, run_key: str = "prototypes",
                                           required_by="evaluate_pruning")
     _check_classes(samples, label_field)
     cfg = check_scoring_run(samples, run_key)
+    if getattr(cfg, "patches_field", None):
+        raise ParameterError(
+            f"Run {run_key!r} scored the objects of {cfg.patches_field!r}; the evaluation "
+            f"trains an image classifier on selections of samples, so it measures "
+            f"per-sample scoring runs only: evaluate a run scored on image embeddings",
+            "run_key")
     if probe == "linear":
         validation.check_embeddings_field(samples, embeddings_field or cfg.embeddings_field,
                                           reader="the linear probe")

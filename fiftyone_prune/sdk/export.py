@@ -29,7 +29,7 @@ import fiftyone as fo
 from fiftyone import ViewField as F
 
 from fiftyone_prune.core.params import ParameterError
-from fiftyone_prune.sdk import runs, validation
+from fiftyone_prune.sdk import run_configs, runs, validation
 from fiftyone_prune.sdk.advice import worth_of_selection
 from fiftyone_prune.sdk.selection import selection_names
 
@@ -97,6 +97,13 @@ def _find_selection(view):
     for key in runs.list_runs(view, "selection"):
         cfg = runs.get_run_info(view, key).config
         kept_tag = selection_names(cfg.name)["kept_tag"]
+        labels = run_configs.selection_labels(cfg)
+        if labels is not None:  # an object-level selection: its view of kept objects
+            kept = run_configs.kept_view(view._dataset, cfg.name, labels)
+            if (len(view) == len(kept) and view.count(f"{labels[0]}.id")
+                    == view.count_label_tags().get(kept_tag, 0) == kept.count(f"{labels[0]}.id")):
+                return key, cfg
+            continue
         if (len(view.match_tags(kept_tag)) == len(view)
                 and len(view._dataset.match_tags(kept_tag)) == len(view)):
             return key, cfg
@@ -656,13 +663,18 @@ def _label_columns(view) -> dict[str, list]:
 
 
 def _score_columns(view) -> dict[str, list]:
-    """The distance and cluster fields of every prototype-score run of the view."""
+    """The distance and cluster fields of every prototype-score run of the view; an
+    object-level run's as a JSON list per sample, in the order of the label column of
+    its objects."""
     columns = {}
     for key in runs.list_runs(view, "prototypes"):
         cfg = runs.get_run_info(view, key).config
         for field in (cfg.distance_field, cfg.cluster_field):
             if field and view.has_field(field) and field not in columns:
-                columns[field] = view.values(field)
+                values = view.values(field)
+                if getattr(cfg, "in_lists", None):
+                    values = [json.dumps(v) if v is not None else "" for v in values]
+                columns[field] = values
     return columns
 
 

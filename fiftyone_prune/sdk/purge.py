@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import re
 
+import fiftyone as fo
+
 from fiftyone_prune.sdk import leases, runs, shards, storage, validation
 from fiftyone_prune.sdk.run_configs import selection_names
 
@@ -41,7 +43,7 @@ def _operations(dataset, states):
 
 def _leftover_fields(dataset) -> list[str]:
     found = []
-    for name, field in dataset.get_field_schema().items():
+    for name, field in dataset.get_field_schema(flat=True).items():  # label attributes too
         if _SCORE_FIELD.match(getattr(field, "description", None) or "") or \
                 "fiftyone_prune" in (getattr(field, "info", None) or {}):
             found.append(name)
@@ -69,6 +71,28 @@ def _leftover_tags(dataset, selection_names_: set[str]) -> list[str]:
     return sorted(t for t in dataset.distinct("tags") if t in ours or staging.match(t))
 
 
+def _leftover_label_tags(dataset, selection_names_: set[str]) -> dict[str, list[str]]:
+    """The same tags on the labels of Detection(s) fields (object-level selections):
+    {label field: tags}."""
+    ours = set()
+    for name in selection_names_:
+        names = selection_names(name)
+        ours.update(names[f"{part}_tag"] for part in ("kept", "pruned", "unscored"))
+    staging = re.compile(r"^.+:(kept|pruned|unscored):staging(:[0-9a-f]{8})?$")
+    found = {}
+    for field, doc in ((f, "detections") for f in dataset.get_field_schema(
+            embedded_doc_type=fo.Detections)):
+        tags = [t for t in dataset.distinct(f"{field}.{doc}.tags")
+                if t in ours or staging.match(t)]
+        if tags:
+            found[field] = sorted(tags)
+    for field in dataset.get_field_schema(embedded_doc_type=fo.Detection):
+        tags = [t for t in dataset.distinct(f"{field}.tags") if t in ours or staging.match(t)]
+        if tags:
+            found[field] = sorted(tags)
+    return found
+
+
 def purge(samples, dry_run: bool = False) -> dict:
     """Removes everything fiftyone-prune wrote on the dataset of ``samples``.
 
@@ -88,8 +112,10 @@ def purge(samples, dry_run: bool = False) -> dict:
         dry_run (False): list what would be removed, and remove nothing
 
     Returns:
-        a dict of what was (or would be) removed: ``runs``, ``fields``, ``tags``,
-        ``saved_views``, ``operations`` (delegated operation ids), ``shard_records``
+        a dict of what was (or would be) removed: ``runs``, ``fields`` (label
+        attributes of object-level runs too), ``tags``, ``label_tags`` (object-level
+        selections' tags, ``"<tag> (labels of <field>)"``), ``saved_views``, ``operations`` (delegated
+        operation ids), ``shard_records``
 
     Raises:
         ValueError: while a run of this package is being written on the dataset
@@ -133,6 +159,9 @@ def purge(samples, dry_run: bool = False) -> dict:
     report["tags"] = sorted({t for s in summaries.values() for t in s["tags"]
                              if t in set(dataset.distinct("tags"))}
                             | set(_leftover_tags(dataset, selections)))
+    label_tags = _leftover_label_tags(dataset, selections)
+    report["label_tags"] = [f"{tag} (labels of {field})" for field, tags in label_tags.items()
+                            for tag in tags]
     report["saved_views"] = sorted({v for s in summaries.values() for v in s["saved_views"]
                                     if dataset.has_saved_view(v)} | set(views))
     report["shard_records"] = [key for key, _ in storage.list_shard_plans(dataset._doc.id)]
@@ -155,6 +184,8 @@ def purge(samples, dry_run: bool = False) -> dict:
             dataset.delete_sample_field(field)
     for tag in report["tags"]:
         dataset.untag_samples(tag)
+    for field, tags in label_tags.items():
+        dataset.untag_labels(tags, label_fields=[field])
     for view in report["saved_views"]:
         if dataset.has_saved_view(view):
             dataset.delete_saved_view(view)

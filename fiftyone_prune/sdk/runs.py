@@ -31,7 +31,8 @@ from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import leases, shard_plans, storage, validation
 from fiftyone_prune.sdk.run_configs import (  # check_key_free, dependent_runs: re-exported
     COMPLETE, CONFIGS, IN_PROGRESS, METHOD_PREFIX, SHARDED, RunChangeRefused, check_key_free,
-    dependent_runs, plan_id, recorded_tag_counts, run_for, selection_owner, selection_names)
+    dependent_runs, plan_id, recorded_tag_counts, run_for, selection_labels, selection_owner,
+    selection_names)
 
 logger = logging.getLogger(__name__)
 
@@ -262,7 +263,9 @@ def run_status(samples, run_key: str) -> str:
     if recorded != current:
         return (f"stale: scoring run {source!r} was recomputed after this selection was "
                 f"made; select again to select from the current scores")
-    counts = dataset.count_sample_tags()
+    labels = selection_labels(cfg)
+    counts = (dataset.count_sample_tags() if labels is None
+              else dataset.count_label_tags(labels[0].split(".")[0]))
     expected = recorded_tag_counts(cfg)
     wrong = {tag: (counts.get(tag, 0), n) for tag, n in expected.items()
              if n is not None and counts.get(tag, 0) != n}

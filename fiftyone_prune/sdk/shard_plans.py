@@ -23,6 +23,7 @@ written), so a requeued shard continues where its killed worker stopped.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import uuid
@@ -247,8 +248,11 @@ def run_or_queue(dataset, plan, steps: ShardSteps, delegate: bool):
     has or will run (never a shard whose worker is alive, nor one whose operation still
     waits in the queue: a resume while the run is healthy queues nothing) and returns
     the plan's status. A plan whose shards are all done but whose last step never ran
-    (its worker died) is finished here."""
+    (its worker died) is finished here, and the operations of done shards whose worker
+    died before FiftyOne recorded their end are ended
+    (:func:`end_finished_operations`)."""
     key = plan["key"]
+    end_finished_operations(dataset, plan)
     if "last_planned_id" not in plan:  # samples with a greater _id were added later
         last = plan_view(dataset, plan).sort_by("_id", reverse=True).limit(1).values("_id")
         plan["last_planned_id"] = str(last[0]) if last else None
@@ -404,6 +408,10 @@ def heal(dataset, key: str, check_claims: bool = False) -> list[int]:
     compare-and-set on what was seen, so that two healers never queue one shard twice.
     Shards run in a process (never queued) are that process's: its caller got the error.
 
+    A done shard whose worker died before FiftyOne recorded the end of its operation
+    (which FiftyOne would list ``running`` forever) has that operation ended too
+    (:func:`end_finished_operations`), also once the run is complete.
+
     Called by every worker when its shard ends (done or failed), by the worker watching
     the last shards (:func:`run_one_shard`), by ``fiftyone-prune runs`` and by a
     planning call that resumes the run.
@@ -412,7 +420,10 @@ def heal(dataset, key: str, check_claims: bool = False) -> list[int]:
         the indices of the shards requeued
     """
     plan = storage.get_shard_plan(plan_id(dataset, key))
-    if plan is None or is_complete(plan):
+    if plan is None:
+        return []
+    end_finished_operations(dataset, plan)
+    if is_complete(plan):
         return []
     healed = []
     for s in plan["shards"]:
@@ -456,6 +467,71 @@ def heal(dataset, key: str, check_claims: bool = False) -> list[int]:
     return healed
 
 
+def _finished_but_running(dataset, plan) -> list[tuple[dict, bool]]:
+    """``(shard, its worker is alive)`` for each done shard whose FiftyOne operation is
+    still listed running: one query for the run's running operations (as many as
+    workers on it), then one lease lookup per such shard."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionRunState
+
+    done = {s["operation"]: s for s in plan["shards"]
+            if s["state"] == DONE and s.get("operation")}
+    if not done:
+        return []
+    running = DelegatedOperationService().list_operations(
+        operator=SHARD_OPERATOR, dataset_name=dataset.name,
+        run_state=ExecutionRunState.RUNNING)
+    out = []
+    for op in running:
+        shard = done.get(str(op.id))
+        if shard is not None:
+            live = leases.current(dataset, shard_lease_key(plan["key"], shard["index"]))
+            out.append((shard, live is not None))
+    return out
+
+
+def end_finished_operations(dataset, plan) -> list[int]:
+    """Marks ``completed`` the FiftyOne operations of done shards that FiftyOne still
+    lists ``running`` although their worker is gone (its shard lease, which a delegated
+    worker keeps until it leaves the run, expired): the worker was killed after marking
+    its shard done and before FiftyOne recorded the operation's end. Returns the
+    indices of those shards. Best effort: FiftyOne's queue is its record, not ours.
+
+    Why ``completed`` rather than ``failed``: what the operation was for, its shard's
+    writes and their done mark, happened and is recorded (fenced by the shard's lease
+    and the plan, like every done shard); what the dead worker had left to do (finish
+    the run, heal others, watch the tail) is not the shard's, and other workers, the
+    tail watcher or the next planning call do it. ``failed`` would tell a person, and
+    the App's re-run button, that the shard's work is missing, and a rerun would do
+    nothing. The operation's result says that its worker died after the shard was
+    done. And a healer that comes just after a live worker let go of its lease, before
+    FiftyOne recorded the end, writes the state FiftyOne is about to write (FiftyOne's
+    own update then finds the state changed and leaves it)."""
+    from fiftyone.operators.delegated import DelegatedOperationService
+    from fiftyone.operators.executor import ExecutionResult, ExecutionRunState
+
+    ended = []
+    try:
+        for shard, alive in _finished_but_running(dataset, plan):
+            if alive:
+                continue
+            note = (f"shard {shard['index']} of {plan['key']!r} was done; its worker "
+                    f"{shard.get('owner')} died before FiftyOne recorded the end of this "
+                    f"operation, which the run's healing completed")
+            result = ExecutionResult(result={"key": plan["key"], "shard": shard["index"],
+                                             "result": shard.get("result"), "note": note})
+            if DelegatedOperationService().set_completed(
+                    ObjectId(shard["operation"]), result=result,
+                    required_state=ExecutionRunState.RUNNING) is not None:
+                logger.warning("Completed the operation of shard %d of %r: %s",
+                               shard["index"], plan["key"], note)
+                ended.append(shard["index"])
+    except Exception as e:  # noqa: BLE001 - bookkeeping: never fails the healing
+        logger.warning("Could not end the operations of done shards of %r: %s",
+                       plan["key"], e)
+    return ended
+
+
 def _heal_quietly(dataset, key, check_claims=False) -> list[int]:
     """:func:`heal`, logging instead of raising: healing others must never fail the
     shard (or the call) that does it."""
@@ -494,14 +570,19 @@ def _operation_waiting(shard) -> bool:
     return op.run_state in (ExecutionRunState.QUEUED, ExecutionRunState.SCHEDULED)
 
 
-def _watch_tail(dataset, key: str, token: str) -> None:
+def _watch_tail(dataset, key: str, token: str, own: int | None = None) -> None:
     """Run by a worker whose shard ended while the rest of the run is on other workers
     and none of its operations waits in the queue: keeps looking (every quarter lease)
     for a shard whose worker died, and requeues it, so that a run whose last worker is
     killed finishes without a person. One watcher per run (its own lease); it stops as
-    soon as the run is complete, replaced or deleted, an operation of it waits in the
-    queue (a worker will run it, and watch in its turn), or nothing is left running. It
-    rides out a database outage (it only reads, and requeues).
+    soon as the run is replaced or deleted, an operation of it waits in the queue (a
+    worker will run it, and watch in its turn), or nothing is left running. Once every
+    shard is done it waits, at most two lease times, for the workers of other done
+    shards whose operations FiftyOne still lists running (``own``: this worker's shard,
+    not waited for) to end them, or for their leases to expire, so that a worker killed
+    just after marking its shard done does not leave its operation running
+    (:func:`end_finished_operations`). It rides out a database outage (it only reads,
+    and requeues).
 
     Why a worker waits rather than something scheduled: FiftyOne's open-source queue
     has no timer, and once every operation of the run is taken nothing else of ours
@@ -509,19 +590,29 @@ def _watch_tail(dataset, key: str, token: str) -> None:
     be idle anyway."""
     try:
         with leases.hold(dataset, tail_watch_lease_key(key)):
+            until = None
             while True:
                 try:
                     plan = storage.get_shard_plan(plan_id(dataset, key))
-                    if plan is None or plan.get("token") != token or is_complete(plan):
+                    if plan is None or plan.get("token") != token:
                         return
-                    if any(s["state"] == QUEUED and _operation_waiting(s)
-                           for s in plan["shards"]):
+                    if not is_complete(plan) and any(
+                            s["state"] == QUEUED and _operation_waiting(s)
+                            for s in plan["shards"]):
                         return
                     heal(dataset, key, check_claims=True)
                     plan = storage.get_shard_plan(plan_id(dataset, key))
-                    if plan is None or not {RUNNING, QUEUED} & {s["state"]
-                                                                 for s in plan["shards"]}:
-                        return  # done, or every shard left is out of tries
+                    if plan is None:
+                        return
+                    if not {RUNNING, QUEUED} & {s["state"] for s in plan["shards"]}:
+                        # done, or every shard left is out of tries: what may be left is
+                        # a done shard's operation whose worker's lease has not expired
+                        if not any(alive and shard["index"] != own for shard, alive
+                                   in _finished_but_running(dataset, plan)):
+                            return
+                        until = until or time.monotonic() + 2 * leases.lease_seconds()
+                        if time.monotonic() > until:
+                            return
                 except ConnectionFailure as e:
                     logger.warning("Watching run %r: the database is unreachable (%s)",
                                    key, e)
@@ -602,6 +693,7 @@ class _ProgressBeat:
         self.counting = steps.reports_writes(plan)
         self.done = None  # the shard's count as this worker knows it (None: not yet)
         self.last = None  # the count last stamped
+        self.stopped = False
         self._lock = threading.Lock()
 
     def start(self, shard):
@@ -619,13 +711,21 @@ class _ProgressBeat:
     def end(self):
         self(query=not self.counting or self.done is None)
 
+    def stop(self):
+        with self._lock:
+            self.stopped = True
+
     def wrote(self, count):
         with self._lock:
+            if self.stopped:
+                return
             self.done = (self.done or 0) + count
             self._stamp()
 
     def __call__(self, query=False):
         with self._lock:
+            if self.stopped:
+                return
             if query or not self.counting:
                 self.done = self.steps.count_done(
                     shard_view(self.dataset, self.plan, self.index), self.plan)
@@ -647,85 +747,98 @@ def run_one_shard(dataset, key: str, index: int, steps: ShardSteps) -> dict:
 
     A delegated shard (one with a queued operation) heals the run around it: when it
     ends, done or failed, the worker requeues the shards whose worker died and the
-    failed ones with tries left (:func:`heal`), its own included, and when nothing of
-    the run waits in the queue it watches the shards still running until they end
-    (:func:`_watch_tail`). A worker whose database vanished waits for it
+    failed ones with tries left (:func:`heal`), its own included, and watches the run's
+    tail (:func:`_watch_tail`). A worker whose database vanished waits for it
     (:data:`DATABASE_WAIT_SECONDS`) before it gives the shard up, so that it can
-    record the failure and requeue the shard when the database is back."""
+    record the failure and requeue the shard when the database is back.
+
+    A delegated shard that is done keeps its lease until its worker leaves the run
+    (finished, healed, watched): the lease is how others tell a worker still in its
+    operation from one that died after marking its shard done, whose FiftyOne
+    operation :func:`heal` then ends. A failed one lets go first, so that the try it
+    requeues is not refused by its own lease."""
     plan = load_plan(dataset, key)
     if not 0 <= index < plan["num_shards"]:
         raise ParameterError(f"Run {key!r} has shards 0..{plan['num_shards'] - 1}, not "
                              f"{index}", "index")
     delegated = bool(plan["shards"][index].get("operation"))
-    try:
-        out, token = _compute_shard(dataset, key, index, steps)
-    except ConnectionFailure:
-        if delegated and _wait_for_database(DATABASE_WAIT_SECONDS):
+    with contextlib.ExitStack() as held:
+        try:
+            out, token = _compute_shard(dataset, key, index, steps, held)
+        except ConnectionFailure:
+            held.close()
+            if delegated and _wait_for_database(DATABASE_WAIT_SECONDS):
+                _heal_quietly(dataset, key)
+            raise
+        except leases.RunLockedError:  # another worker has it: not this worker's to heal
+            raise
+        except BaseException:
+            held.close()
+            if delegated:
+                _heal_quietly(dataset, key)
+            raise
+        if not delegated:
+            held.close()
+        plan = load_plan(dataset, key)
+        if plan.get("token") == token and is_complete(plan):
+            finish_run(dataset, plan, steps)
+        if plan.get("token") == token and delegated:
             _heal_quietly(dataset, key)
-        raise
-    except leases.RunLockedError:  # another worker has it: not this worker's to heal
-        raise
-    except BaseException:
-        if delegated:
-            _heal_quietly(dataset, key)
-        raise
-    plan = load_plan(dataset, key)
-    if plan.get("token") == token and is_complete(plan):
-        finish_run(dataset, plan, steps)
-    elif plan.get("token") == token and delegated:
-        _heal_quietly(dataset, key)
-        _watch_tail(dataset, key, token)
+            _watch_tail(dataset, key, token, own=index)
     return out
 
 
-def _compute_shard(dataset, key, index, steps) -> tuple[dict, str]:
-    """The shard's work under its lease: ``(its result, the plan's token)``. Each start
+def _compute_shard(dataset, key, index, steps, held) -> tuple[dict, str]:
+    """The shard's work under its lease, entered into the ExitStack ``held`` (the
+    caller decides when to let go): ``(its result, the plan's token)``. Each start
     counts a try (``attempts``); a failure is recorded on the shard (``error``, and in
     ``errors`` with the earlier tries'), the database permitting."""
-    with leases.hold(dataset, shard_lease_key(key, index)) as lease:
-        plan = load_plan(dataset, key)
-        shard = plan["shards"][index]
-        token = plan.get("token")
-        out = shard.get("result") or {}
-        if shard["state"] != DONE:
-            tries = (shard.get("attempts") or 0) + 1
-            fence = storage.Fence.of(lease).and_plan(plan["_id"], token)
-            storage.update_shard(plan["_id"], index,
-                                 {"state": RUNNING, "owner": lease.owner, "attempts": tries},
-                                 stamp=("started_at", "heartbeat_at", "progress_at"),
-                                 plan_token=token)
-            beat = _ProgressBeat(dataset, plan, index, steps)
+    lease = held.enter_context(leases.hold(dataset, shard_lease_key(key, index)))
+    plan = load_plan(dataset, key)
+    shard = plan["shards"][index]
+    token = plan.get("token")
+    out = shard.get("result") or {}
+    if shard["state"] != DONE:
+        tries = (shard.get("attempts") or 0) + 1
+        fence = storage.Fence.of(lease).and_plan(plan["_id"], token)
+        storage.update_shard(plan["_id"], index,
+                             {"state": RUNNING, "owner": lease.owner, "attempts": tries},
+                             stamp=("started_at", "heartbeat_at", "progress_at"),
+                             plan_token=token)
+        beat = _ProgressBeat(dataset, plan, index, steps)
+        try:
+            beat.start(shard)
+            lease.heartbeat.add(beat)  # one thread: the lease's renewal and this beat
+            out = steps.process(dataset, plan, shard_view(dataset, plan, index),
+                                fence=fence, on_written=beat.wrote)
+            fence.confirm()
+            beat.end()
+        except BaseException as e:
+            error = f"{type(e).__name__}: {e}"
+            if isinstance(e, ConnectionFailure):
+                _wait_for_database(DATABASE_WAIT_SECONDS)
             try:
-                beat.start(shard)
-                lease.heartbeat.add(beat)  # one thread: the lease's renewal and this beat
-                out = steps.process(dataset, plan, shard_view(dataset, plan, index),
-                                    fence=fence, on_written=beat.wrote)
-                fence.confirm()
-                beat.end()
-            except BaseException as e:
-                error = f"{type(e).__name__}: {e}"
-                if isinstance(e, ConnectionFailure):
-                    _wait_for_database(DATABASE_WAIT_SECONDS)
-                try:
-                    storage.update_shard(
-                        plan["_id"], index,
-                        {"state": FAILED, "error": error,
-                         "errors": (shard.get("errors") or [])[-9:] + [
-                             f"try {tries}: {error}"]},
-                        stamp=("heartbeat_at",), only_if_state=(RUNNING,),
-                        only_if={"owner": lease.owner}, plan_token=token)
-                except ConnectionFailure:  # still gone: its expired lease shows it stale
-                    pass
-                raise
-            # done only on the plan it was computed for: a replaced plan's shard is not
-            if not storage.update_shard(plan["_id"], index,
-                                        {"state": DONE, "result": out, "error": None},
-                                        stamp=("finished_at", "heartbeat_at"),
-                                        plan_token=token):
-                raise leases.LeaseLostError(
-                    f"Sharded run {key!r} was replaced or deleted while shard {index} ran; "
-                    f"its results were fenced out (see fop.shard_status for the current "
-                    f"run)")
+                storage.update_shard(
+                    plan["_id"], index,
+                    {"state": FAILED, "error": error,
+                     "errors": (shard.get("errors") or [])[-9:] + [
+                         f"try {tries}: {error}"]},
+                    stamp=("heartbeat_at",), only_if_state=(RUNNING,),
+                    only_if={"owner": lease.owner}, plan_token=token)
+            except ConnectionFailure:  # still gone: its expired lease shows it stale
+                pass
+            raise
+        finally:
+            beat.stop()  # the lease may outlive the work (run_one_shard): its beat not
+        # done only on the plan it was computed for: a replaced plan's shard is not
+        if not storage.update_shard(plan["_id"], index,
+                                    {"state": DONE, "result": out, "error": None},
+                                    stamp=("finished_at", "heartbeat_at"),
+                                    plan_token=token):
+            raise leases.LeaseLostError(
+                f"Sharded run {key!r} was replaced or deleted while shard {index} ran; "
+                f"its results were fenced out (see fop.shard_status for the current "
+                f"run)")
     return out, token
 
 

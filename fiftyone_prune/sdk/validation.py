@@ -235,8 +235,10 @@ def object_vector_attributes(samples, patches_field) -> list[str]:
     """The vector attributes of the labels of ``patches_field`` (``"emb"`` for
     ``"gt.detections.emb"``): what object-level scoring can read."""
     list_path, _ = patches_list_path(samples, patches_field)
-    return sorted(p[len(list_path) + 1:] for p in object_vector_fields(samples)
-                  if p.startswith(list_path + ".") and "." not in p[len(list_path) + 1:])
+    builtin = set(fo.Detection._fields)  # e.g. "mask", an array but not a vector
+    return sorted(name for p in object_vector_fields(samples)
+                  if p.startswith(list_path + ".")
+                  and "." not in (name := p[len(list_path) + 1:]) and name not in builtin)
 
 
 def check_object_embeddings(samples, patches_field, embeddings_field,

@@ -112,8 +112,8 @@ def test_purge_removes_runs_and_queued_operations(written):
     assert set(dataset.count_sample_tags()) == {"user:kept"}
     assert not DelegatedOperationService().list_operations(dataset_name=dataset.name)
     assert _users(dataset) == users
-    assert fop.purge(dataset) == {"runs": [], "fields": [], "tags": [], "saved_views": [],
-                                  "operations": [], "shard_records": []}
+    assert fop.purge(dataset) == {"runs": [], "fields": [], "tags": [], "label_tags": [],
+                                  "saved_views": [], "operations": [], "shard_records": []}
 
 
 def test_purge_is_refused_while_another_process_writes_a_run(written):
