@@ -9,6 +9,8 @@ that imports go one way: :mod:`~fiftyone_prune.sdk.selection` imports this modul
 
 from __future__ import annotations
 
+import os
+
 from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.core.scaling import curve_sizes
 from fiftyone_prune.sdk import runs, validation
@@ -169,15 +171,32 @@ def quick_evaluation_offer(samples, run_key: str, keep_fraction: float,
     # below the evaluated one, 3 seeds each
     num_classes = len(samples.distinct(f"{label_field}.label"))
     curve = curve_sizes(int(num_train), num_classes, [round(keep_fraction * num_train)])
-    seconds = FIT_SECONDS_PER_SAMPLE_DIM * dim * (
+    idle = FIT_SECONDS_PER_SAMPLE_DIM * dim * (
         num_train * (1 + 8 * keep_fraction) + 3 * sum(curve)) + 5
+    # the figure is a quiet machine's: a busy one shares its cores with the fits (an
+    # estimate of "about 6 s" for minutes of work was reported under load)
+    factor = _busy_factor()
+    seconds = idle * factor
+    busy = (f": this machine is busy now (load {os.getloadavg()[0]:.1f} on "
+            f"{os.cpu_count()} cores); about {idle:.0f} s when idle" if factor > 1.2 else "")
     fraction = round(float(keep_fraction), 2)
     kwargs = dict(label_field=label_field, run_key=run_key, fractions=(fraction,),
                   strategies=DEFAULT_STRATEGIES, seeds=3,
                   balance=balance)
     message = (f"Labels found ({label_field!r}): a quick evaluation at {fraction:.0%} kept "
-               f"(about {seconds:.0f} s) would tell whether a strategy beats random here")
+               f"(about {seconds:.0f} s{busy}) would tell whether a strategy beats random "
+               f"here")
     return {"seconds": seconds, "kwargs": kwargs, "message": message}
+
+
+def _busy_factor() -> float:
+    """How much longer than on an idle machine CPU work takes here now: the 1-minute
+    load per core, at least 1 (1 where the system does not report a load)."""
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return 1.0
+    return max(1.0, load / (os.cpu_count() or 1))
 
 
 #: A selection matches an evaluated kept fraction within this distance (a count ``keep``

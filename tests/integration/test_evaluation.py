@@ -262,7 +262,7 @@ def test_class_without_held_out_sample_is_refused(digits):
         digits.untag_samples("test_no_zero")
 
 
-def test_quick_evaluation_is_offered_then_followed(digits):
+def test_quick_evaluation_is_offered_then_followed(digits, monkeypatch):
     """No evaluation yet, labels exist, a small view: auto offers the quick evaluation
     (with an estimated time), in the SDK and in the App's select form; once it is run,
     auto follows it and the offer goes away."""
@@ -274,7 +274,16 @@ def test_quick_evaluation_is_offered_then_followed(digits):
     fop.compute_prototype_scores(digits, "pixels", run_key="quick", num_clusters=10,
                                  label_field="ground_truth")
     try:
+        # the estimate is a quiet machine's, scaled by how busy this one is now
+        monkeypatch.setattr(os, "getloadavg", lambda: (4.0 * os.cpu_count(), 0.0, 0.0))
+        busy = quick_evaluation_offer(digits, "quick", 0.8)
+        monkeypatch.setattr(os, "getloadavg", lambda: (0.0, 0.0, 0.0))
         offer = quick_evaluation_offer(digits, "quick", 0.8)
+        assert busy["seconds"] == pytest.approx(4 * offer["seconds"])
+        assert "this machine is busy now" in busy["message"]
+        assert f"about {offer['seconds']:.0f} s when idle" in busy["message"]
+        assert "busy" not in offer["message"]
+        monkeypatch.undo()
         assert offer["seconds"] > 0 and "quick evaluation at 80% kept" in offer["message"]
         assert offer["kwargs"]["fractions"] == (0.8,)
         ctx = foo.ExecutionContext(request_params={

@@ -18,7 +18,7 @@ def test_auto_hints_a_quick_evaluation_which_it_then_follows(digits_dataset):
     out = run_cli("select", name, "--keep", "0.5", "--strategy", "auto").stdout
     assert "strategy: random (random: no evaluation of your data fits" in out
     hint = re.search(r"hint: Labels found \('ground_truth'\): a quick evaluation at 50% kept "
-                     r"\(about \d+ s\) would tell whether a strategy beats random here: "
+                     r"\(about \d+ s[^)]*\) would tell whether a strategy beats random here: "
                      r"fiftyone-prune (evaluate .*); then select again", out)
     assert hint, out
     evaluated = run_cli(*hint.group(1).split()).stdout
