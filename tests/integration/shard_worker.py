@@ -4,11 +4,16 @@ inherits the test session's database name and plugins folder.
 
     python -m tests.integration.shard_worker DELAY_S CHUNK
     python -m tests.integration.shard_worker watch DELAY_S CHUNK DATASET KEY INDEX
+    python -m tests.integration.shard_worker stop-after-done DELAY_S CHUNK
 
 Scoring shards read, assign and write ``CHUNK`` samples per step (the setting
 ``storage.READ_BATCH_SIZE``; embedding shards take the run's ``chunk_size``) and each
 write of scores or vectors waits ``DELAY_S`` first, so that a shard takes long enough for
 the test to SIGKILL its worker between two writes; what is written is unchanged.
+
+``stop-after-done`` is the worker that stops itself (SIGSTOP) right after it marked its
+first shard done, before FiftyOne records the end of its operation, so that the test can
+SIGKILL it at that point.
 
 ``watch`` runs one shard in this process (``shards.run_shard``, as the operator does)
 with pymongo's command monitoring on the database client from its first connection, and
@@ -87,7 +92,27 @@ def watch(delay, chunk, dataset_name, key, index):
     print(json.dumps({"reads": reads, "renewals": renewals, "samples_done": done}))
 
 
+def stop_after_done():
+    import os
+    import signal
+
+    from fiftyone_prune.sdk import storage
+
+    update_shard = storage.update_shard
+
+    def update_then_stop(plan_id, index, values, *args, **kwargs):
+        applied = update_shard(plan_id, index, values, *args, **kwargs)
+        if applied and values.get("state") == "done":
+            os.kill(os.getpid(), signal.SIGSTOP)
+        return applied
+
+    storage.update_shard = update_then_stop
+
+
 def main():
+    if sys.argv[1] == "stop-after-done":
+        del sys.argv[1]
+        stop_after_done()
     if sys.argv[1] == "watch":
         watch(float(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5],
               int(sys.argv[6]))

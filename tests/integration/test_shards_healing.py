@@ -147,6 +147,61 @@ def test_a_dead_workers_shard_is_requeued_its_operation_failed_and_tries_are_bou
                           + [s.get("operation") for s in plan["shards"] if s.get("operation")])
 
 
+def process_stopped(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] == "T"
+    except OSError:
+        return False
+
+
+@pytest.mark.slow  # ~25 s: a worker process starts and claims a shard on 2 cores
+def test_a_worker_killed_right_after_its_shard_is_done_leaves_no_operation_running(
+        vectors, tmp_path, monkeypatch):
+    """A real ``fiftyone delegated launch`` worker marks its shard done and is SIGKILLed
+    before FiftyOne records the end of its operation, which FiftyOne would list
+    ``running`` forever. The next worker (here the test, running the last shard as the
+    operator does) finishes the run and, watching its tail until the dead worker's lease
+    has expired, marks that operation ``completed``, its result saying that the shard was
+    done and its worker died; no operation of the run is left running."""
+    monkeypatch.setenv("FIFTYONE_PRUNE_LEASE_SECONDS", "2")
+    queued = queue_run(vectors, "after", num_shards=2)
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT,
+               FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true", OMP_NUM_THREADS="1")
+    worker = subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker",
+                               "stop-after-done", "0", "50"], cwd=REPO_ROOT, env=env,
+                              stdout=open(tmp_path / "worker.log", "w"),
+                              stderr=subprocess.STDOUT)
+    pid_id = shards.plan_id(vectors, "after")
+    try:
+        wait_for(lambda: process_stopped(worker.pid), 120,
+                 "the worker to stop right after marking its shard done")
+        os.kill(worker.pid, signal.SIGKILL)
+        worker.wait()
+        plan = storage.get_shard_plan(pid_id)
+        (index,) = [s["index"] for s in plan["shards"] if s["state"] == "done"]
+        dead_op = plan["shards"][index]["operation"]
+        assert operation(dead_op).run_state == "running"  # FiftyOne never saw its end
+        assert not plan.get("finished")
+        shards.run_shard(vectors, "after", 1 - index)
+        ended = operation(dead_op)
+        assert ended.run_state == "completed", ended.run_state
+        note = ended.result.result["note"]
+        assert f"shard {index} of 'after' was done" in note and "died" in note, note
+        assert ended.result.result["result"] == {"num_scored": 150}
+        vectors.reload()
+        assert runs.run_status(vectors, "after") == "complete"
+        ops = service().list_operations(dataset_name=vectors.name)
+        assert "running" not in [op.run_state for op in ops]
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+        plan = storage.get_shard_plan(pid_id) or {"shards": []}
+        delete_operations(queued["queued_operations"]
+                          + [s.get("operation") for s in plan["shards"] if s.get("operation")])
+
+
 def test_a_healthy_sharded_run_is_in_progress_with_counts_not_interrupted(vectors, capsys):
     """Queued and partly done, with no dead worker: ``runs``, ``run_status`` and
     selection say it is in progress with its counts and to wait, never that it was
