@@ -713,7 +713,7 @@ class SelectSamples(_PruneOperator):
             elif spec.dedup_eps is None:
                 plan = _plan(view, run_key, spec, name)
                 scope = (f"{len(plan.kept_ids) + len(plan.pruned_ids)} scored objects of "
-                         f"{objects}" if objects else f"{len(view)} samples")
+                         f"'{objects}'" if objects else f"{len(view)} samples")
                 inputs.md(f"**Preview** on {scope}\n\n" + _preview_markdown(plan),
                           name="preview")
                 if spec.strategy == "auto":

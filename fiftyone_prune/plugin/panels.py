@@ -209,7 +209,7 @@ class PruningPanel(foo.Panel):
             return
         plan = hist["plan"]
         objects = _objects(ctx)
-        items = f"objects of {objects}" if objects else "samples"
+        items = f"objects of '{objects}'" if objects else "samples"
         # one short line above the plots; the (long) reason goes below them, so that
         # the plots, the pruning curve first, are on screen without scrolling
         ctx.panel.state.summary = (

@@ -76,7 +76,10 @@ def test_objects_embedded_scored_and_selected_from_the_forms_and_the_panel(
 
     # 3. the panel on the object run: counts of objects, class = the boxes' labels
     helpers.open_panel(page, "Data pruning")
-    expect(page.get_by_text(re.compile(r"keeps\s+16\b.*objects of objects"))).to_be_visible(
+    expect(page.get_by_text(re.compile(r"keeps\s+16\b.*objects of 'objects'"))).to_be_visible(
+        timeout=60_000)
+    # the histogram of the objects' distances (its title is the label attribute)
+    expect(page.get_by_text("objects.detections.boxes_distance").first).to_be_visible(
         timeout=60_000)
     shoot(page, "patches_panel")
     apply = page.get_by_role("button", name="Apply selection", exact=True)
@@ -85,7 +88,7 @@ def test_objects_embedded_scored_and_selected_from_the_forms_and_the_panel(
     execute = helpers.execute_button(page)
     expect(execute).to_be_visible(timeout=30_000)
     expect(page.get_by_role("dialog").get_by_text(
-        re.compile(rf"Preview.*on {2 * N} scored objects of objects"))).to_be_visible()
+        re.compile(rf"Preview.*on {2 * N} scored objects of 'objects'"))).to_be_visible()
     expect(execute).to_be_enabled()
     execute.click()
     helpers.close_output(page, "Selection applied")

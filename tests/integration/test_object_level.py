@@ -292,11 +292,11 @@ def test_the_select_form_and_the_panel_work_on_an_object_run(dataset):
     form = foo.get_operator(URI + "select_samples").resolve_input(ctx).type.properties
     assert form["balance"].type.values == ["cluster", "class", "none"]
     assert "dedup_eps" not in form and "label_field" not in form
-    assert "48 scored objects of objects" in form["preview"].default
+    assert "48 scored objects of 'objects'" in form["preview"].default
 
     out = run_event(dataset, "on_load")
     assert out["state"]["error"] is None
-    assert "(objects of objects)" in out["state"]["summary"]
+    assert "(objects of 'objects')" in out["state"]["summary"]
     hist = plot_data(out, "histogram")
     assert sum(hist[0]["y"]) + sum(hist[1]["y"]) == 48
     assert out["state"]["histogram_layout"]["yaxis"]["title"]["text"] == "objects"
