@@ -108,7 +108,7 @@ def cmd_embed(args):
             num_workers=args.num_workers, device=args.device,
             skip_existing=not args.no_skip_existing, checkpoint_path=args.checkpoint,
             image_size=args.image_size, precision=args.precision, progress=True,
-            **sharding,
+            **sharding, **_patches(args),
         )
     except ParameterError:
         # refused before any work: the dataset this command just made holds nothing of
@@ -138,6 +138,17 @@ def _shard_kwargs(args):
     return {} if shards is None else dict(num_shards=shards, delegate=delegate)
 
 
+def _patches(args):
+    field = getattr(args, "patches_field", None)
+    return {} if field is None else dict(patches_field=field)
+
+
+def _add_patches_arg(p, what):
+    p.add_argument("--patches-field", default=None, metavar="FIELD",
+                   help=f"a Detection(s) field: {what} each object on its label instead of "
+                        f"each image")
+
+
 def cmd_score(args):
     import fiftyone_prune as fop
 
@@ -148,7 +159,7 @@ def cmd_score(args):
         dataset, embeddings_field=args.embeddings_field, run_key=args.run_key,
         method=args.method, num_clusters=num_clusters,
         label_field=args.label_field, seed=args.seed, niter=args.niter,
-        overwrite=args.overwrite, progress=True, **sharding,
+        overwrite=args.overwrite, progress=True, **sharding, **_patches(args),
     )
     print(json.dumps(result if isinstance(result, dict) else result.to_dict(), indent=2,
                      default=str))
@@ -522,6 +533,7 @@ def build_parser():
                    help="create the dataset from (or add new images of) this folder")
     _add_embed_args(p)
     _add_shard_args(p)
+    _add_patches_arg(p, "embed the crop of")
     p.set_defaults(func=cmd_embed)
 
     p = sub.add_parser("score", help="score samples by distance to prototypes")
@@ -535,6 +547,7 @@ def build_parser():
     p.add_argument("--niter", type=int, default=25)
     p.add_argument("--overwrite", action="store_true")
     _add_shard_args(p)
+    _add_patches_arg(p, "score")
     p.set_defaults(func=cmd_score)
 
     p = sub.add_parser("requeue", help="re-run the stale and failed shards of a sharded run "

@@ -383,3 +383,33 @@ def test_runs_shows_a_sharded_run_in_progress_and_a_stopped_shard_with_its_error
         for op_id in queued["queued_operations"]:
             DelegatedOperationService().delete_operation(ObjectId(op_id))
         fop.delete_run(digits_dataset, "sh")
+
+
+def test_embed_and_score_objects_with_patches_field(digits_dataset, capsys):
+    """Object-level pruning from the command line: each box embedded onto its label,
+    then each object scored (label attributes) and selected (label tags)."""
+    view = digits_dataset.limit(4)
+    for sample in view:
+        sample["boxes"] = fo.Detections(detections=[
+            fo.Detection(label="a", bounding_box=[0.0, 0.0, 0.6, 0.6]),
+            fo.Detection(label="b", bounding_box=[0.4, 0.4, 0.6, 0.6])])
+        sample.save()
+    name = digits_dataset.name
+    code, out, _ = main_in_process(capsys, "embed", name, "--model", "efficientnet_lite0",
+                                   "--embeddings-field", "box_emb", "--patches-field", "boxes",
+                                   "--image-size", "32")
+    assert code == 0 and last_json(out)["num_embedded"] == 8
+    code, out, _ = main_in_process(capsys, "score", name, "--embeddings-field", "box_emb",
+                                   "--patches-field", "boxes", "--num-clusters", "2",
+                                   "--run-key", "objs")
+    assert code == 0 and last_json(out)["distance_field"] == "boxes.detections.objs_distance"
+    digits_dataset.reload()
+    assert digits_dataset.count("boxes.detections.objs_distance") == 8
+    code, out, _ = main_in_process(capsys, "select", name, "--run-key", "objs", "--keep", "6",
+                                   "--strategy", "hard")
+    assert code == 0 and "kept 6, pruned 2" in out
+    assert digits_dataset.count_label_tags() == {"objs:kept": 6, "objs:pruned": 2}
+    code, _, err = main_in_process(capsys, "score", name, "--embeddings-field", "box_emb",
+                                   "--patches-field", "boxes", "--shards", "2",
+                                   "--run-key", "other")
+    assert code == 2 and err.startswith("error: --shards: ") and "objects" in err
