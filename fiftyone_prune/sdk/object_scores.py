@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import time
 
 import numpy as np
@@ -168,7 +169,12 @@ def score_objects(samples, setup, w, *, patches_field, labels_path, single, desc
         if not replaces:
             for path, a, ftype in zip(final_paths, names, (fo.FloatField, _cluster_type(setup))):
                 dataset.add_sample_field(path, ftype, description=descriptions[a])
-        storage.unset_label_attributes(dataset, labels_path, single, written, w.fence)
+        # and what a killed (or fenced-out) overwrite staged: this writer owns the run now
+        leftovers = storage.label_attribute_names(
+            dataset, labels_path, single,
+            "^(" + "|".join(map(re.escape, names)) + r")_staging_[0-9a-f]{8}$")
+        storage.unset_label_attributes(dataset, labels_path, single,
+                                       sorted(set(written) | set(leftovers)), w.fence)
         bar = fou.ProgressBar(total=len(keys), progress=progress)
         with bar:
             for s in range(0, len(keys), _WRITE_BATCH):

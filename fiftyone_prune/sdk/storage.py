@@ -528,6 +528,19 @@ def unset_label_attributes(dataset: fo.Dataset, list_path: str, single: bool, at
                 [_each_label(list_path, single, rewrite)])
 
 
+def label_attribute_names(dataset: fo.Dataset, list_path: str, single: bool,
+                          pattern: str) -> list[str]:
+    """The attribute names of the labels at ``list_path`` that match the regular
+    expression ``pattern`` (one aggregation; e.g. what a killed writer staged)."""
+    stages = [{"$match": {list_path: {"$exists": True}}}]
+    if not single:
+        stages.append({"$unwind": f"${list_path}"})
+    stages += [{"$project": {"kv": {"$objectToArray": f"${list_path}"}}},
+               {"$unwind": "$kv"}, {"$match": {"kv.k": {"$regex": pattern}}},
+               {"$group": {"_id": "$kv.k"}}]
+    return sorted(d["_id"] for d in dataset._sample_collection.aggregate(stages))
+
+
 def add_label_tag(dataset: fo.Dataset, list_path: str, single: bool, label_ids, tag: str,
                   fence: Fence) -> None:
     """Adds ``tag`` to the tags of the labels ``label_ids`` at ``list_path``, in updates

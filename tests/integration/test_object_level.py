@@ -9,6 +9,7 @@ import re
 
 import numpy as np
 import pytest
+from bson import ObjectId
 from PIL import Image
 
 import fiftyone as fo
@@ -126,6 +127,17 @@ def test_an_object_without_a_vector_is_skipped_and_an_overwrite_keeps_the_old_va
     assert fop.get_run_info(dataset, "obj").config.num_clusters == [3]
     assert fop.run_status(dataset, "obj") == "complete"
     assert not [k for k in dataset.first().objects.detections[0].to_dict() if "staging" in k]
+    # what a killed overwrite staged on the labels is removed by the next writer
+    first = dataset.first().objects.detections[0].id
+    dataset.set_label_values("objects.detections.obj_distance_staging_0a1b2c3d", {first: 0.5})
+    broken.objects.detections[0]["emb"] = broken.objects.detections[1]["emb"] if len(
+        broken.objects.detections) > 1 else np.ones(1280, dtype=np.float32)
+    broken.save()
+    fop.compute_prototype_scores(dataset, "emb", run_key="obj", num_clusters=4,
+                                 patches_field="objects", overwrite=True)
+    assert "obj_distance_staging_0a1b2c3d" not in dataset._sample_collection.find_one(
+        {"objects.detections._id": ObjectId(first)})["objects"]["detections"][0]
+    assert fop.get_run_info(dataset, "obj").config.num_clusters == [4]
 
 
 def test_a_selection_of_objects_tags_labels_and_saves_the_kept_objects(dataset):
