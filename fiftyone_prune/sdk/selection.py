@@ -243,48 +243,34 @@ def read_score_table(samples, cfg, balance, label_field) -> ScoreTable:
     """The scores of run ``cfg`` on ``samples``; for an object-level run one row per
     label (ids are label ids; ``balance="class"`` groups by the objects' own labels)."""
     labels = run_configs.selection_labels(cfg)
-    if labels is not None:
-        return _read_object_table(samples, cfg, labels, balance)
-    fields = ["id", cfg.distance_field, cfg.cluster_field]
-    if balance == "class":
-        fields.append(f"{label_field}.label")
-    values = samples.values(fields)
-    ids = values[0]
-    dist = np.array([np.nan if v is None else v for v in values[1]], dtype=np.float64)
+    if labels is not None:  # one row per label; its class is its own label
+        names = [f.rsplit(".", 1)[-1] for f in (cfg.distance_field, cfg.cluster_field)]
+        _, ids, columns = object_scores.read_labels(samples, labels[0], labels[1],
+                                                    names + ["label"])
+        distances, clusters, classes = (columns[names[0]], columns[names[1]],
+                                        columns["label"])
+        what = "object"
+    else:
+        fields = ["id", cfg.distance_field, cfg.cluster_field]
+        if balance == "class":
+            fields.append(f"{label_field}.label")
+        ids, distances, clusters, *rest = samples.values(fields)
+        classes = rest[0] if rest else None
+        what = "sample"
+    dist = np.array([np.nan if v is None else v for v in distances], dtype=np.float64)
     scored = ~np.isnan(dist)
     if not scored.any():
-        raise ValueError(f"No sample of this view has a score in {cfg.distance_field!r}")
+        raise ValueError(f"No {what} of this view has a score in {cfg.distance_field!r}")
     idx = np.flatnonzero(scored)
-    clusters = [values[2][i] for i in idx]
+    clusters = [clusters[i] for i in idx]
     if balance == "class":
-        groups = [_group_key(values[3][i]) for i in idx]
+        groups = [_group_key(classes[i]) for i in idx]
     elif balance == "cluster":
         groups = [_group_key(c) for c in clusters]
     else:
         groups = None
     return ScoreTable([ids[i] for i in idx], dist[idx], clusters, groups,
                       [i for i, ok in zip(ids, scored) if not ok])
-
-
-def _read_object_table(samples, cfg, labels, balance) -> ScoreTable:
-    labels_path, single = labels
-    names = [f.rsplit(".", 1)[-1] for f in (cfg.distance_field, cfg.cluster_field)]
-    _, label_ids, columns = object_scores.read_labels(samples, labels_path, single,
-                                                      names + ["label"])
-    dist = np.array([np.nan if v is None else v for v in columns[names[0]]], dtype=np.float64)
-    scored = ~np.isnan(dist)
-    if not scored.any():
-        raise ValueError(f"No object of this view has a score in {cfg.distance_field!r}")
-    idx = np.flatnonzero(scored)
-    clusters = [columns[names[1]][i] for i in idx]
-    if balance == "class":
-        groups = [_group_key(columns["label"][i]) for i in idx]
-    elif balance == "cluster":
-        groups = [_group_key(c) for c in clusters]
-    else:
-        groups = None
-    return ScoreTable([label_ids[i] for i in idx], dist[idx], clusters, groups,
-                      [i for i, ok in zip(label_ids, scored) if not ok])
 
 
 def plan_from_table(samples, cfg, table: ScoreTable, spec: SelectionSpec, *, name: str,
