@@ -1270,16 +1270,17 @@ class LoadRunView(_PruneOperator):
 
         key = ctx.params["run_key"]
         cfg = runs.get_run_info(ctx.dataset, key).config
-        if cfg.kind == "prototypes":
-            ctx.ops.set_view(ctx.dataset.exists(cfg.distance_field)
-                             .sort_by(cfg.distance_field, reverse=True))
+        if cfg.kind == "prototypes":  # (an object-level run's objects, as patches)
+            view, distance, _ = runs.scored_view(ctx.dataset, cfg)
+            ctx.ops.set_view(view.sort_by(distance, reverse=True))
             return
         names = selection_names(cfg.name)
         part = ctx.params.get("part") or "kept"
         if part == "kept" and ctx.dataset.has_saved_view(names["view"]):
             ctx.ops.set_view(name=names["view"])
         else:
-            ctx.ops.set_view(ctx.dataset.match_tags(names[f"{part}_tag"]))
+            ctx.ops.set_view(runs.kept_view(ctx.dataset, cfg.name,
+                                            runs.selection_labels(cfg), part))
 
 
 def _kind(ctx, key):

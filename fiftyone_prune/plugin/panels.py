@@ -381,28 +381,16 @@ class PruningPanel(foo.Panel):
 
         cfg = runs.get_run_info(ctx.dataset, ctx.panel.state.run_key).config
         group = ctx.panel.state.group
-        if getattr(cfg, "patches_field", None):  # the objects themselves, as patches
-            field = cfg.patches_field
-            distance, cluster = (f"{field}.{f.rsplit('.', 1)[-1]}"
-                                 for f in (cfg.distance_field, cfg.cluster_field))
-            view = ctx.dataset.to_patches(field).exists(distance)
-            if group not in (None, "", "all"):
-                if (ctx.panel.state.balance or "cluster") == "class":
-                    view = view.match(F(f"{field}.label") == group)
-                else:
-                    value = group if cfg.method_name == "supervised" else int(group)
-                    view = view.match(F(cluster) == value)
-            ctx.ops.set_view(view.sort_by(distance, reverse=reverse))
-            return
-        view = ctx.dataset.exists(cfg.distance_field)
+        # an object-level run's objects themselves, as patches
+        view, distance, cluster = runs.scored_view(ctx.dataset, cfg)
         if group not in (None, "", "all"):
-            label_field = _label_field(ctx)
+            label_field = cfg.patches_field if _objects(ctx) else _label_field(ctx)
             if (ctx.panel.state.balance or "cluster") == "class" and label_field:
                 view = view.match(F(f"{label_field}.label") == group)
             else:
                 value = group if cfg.method_name == "supervised" else int(group)
-                view = view.match(F(cfg.cluster_field) == value)
-        ctx.ops.set_view(view.sort_by(cfg.distance_field, reverse=reverse))
+                view = view.match(F(cluster) == value)
+        ctx.ops.set_view(view.sort_by(distance, reverse=reverse))
 
     # --- layout -------------------------------------------------------------------------
     def render(self, ctx):

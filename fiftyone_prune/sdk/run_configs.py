@@ -560,17 +560,31 @@ def selection_labels(config) -> tuple[str, bool] | None:
     return path, path == getattr(config, "patches_field", None)
 
 
-def kept_view(dataset, name: str, labels: tuple[str, bool] | None = None):
+def kept_view(dataset, name: str, labels: tuple[str, bool] | None = None, part="kept"):
     """What a selection's saved view shows: the samples tagged ``<name>:kept``; for an
     object-level selection, the samples with a kept object, showing only their kept
-    objects (every exporter then writes the kept objects of their images)."""
+    objects (every exporter then writes the kept objects of their images). ``part``:
+    ``"pruned"`` or ``"unscored"`` for those instead."""
     from fiftyone import ViewField as F
 
-    tag = selection_names(name)["kept_tag"]
+    tag = selection_names(name)[f"{part}_tag"]
     if labels is None:
         return dataset.match_tags(tag)
     patches_field = labels[0] if labels[1] else labels[0].rsplit(".", 1)[0]
     return dataset.filter_labels(patches_field, F("tags").contains(tag))
+
+
+def scored_view(dataset, config):
+    """The samples a scoring run scored, or for an object-level run its objects as a
+    patches view, with the distance and cluster paths in that view:
+    ``(view, distance path, cluster path)``."""
+    field = getattr(config, "patches_field", None)
+    if not field:
+        return (dataset.exists(config.distance_field), config.distance_field,
+                config.cluster_field)
+    distance, cluster = (f"{field}.{f.rsplit('.', 1)[-1]}"
+                         for f in (config.distance_field, config.cluster_field))
+    return dataset.to_patches(field).exists(distance), distance, cluster
 
 
 class Selection(PruneRun):

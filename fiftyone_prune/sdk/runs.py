@@ -29,10 +29,11 @@ import fiftyone.core.runs as fors
 
 from fiftyone_prune.core.params import ParameterError
 from fiftyone_prune.sdk import leases, shard_plans, storage, validation
-from fiftyone_prune.sdk.run_configs import (  # check_key_free, dependent_runs: re-exported
+from fiftyone_prune.sdk.run_configs import (  # check_key_free, dependent_runs, kept_view,
+    # scored_view, selection_labels: re-exported
     COMPLETE, CONFIGS, IN_PROGRESS, METHOD_PREFIX, SHARDED, RunChangeRefused, check_key_free,
-    dependent_runs, plan_id, recorded_tag_counts, run_for, selection_labels, selection_owner,
-    selection_names)
+    dependent_runs, kept_view, plan_id, recorded_tag_counts, run_for, scored_view,
+    selection_labels, selection_owner, selection_names)
 
 logger = logging.getLogger(__name__)
 

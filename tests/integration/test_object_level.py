@@ -322,3 +322,27 @@ def test_the_select_form_and_the_panel_work_on_an_object_run(dataset):
     views = run_event(dataset, "show_hardest", state=out["state"])["other"]
     assert "ToPatches" in str(views[0]["params"]["view"])
     assert "objects.obj_distance" in str(views[0]["params"]["view"])
+
+
+def test_load_a_runs_samples_shows_the_objects(dataset):
+    """'Prune: load a run's samples' on an object run: its objects as patches, hardest
+    first; on its selection, the pruned objects (label tags), not samples."""
+    fop.compute_prototype_scores(dataset, "emb", run_key="obj", num_clusters=3,
+                                 patches_field="objects")
+    fop.select_samples(dataset, "obj", keep=0.5, strategy="hard", name="half")
+
+    def shown(params):
+        result = foo.execute_operator(URI + "load_pruning_run_view",
+                                      {"view": dataset.view()}, params=params)
+        result.raise_exceptions()
+        (uri, sent), = [(r["operator_uri"], r["params"])
+                        for r in result.executor.to_json()["requests"]]
+        assert uri == "set_view"
+        return fo.DatasetView._build(dataset, sent["view"])
+
+    hardest = shown({"run_key": "obj"})
+    distances = hardest.values("objects.obj_distance")
+    assert len(distances) == 48 and distances == sorted(distances, reverse=True)
+    pruned = shown({"run_key": "half_selection", "part": "pruned"})
+    assert pruned.count("objects.detections") == 24
+    assert set(pruned.distinct("objects.detections.tags")) == {"half:pruned"}
