@@ -570,17 +570,52 @@ def _operation_waiting(shard) -> bool:
     return op.run_state in (ExecutionRunState.QUEUED, ExecutionRunState.SCHEDULED)
 
 
-def _watch_tail(dataset, key: str, token: str, own: int | None = None) -> None:
-    """Run by a worker whose shard ended while the rest of the run is on other workers
-    and none of its operations waits in the queue: keeps looking (every quarter lease)
-    for a shard whose worker died, and requeues it, so that a run whose last worker is
-    killed finishes without a person. One watcher per run (its own lease); it stops as
-    soon as the run is replaced or deleted, an operation of it waits in the queue (a
-    worker will run it, and watch in its turn), or nothing is left running. Once every
-    shard is done it waits, at most two lease times, for the workers of other done
-    shards whose operations FiftyOne still lists running (``own``: this worker's shard,
-    not waited for) to end them, or for their leases to expire, so that a worker killed
-    just after marking its shard done does not leave its operation running
+#: how long a tail watcher that sees a shard of its run requeued waits for another
+#: worker to claim it: idle ``fiftyone delegated launch`` workers poll the queue every
+#: 0.5 s, so a longer wait means none is idle and this worker should go and run it
+CLAIM_WAIT_SECONDS = 5.0
+
+
+def _claimed_by_another(dataset, key, waiting) -> bool:
+    """Whether another worker claims every operation in ``waiting`` (shards whose
+    operation waits in the queue) within :data:`CLAIM_WAIT_SECONDS`."""
+    deadline = time.monotonic() + max(CLAIM_WAIT_SECONDS, leases.lease_seconds() / 4)
+    while True:
+        plan = storage.get_shard_plan(plan_id(dataset, key))
+        if plan is None:
+            return False
+        shards = {s["index"]: s for s in plan["shards"]}
+        if not any(_operation_waiting(shards[s["index"]]) for s in waiting):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.25)
+
+
+def _watch_tail(dataset, key: str, token: str, own: int | None = None,
+                requeued=()) -> None:
+    """Run by a worker whose shard ended while the rest of the run is on other workers:
+    keeps looking (every quarter lease) for a shard whose worker died, and requeues it,
+    so that a run whose last worker is killed finishes without a person. One watcher per
+    run (its own lease); it stops as soon as the run is replaced or deleted, or nothing
+    is left running.
+
+    An operation of the run waiting in the queue: when the watch starts (a shard not yet
+    taken, mid-run) the worker leaves to run it. One requeued by the watcher (or, when
+    it starts, only the shards this worker's shard end requeued, ``requeued``) is
+    different: the tail is the part where the
+    other workers idle, one of them claims it within its queue poll, and the watcher
+    keeps watching that one (if it dies too, the watcher requeues it again, within about
+    the lease time); only when nobody claims it within :data:`CLAIM_WAIT_SECONDS` (no
+    worker idle: a single worker, or the others busy) does the watcher leave to run it.
+    Before, the watcher always left: the idle worker that took the requeued shard ran
+    it unwatched, and if it died the run stood still until the next ``fiftyone-prune
+    runs`` or planning call (the idle workers only poll FiftyOne's queue).
+
+    Once every shard is done it waits, at most two lease times, for the workers of other
+    done shards whose operations FiftyOne still lists running (``own``: this worker's
+    shard, not waited for) to end them, or for their leases to expire, so that a worker
+    killed just after marking its shard done does not leave its operation running
     (:func:`end_finished_operations`). It rides out a database outage (it only reads,
     and requeues).
 
@@ -591,16 +626,21 @@ def _watch_tail(dataset, key: str, token: str, own: int | None = None) -> None:
     try:
         with leases.hold(dataset, tail_watch_lease_key(key)):
             until = None
+            first = True
             while True:
                 try:
                     plan = storage.get_shard_plan(plan_id(dataset, key))
                     if plan is None or plan.get("token") != token:
                         return
-                    if not is_complete(plan) and any(
-                            s["state"] == QUEUED and _operation_waiting(s)
-                            for s in plan["shards"]):
+                    waiting = [s for s in plan["shards"]
+                               if s["state"] == QUEUED and _operation_waiting(s)]
+                    if waiting and (
+                            (first and not {s["index"] for s in waiting} <= set(requeued))
+                            or not _claimed_by_another(dataset, key, waiting)):
                         return
-                    heal(dataset, key, check_claims=True)
+                    first = False
+                    if heal(dataset, key, check_claims=True):
+                        continue  # requeued: wait for its claim at once
                     plan = storage.get_shard_plan(plan_id(dataset, key))
                     if plan is None:
                         return
@@ -783,8 +823,8 @@ def run_one_shard(dataset, key: str, index: int, steps: ShardSteps) -> dict:
         if plan.get("token") == token and is_complete(plan):
             finish_run(dataset, plan, steps)
         if plan.get("token") == token and delegated:
-            _heal_quietly(dataset, key)
-            _watch_tail(dataset, key, token, own=index)
+            healed = _heal_quietly(dataset, key)
+            _watch_tail(dataset, key, token, own=index, requeued=healed)
     return out
 
 

@@ -21,7 +21,8 @@ import fiftyone as fo
 import fiftyone_prune as fop
 from fiftyone_prune.sdk import leases, runs, shard_plans, shards, storage
 from tests.conftest import REPO_ROOT
-from tests.integration.test_shards import vectors_dataset, wait_for
+from tests.integration.test_shards import (  # noqa: F401 - workers: a fixture
+    assert_same_scores, vectors_dataset, wait_for, workers)
 
 
 @pytest.fixture()
@@ -200,6 +201,66 @@ def test_a_worker_killed_right_after_its_shard_is_done_leaves_no_operation_runni
         plan = storage.get_shard_plan(pid_id) or {"shards": []}
         delete_operations(queued["queued_operations"]
                           + [s.get("operation") for s in plan["shards"] if s.get("operation")])
+
+
+def owner_pid(shard):
+    owner = shard.get("owner")
+    return int(owner.split("/pid ")[1].split("/")[0]) if owner else None
+
+
+@pytest.mark.slow  # ~50 s: three worker processes start on 2 cores, two are killed
+def test_the_last_shard_requeued_then_its_new_worker_killed_finishes_with_no_command(
+        vectors, workers):
+    """Two scoring shards on three real ``fiftyone delegated launch`` workers (a 3 s
+    lease). The worker of one shard is SIGKILLed mid-shard; the other finishes its shard
+    and watches the tail, requeues the dead worker's shard, and the idle third worker
+    claims it and is SIGKILLed too, right after starting it. Nobody runs a command: the
+    watcher saw the claim, kept watching, requeues the shard again once the lease has
+    expired and, with no idle worker left to claim it, runs it itself. The run completes
+    equal to the single-process run."""
+    fop.compute_prototype_scores(vectors, "emb", run_key="ref", num_clusters=3, seed=1)
+    queued = queue_run(vectors, "tail", num_shards=2)
+    pids = {p.pid: p for p in workers}
+    pid_id = shards.plan_id(vectors, "tail")
+    ops = list(queued["queued_operations"])
+    try:
+        def one_mid_write_other_running():
+            plan = storage.get_shard_plan(pid_id)
+            running = [s for s in plan["shards"]
+                       if s["state"] == "running" and owner_pid(s) in pids]
+            mid = [s for s in running if 10 <= s["samples_done"] <= 100]
+            return mid[0] if len(running) == 2 and mid else None
+
+        shard = wait_for(one_mid_write_other_running, 120, "both shards running")
+        index, first = shard["index"], owner_pid(shard)
+        other = owner_pid(storage.get_shard_plan(pid_id)["shards"][1 - index])
+        os.kill(first, signal.SIGKILL)
+        pids.pop(first).wait()
+        (idle,) = set(pids) - {other}
+
+        def taken_by_the_idle_worker():
+            s = storage.get_shard_plan(pid_id)["shards"][index]
+            return s["state"] == "running" and owner_pid(s) == idle
+
+        wait_for(taken_by_the_idle_worker, 120, "the requeued shard on the idle worker")
+        os.kill(idle, signal.SIGKILL)
+        pids.pop(idle).wait()
+
+        # no command: the watching worker requeues it again and runs it
+        wait_for(lambda: storage.get_shard_plan(pid_id).get("finished"), 90,
+                 "the run to finish with no command")
+        plan = storage.get_shard_plan(pid_id)
+        ops += [s["operation"] for s in plan["shards"] if s.get("operation")]
+        killed = plan["shards"][index]
+        assert killed["state"] == "done" and owner_pid(killed) == other
+        assert killed["attempts"] == 3, killed  # the two killed tries and the last
+        vectors.reload()
+        assert runs.run_status(vectors, "tail") == "complete"
+        assert_same_scores(vectors, "tail", "ref")
+    finally:
+        plan = storage.get_shard_plan(pid_id) or {"shards": []}
+        delete_operations(ops + [s.get("operation") for s in plan["shards"]
+                                 if s.get("operation")])
 
 
 def test_a_healthy_sharded_run_is_in_progress_with_counts_not_interrupted(vectors, capsys):
