@@ -166,18 +166,22 @@ def test_sharded_embeddings_equal_the_single_process_run(digits_dataset):
     assert again.num_embedded == 0
 
 
-@pytest.fixture()
-def workers(tmp_path):
+def start_workers(tmp_path, lease_seconds="3", delay="0.2"):
+    """Three real workers; each scoring step is 5 samples, each write slowed by
+    ``delay`` seconds."""
     # one OpenMP thread per worker: three workers' spinning thread pools on 2 cores made
     # one 32 px forward pass take seconds
-    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT, FIFTYONE_PRUNE_LEASE_SECONDS="3",
+    env = dict(os.environ, FIFTYONE_PLUGINS_DIR=REPO_ROOT,
+               FIFTYONE_PRUNE_LEASE_SECONDS=lease_seconds,
                FIFTYONE_ALLOW_LEGACY_ORCHESTRATORS="true", OMP_NUM_THREADS="1")
-    procs = [subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker",
-                               "0.2", "5"], cwd=REPO_ROOT, env=env,
-                              stdout=open(tmp_path / f"worker{i}.log", "w"),
-                              stderr=subprocess.STDOUT)
-             for i in range(3)]
-    yield procs
+    return [subprocess.Popen([sys.executable, "-m", "tests.integration.shard_worker",
+                              delay, "5"], cwd=REPO_ROOT, env=env,
+                             stdout=open(tmp_path / f"worker{i}.log", "w"),
+                             stderr=subprocess.STDOUT)
+            for i in range(3)]
+
+
+def stop_workers(procs):
     for p in procs:
         if p.poll() is None:
             p.terminate()
@@ -186,6 +190,13 @@ def workers(tmp_path):
             p.wait(timeout=20)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+@pytest.fixture()
+def workers(tmp_path):
+    procs = start_workers(tmp_path)
+    yield procs
+    stop_workers(procs)
 
 
 def wait_for(condition, timeout, what):

@@ -21,8 +21,8 @@ import fiftyone as fo
 import fiftyone_prune as fop
 from fiftyone_prune.sdk import leases, runs, shard_plans, shards, storage
 from tests.conftest import REPO_ROOT
-from tests.integration.test_shards import (  # noqa: F401 - workers: a fixture
-    assert_same_scores, vectors_dataset, wait_for, workers)
+from tests.integration.test_shards import (
+    assert_same_scores, start_workers, stop_workers, vectors_dataset, wait_for)
 
 
 @pytest.fixture()
@@ -208,30 +208,42 @@ def owner_pid(shard):
     return int(owner.split("/pid ")[1].split("/")[0]) if owner else None
 
 
+@pytest.fixture()
+def slow_workers(tmp_path):
+    # a 4 s lease: a claim younger than the lease counts as starting, and a worker on
+    # the loaded 2 cores took seconds from its claim to its shard's start; 0.4 s a
+    # write of 5 samples: a 150-sample shard takes 12 s
+    procs = start_workers(tmp_path, lease_seconds="4", delay="0.4")
+    yield procs
+    stop_workers(procs)
+
+
 @pytest.mark.slow  # ~50 s: three worker processes start on 2 cores, two are killed
 def test_the_last_shard_requeued_then_its_new_worker_killed_finishes_with_no_command(
-        vectors, workers):
-    """Two scoring shards on three real ``fiftyone delegated launch`` workers (a 3 s
-    lease). The worker of one shard is SIGKILLed mid-shard; the other finishes its shard
-    and watches the tail, requeues the dead worker's shard, and the idle third worker
-    claims it and is SIGKILLed too, right after starting it. Nobody runs a command: the
+        vectors, slow_workers):
+    """Two scoring shards on three real ``fiftyone delegated launch`` workers (a 4 s
+    lease). The worker of one shard is SIGKILLed early in its shard; the other, whose
+    shard ends after the dead worker's lease has expired, requeues the dead worker's
+    shard as its own ends and watches the tail; the idle third worker claims it and is
+    SIGKILLed too, right after starting it. Nobody runs a command: the
     watcher saw the claim, kept watching, requeues the shard again once the lease has
     expired and, with no idle worker left to claim it, runs it itself. The run completes
     equal to the single-process run."""
     fop.compute_prototype_scores(vectors, "emb", run_key="ref", num_clusters=3, seed=1)
     queued = queue_run(vectors, "tail", num_shards=2)
-    pids = {p.pid: p for p in workers}
+    pids = {p.pid: p for p in slow_workers}
     pid_id = shards.plan_id(vectors, "tail")
     ops = list(queued["queued_operations"])
     try:
-        def one_mid_write_other_running():
+        def both_early():  # the survivor still has >= 90 samples (>= 7 s) to go
             plan = storage.get_shard_plan(pid_id)
             running = [s for s in plan["shards"]
                        if s["state"] == "running" and owner_pid(s) in pids]
-            mid = [s for s in running if 10 <= s["samples_done"] <= 100]
-            return mid[0] if len(running) == 2 and mid else None
+            if len(running) == 2 and all(s["samples_done"] <= 60 for s in running):
+                return max(running, key=lambda s: s["samples_done"])
+            return None
 
-        shard = wait_for(one_mid_write_other_running, 120, "both shards running")
+        shard = wait_for(both_early, 120, "both shards running, early")
         index, first = shard["index"], owner_pid(shard)
         other = owner_pid(storage.get_shard_plan(pid_id)["shards"][1 - index])
         os.kill(first, signal.SIGKILL)
