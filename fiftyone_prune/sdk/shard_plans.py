@@ -603,14 +603,14 @@ def _watch_tail(dataset, key: str, token: str, own: int | None = None,
     An operation of the run waiting in the queue: when the watch starts (a shard not yet
     taken, mid-run) the worker leaves to run it. One requeued by the watcher (or, when
     it starts, only the shards this worker's shard end requeued, ``requeued``) is
-    different: the tail is the part where the
-    other workers idle, one of them claims it within its queue poll, and the watcher
-    keeps watching that one (if it dies too, the watcher requeues it again, within about
-    the lease time); only when nobody claims it within :data:`CLAIM_WAIT_SECONDS` (no
-    worker idle: a single worker, or the others busy) does the watcher leave to run it.
-    Before, the watcher always left: the idle worker that took the requeued shard ran
-    it unwatched, and if it died the run stood still until the next ``fiftyone-prune
-    runs`` or planning call (the idle workers only poll FiftyOne's queue).
+    different: at the tail the other workers idle, one of them claims it within its
+    queue poll, and the watcher keeps watching that one (if it dies too, the watcher
+    requeues it again, within about the lease time); only when nobody claims it within
+    :data:`CLAIM_WAIT_SECONDS` (no worker idle: a single worker, or the others busy)
+    does the watcher leave to run it. A watcher that left at every requeue let the idle
+    worker that took the shard run it unwatched, and if that one died the run stood
+    still until the next ``fiftyone-prune runs`` or planning call (idle workers only
+    poll FiftyOne's queue).
 
     Once every shard is done it waits, at most two lease times, for the workers of other
     done shards whose operations FiftyOne still lists running (``own``: this worker's
