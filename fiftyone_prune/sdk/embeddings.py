@@ -358,9 +358,15 @@ def _check_resume(samples, path, settings):
     or one field would mix two embedding spaces while its info names only one."""
     dataset = samples._dataset
     field = dataset.get_field(path)
-    if field is None or dataset.count(path) == 0:
+    if field is None:
         return
     recorded = (field.info or {}).get("fiftyone_prune")
+    # the same settings (a resume, every shard of a sharded run) need no scan of the
+    # field; only a mismatch asks whether any vector is there to mix with
+    if recorded is not None and not _differences(recorded, settings):
+        return
+    if dataset.count(path) == 0:
+        return
     if recorded is None:
         raise ParameterError(
             f"Field {path!r} already holds vectors with no record of the model that made "
