@@ -1246,10 +1246,16 @@ class _ScoringShards(shard_plans.ShardSteps):
                     extra.update(centroids=stored.centroids,
                                  centroids_by_k=stored.centroids_by_k,
                                  cluster_sizes=[int(s) for s in sizes])
-                skipped = view.exists(distance_field, False).values("id")
+                unscored = view.exists(distance_field, False)
+                skipped = unscored.values("id")
                 if "num_zero_vectors" not in more:
-                    no_embedding = view.exists(p["embeddings_field"], False).count()
-                    more["num_zero_vectors"] = len(skipped) - no_embedding
+                    # read, not inferred: an unscored sample with a vector may also be one
+                    # copied in with an old id after its shard ran (not computed; the plan
+                    # reports those), not an all-zero vector
+                    with_vector = unscored.exists(p["embeddings_field"])
+                    more["num_zero_vectors"] = (
+                        len(_zero_rows(read_embeddings(with_vector, p["embeddings_field"])[1]))
+                        if with_vector.count() else 0)
                 # in place (results, then the state): re-registering would delete and
                 # recreate the run, which readers in other processes could see missing
                 results = dataset.init_run_results(

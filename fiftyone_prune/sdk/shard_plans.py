@@ -684,6 +684,26 @@ def late_samples_pending(dataset, plan, steps) -> int:
     return late.count() - steps.count_done(late, plan)
 
 
+def count_unplanned(dataset, plan) -> int:
+    """Samples in the planned view that neither planning nor the late-sample catch-up
+    saw: added after planning with an ``_id`` older than the plan's greatest (copied
+    with their ids, e.g. ``add_collection(..., new_ids=False)``), into slices whose
+    shards had already run. Two counts (the view, the late range) at the run's end; a
+    deletion meanwhile can hide as many of them as were deleted."""
+    if not plan.get("last_planned_id"):
+        return 0
+    now = plan_view(dataset, plan).count()
+    return max(0, now - plan["total"] - late_samples_view(dataset, plan).count())
+
+
+def unplanned_message(count: int) -> str:
+    return (f"{count} sample(s) were added after this run was planned with ids older than "
+            f"the plan's (copied with their ids): their slices had already run, so this run "
+            f"did not compute them (they read as not computed, never as zero vectors). Run "
+            f"the same call again without num_shards: an embedding run computes only what "
+            f"is missing; a scoring run needs overwrite=True")
+
+
 def finish_run(dataset, plan, steps) -> None:
     """The run's last step, once every shard is done, by one worker (its own lease;
     whoever comes second leaves it to the first): computes the samples added to the
@@ -706,6 +726,10 @@ def finish_run(dataset, plan, steps) -> None:
                 logger.info("Run %r: computed the samples added after it was planned: %s",
                             key, out)
                 storage.update_shard_plan(plan["_id"], {"late": out})
+            unplanned = count_unplanned(dataset, plan)
+            if unplanned > 0:
+                storage.update_shard_plan(plan["_id"], {"unplanned": unplanned})
+                logger.warning("Run %r: %s", key, unplanned_message(unplanned))
             steps.finish(dataset, load_plan(dataset, key))
             if is_current(dataset, plan):
                 storage.update_shard_plan(plan["_id"], {"finished": True})
@@ -885,7 +909,7 @@ def _compute_shard(dataset, key, index, steps, held) -> tuple[dict, str]:
 def shard_status(dataset, key: str, stale_after: float | None = None,
                  steps: ShardSteps | None = None) -> dict:
     """Where sharded run ``key`` stands: ``{"key", "kind", "num_shards", "total",
-    "samples_done", "counts": {state: n}, "complete", "seconds_left", "late",
+    "samples_done", "counts": {state: n}, "complete", "seconds_left", "late", "unplanned",
     "shards": [{"index", "state", "owner", "samples_done", "samples_total", "error",
     "errors", "attempts", "retries_left"}]}`` (with ``steps``, also ``late_samples``:
     samples added to the view after planning that the run has not computed yet; it
@@ -957,7 +981,7 @@ def shard_status(dataset, key: str, stale_after: float | None = None,
            "total": plan["total"], "samples_done": done_total, "counts": counts,
            "complete": complete, "shards": shards,
            "seconds_left": None if complete else _seconds_left(plan, done_total, now),
-           "late": plan.get("late")}
+           "late": plan.get("late"), "unplanned": plan.get("unplanned", 0)}
     if steps is not None:
         out["late_samples"] = late_samples_pending(dataset, plan, steps)
     return out
@@ -993,6 +1017,8 @@ def describe_progress(status: dict) -> str:
     if status.get("late_samples"):
         line += (f"; {status['late_samples']} sample(s) added after this run was planned: "
                  f"the run computes them after its last shard")
+    if status.get("unplanned"):
+        line += f"; {unplanned_message(status['unplanned'])}"
     return line
 
 

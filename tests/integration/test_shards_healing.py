@@ -10,7 +10,7 @@ import socket
 import subprocess
 import sys
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta, timezone
 
 import numpy as np
 import pytest
@@ -20,7 +20,7 @@ import fiftyone as fo
 
 import fiftyone_prune as fop
 from fiftyone_prune.sdk import leases, runs, shard_plans, shards, storage
-from tests.conftest import REPO_ROOT
+from tests.conftest import REPO_ROOT, unique_name
 from tests.integration.test_shards import (
     assert_same_scores, start_workers, stop_workers, vectors_dataset, wait_for)
 
@@ -353,6 +353,49 @@ def test_samples_added_after_planning_are_scored_by_the_run_not_counted_as_zero(
     finally:
         delete_operations(queued["queued_operations"])
 
+
+
+def test_samples_copied_in_with_old_ids_after_their_shard_ran_are_reported(vectors, capsys):
+    """Samples copied in with their ids (older than the plan's greatest) into a slice
+    whose shard had run are not computed by this run: it says how many, why and the fix
+    (``runs``, the status and a warning), and counts them as no zero vector."""
+    from fiftyone_prune import cli
+
+    queued = queue_run(vectors, "copied", num_shards=2)
+    copy = None
+    try:
+        shards.run_shard(vectors, "copied", 0)  # the first range: old ids fall here
+        copy = fo.Dataset(unique_name("copied"))
+        rng = np.random.default_rng(6)
+        copy.add_samples([fo.Sample(filepath=f"/nonexistent/copied{i}.jpg",
+                                    emb=rng.normal(size=16).astype(np.float32))
+                          for i in range(3)])
+        # what add_collection(new_ids=False) keeps: the copies' own ids, here made older
+        # than every planned one
+        old = [ObjectId.from_datetime(datetime(2001, 1, 1, 0, 0, i, tzinfo=timezone.utc))
+               for i in range(3)]
+        docs = list(copy._sample_collection.find({}))
+        for doc, oid in zip(docs, old):
+            doc["_id"] = oid
+            doc["_dataset_id"] = vectors._doc.id
+        vectors._sample_collection.insert_many(docs)
+        shards.run_shard(vectors, "copied", 1)  # the last shard: the run's end
+        vectors.reload()
+        status = shards.shard_status(vectors, "copied")
+        assert status["complete"] and status["unplanned"] == 3
+        assert runs.run_status(vectors, "copied") == "complete"
+        cfg = vectors.get_run_info("copied").config
+        assert cfg.num_zero_vectors == 0
+        assert vectors.select([str(o) for o in old]).count("copied_distance") == 0
+        assert cli.main(["runs", vectors.name]) == 0
+        out = capsys.readouterr().out
+        assert "3 sample(s) were added after this run was planned with ids older" in out
+        assert "a scoring run needs overwrite=True" in out
+    finally:
+        delete_operations(queued["queued_operations"])
+        if copy is not None:
+            copy.delete()
+        vectors._sample_collection.delete_many({"filepath": {"$regex": "copied"}})
 
 MONGOD = os.path.join(os.path.dirname(fo.__file__), "db", "bin", "mongod")
 #: the outage the issue asks to ride out; longer than the driver's 30 s server-selection
