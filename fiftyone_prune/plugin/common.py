@@ -357,9 +357,22 @@ def free_key(samples, base: str) -> str:
     return f"{base}_{i}"
 
 
+def unpatched(view):
+    """The collection a patches view was made from (the panel's *Show hardest* opens an
+    object run's objects as patches; selecting works on their source, whose labels the
+    run scored), else ``view``."""
+    if getattr(view, "_is_patches", False):
+        return view._source_collection
+    return view
+
+
 def describe_target(ctx) -> str:
     """Which samples a panel or form works on, in the App's words."""
     view = ctx.view
+    if getattr(view, "_is_patches", False):
+        source = unpatched(view)
+        return (f"the objects of {'the whole dataset' if not source._stages else 'the view'}"
+                f" ({len(source)} samples) shown as patches")
     n = len(view)
     if not getattr(view, "_stages", None):
         return f"the whole dataset ({n} samples)"

@@ -654,7 +654,7 @@ class SelectSamples(_PruneOperator):
             common.error_notice(inputs, "no_runs", "No prototype scores yet: run 'Prune: "
                                 "compute prototype scores' first")
             return common.form(ctx, inputs, "Select samples")
-        view = common.target_view(ctx)
+        view = common.unpatched(common.target_view(ctx))  # objects shown as patches
         default_run = common.default_scoring_run(view, score_runs)
         _dropdown(inputs, "run_key", [(k, k) for k in score_runs], "Scoring run",
                   default=default_run,
@@ -730,7 +730,7 @@ class SelectSamples(_PruneOperator):
     def execute(self, ctx):
         from fiftyone_prune.sdk.selection import apply_plan, selection_names
 
-        view = common.target_view(ctx)
+        view = common.unpatched(common.target_view(ctx))
         run_key, spec, name = selection_request(ctx.params)
 
         def work(progress):

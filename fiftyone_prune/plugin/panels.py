@@ -191,14 +191,16 @@ class PruningPanel(foo.Panel):
             ctx.panel.state.run_key = None
             return
         if s.run_key not in keys:
-            ctx.panel.state.run_key = common.default_scoring_run(ctx.view, keys)
+            ctx.panel.state.run_key = common.default_scoring_run(common.unpatched(ctx.view),
+                                                                 keys)
         keep = s.keep if s.keep else 0.8
         strategy = s.strategy or "auto"
         balance = s.balance or "cluster"
         group = s.group if s.group not in (None, "", "all") else None
         label_field = _label_field(ctx) if balance == "class" else None
         try:
-            hist = selection_histogram(ctx.view, ctx.panel.state.run_key, group=group,
+            hist = selection_histogram(common.unpatched(ctx.view), ctx.panel.state.run_key,
+                                       group=group,
                                        spec=selection_spec_from_inputs(dict(
                                            keep=keep, strategy=strategy, balance=balance,
                                            label_field=label_field)))

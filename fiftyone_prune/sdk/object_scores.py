@@ -168,6 +168,11 @@ def score_objects(samples, setup, w, *, patches_field, labels_path, single, desc
     try:
         if not replaces:
             for path, a, ftype in zip(final_paths, names, (fo.FloatField, _cluster_type(setup))):
+                declared = dataset.get_field(path)
+                if declared is not None and type(declared) is not ftype:
+                    # what a killed first run left (overwrite=True was checked): replaced
+                    w.check()
+                    dataset.delete_sample_field(path)
                 dataset.add_sample_field(path, ftype, description=descriptions[a])
         # and what a killed (or fenced-out) overwrite staged: this writer owns the run now
         leftovers = storage.label_attribute_names(
@@ -249,9 +254,11 @@ def _roll_back(dataset, labels_path, single, written, declared_paths, w, run_key
 
 
 def check_object_arguments(samples, *, embeddings_field, patches_field, label_field,
-                           num_shards, delegate, num_clusters, run_key, overwrite):
-    """The object-level checks of :func:`~fiftyone_prune.sdk.scores.check_scoring_inputs`:
-    returns ``(labels path, one label per sample)``."""
+                           num_shards, delegate, num_clusters, run_key, overwrite,
+                           orphans_at=lambda labels_path: ()):
+    """The object-level checks of :func:`~fiftyone_prune.sdk.scores.check_scoring_inputs`
+    (``orphans_at(labels_path)``: the run's label attributes a killed first run left
+    without its run): returns ``(labels path, one label per sample)``."""
     if getattr(samples, "_is_patches", False):
         raise ParameterError(
             "Got a patches view (to_patches): its samples are copies; pass the source "
@@ -269,8 +276,16 @@ def check_object_arguments(samples, *, embeddings_field, patches_field, label_fi
                              "of patches_field in one process (leave num_shards unset)",
                              "num_shards")
     mine = set(runs.owned_fields(samples, run_key)) if overwrite else set()
+    orphans = orphans_at(labels_path)
     for name in run_configs.score_field_names(run_key):
         path = f"{labels_path}.{name}"
+        if path in orphans:
+            if not overwrite:
+                raise ParameterError(
+                    f"Label attribute {path!r} was left by a run {run_key!r} that was "
+                    f"killed before it finished (no run is registered); pass "
+                    f"overwrite=True to replace it", "overwrite")
+            continue
         if samples._dataset.get_field(path) is not None and path not in mine:
             raise ParameterError(
                 f"Label attribute {path!r} already exists and was not created by run "

@@ -71,6 +71,25 @@ def _leftover_tags(dataset, selection_names_: set[str]) -> list[str]:
     return sorted(t for t in dataset.distinct("tags") if t in ours or staging.match(t))
 
 
+def _label_lists(dataset):
+    """``(labels path, one label per sample, field)`` of every Detection(s) field."""
+    return ([(f"{f}.detections", False, f) for f in dataset.get_field_schema(
+        embedded_doc_type=fo.Detections)]
+        + [(f, True, f) for f in dataset.get_field_schema(embedded_doc_type=fo.Detection)])
+
+
+def _staged_label_attributes(dataset) -> dict[tuple, list[str]]:
+    """What killed object-level overwrites staged on labels (never declared, so no
+    schema lists it): {(labels path, single): attribute names}."""
+    found = {}
+    for path, single, _ in _label_lists(dataset):
+        names = storage.label_attribute_names(
+            dataset, path, single, r"_(distance|cluster)_staging_[0-9a-f]{8}$")
+        if names:
+            found[(path, single)] = names
+    return found
+
+
 def _leftover_label_tags(dataset, selection_names_: set[str]) -> dict[str, list[str]]:
     """The same tags on the labels of Detection(s) fields (object-level selections):
     {label field: tags}."""
@@ -154,8 +173,11 @@ def purge(samples, dry_run: bool = False) -> dict:
                   if s["kind"] == "selection"} - {None}
     views = _leftover_views(dataset)
     selections |= set(views.values())
+    staged = _staged_label_attributes(dataset)
     report["fields"] = sorted({f for s in summaries.values() for f in s["fields"]
-                               if dataset.has_field(f)} | set(_leftover_fields(dataset)))
+                               if dataset.has_field(f)} | set(_leftover_fields(dataset))
+                              | {f"{path}.{n}" for (path, _), names in staged.items()
+                                 for n in names})
     report["tags"] = sorted({t for s in summaries.values() for t in s["tags"]
                              if t in set(dataset.distinct("tags"))}
                             | set(_leftover_tags(dataset, selections)))
@@ -182,6 +204,8 @@ def purge(samples, dry_run: bool = False) -> dict:
     for field in report["fields"]:
         if dataset.has_field(field):
             dataset.delete_sample_field(field)
+    for (path, single), names in staged.items():
+        storage.unset_label_attributes(dataset, path, single, names, fence=None)
     for tag in report["tags"]:
         dataset.untag_samples(tag)
     for field, tags in label_tags.items():

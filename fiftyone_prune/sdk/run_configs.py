@@ -467,16 +467,63 @@ class PrototypeScores(PruneRun):
         return super().created_fields(dataset, key) + staging_fields_of(
             dataset, self.get_fields(dataset, key))
 
+    def _labels(self):
+        path = getattr(self.config, "labels_path", None)
+        return None if not path else (path, path == self.config.patches_field)
+
+    def _remove_staged_attributes(self, dataset, fence):
+        """An object-level run: the staging attributes a killed overwrite left on the
+        labels (never declared, so no schema lists them)."""
+        labels = self._labels()
+        names = score_field_names(self.config.field_prefix)
+        leftovers = storage.label_attribute_names(
+            dataset, *labels, "^(" + "|".join(map(re.escape, names)) + r")_staging_[0-9a-f]{8}$")
+        if leftovers:
+            storage.unset_label_attributes(dataset, *labels, leftovers, fence)
+
+    def _cleanup_more(self, dataset, key, fence):
+        if self._labels() is not None:
+            self._remove_staged_attributes(dataset, fence)
+
     def _rename_owned(self, dataset, key, new_key, fence):
         """The fields follow the key (``p_distance`` -> ``q_distance``), so a new run
         under the old key starts fresh and deleting either run deletes its own fields.
         Staging fields a killed overwrite left are removed (this holds the lease)."""
         cfg = self.config
+        if self._labels() is not None:
+            self._rename_label_attributes(dataset, key, new_key, fence)
+            return
         leftovers = staging_fields_of(dataset, self.get_fields(dataset, key))
         if leftovers:
             dataset.delete_sample_fields(leftovers)
         _rename_fields(dataset, dict(zip(map(cfg._path, score_field_names(cfg.field_prefix)),
                                          map(cfg._path, score_field_names(new_key)))), key)
+        cfg.field_prefix = new_key
+        dataset.update_run_config(key, cfg)
+
+    def _rename_label_attributes(self, dataset, key, new_key, fence):
+        """An object-level run's label attributes, renamed in the documents that hold
+        them (by the database, fenced), then their declarations."""
+        cfg = self.config
+        labels = self._labels()
+        self._remove_staged_attributes(dataset, fence)
+        old = score_field_names(cfg.field_prefix)
+        new = score_field_names(new_key)
+        taken = [f"{labels[0]}.{n}" for n in new
+                 if dataset.get_field(f"{labels[0]}.{n}") is not None]
+        if taken:
+            raise RunChangeRefused(
+                f"Cannot rename run {key!r}: its label attributes would be renamed to "
+                f"{taken}, which already exist; delete them first, or choose another key")
+        declared = {n: dataset.get_field(f"{labels[0]}.{n}") for n in old}
+        storage.rename_label_attributes(dataset, *labels, dict(zip(old, new)), fence)
+        for o, n in zip(old, new):
+            field = declared[o]
+            if field is None:
+                continue
+            dataset.add_sample_field(f"{labels[0]}.{n}", type(field),
+                                     description=field.description)
+            dataset.delete_sample_field(f"{labels[0]}.{o}")  # no value left under it
         cfg.field_prefix = new_key
         dataset.update_run_config(key, cfg)
 
@@ -579,7 +626,9 @@ def scored_view(dataset, config):
     patches view, with the distance and cluster paths in that view:
     ``(view, distance path, cluster path)``."""
     field = getattr(config, "patches_field", None)
-    if not field:
+    if not field or getattr(config, "labels_path", None) == field:
+        # samples, or one Detection per sample (FiftyOne's patches take Detections):
+        # the samples themselves, by their label's score
         return (dataset.exists(config.distance_field), config.distance_field,
                 config.cluster_field)
     distance, cluster = (f"{field}.{f.rsplit('.', 1)[-1]}"

@@ -115,7 +115,8 @@ def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters
         return object_scores.check_object_arguments(
             samples, embeddings_field=embeddings_field, patches_field=patches_field,
             label_field=label_field, num_shards=num_shards, delegate=delegate,
-            num_clusters=num_clusters, run_key=run_key, overwrite=overwrite)
+            num_clusters=num_clusters, run_key=run_key, overwrite=overwrite,
+            orphans_at=lambda path: orphan_fields(samples._dataset, run_key, path))
     if num_shards is not None or delegate:
         shard_plans.check_num_shards(1 if num_shards is None else num_shards, samples)
         if overwrite:
@@ -194,15 +195,17 @@ def _field_descriptions(run_key):
             cluster_field: f"prototype (cluster/class), run {run_key}"}
 
 
-def orphan_fields(dataset, run_key) -> list[str]:
+def orphan_fields(dataset, run_key, labels_path: str | None = None) -> list[str]:
     """Score fields of ``run_key`` that exist without their run: what a run killed
     mid-write (OOM, a killed worker: no chance to clean up) leaves behind. Recognised
-    by the description this module gives its fields."""
+    by the description this module gives its fields. ``labels_path``: an object-level
+    run's label attributes (``gt.detections.<key>_distance``)."""
     if run_key in dataset.list_runs():
         return []
-    return [f for f, text in _field_descriptions(run_key).items()
-            if dataset.get_field(f) is not None
-            and getattr(dataset.get_field(f), "description", None) == text]
+    prefix = f"{labels_path}." if labels_path else ""
+    return [prefix + f for f, text in _field_descriptions(run_key).items()
+            if dataset.get_field(prefix + f) is not None
+            and getattr(dataset.get_field(prefix + f), "description", None) == text]
 
 
 def _mixed_message(embeddings_field, e):

@@ -117,6 +117,11 @@ def check_selection(samples, run_key: str, spec: SelectionSpec, name: str | None
             print(e.param, e)  # keep keep=1.5 is outside (0, 1]: ...
     """
     validation.check_collection(samples)
+    if getattr(samples, "_is_patches", False):
+        raise ParameterError(
+            "Got a patches view (to_patches): its samples are copies; select from the "
+            "dataset or view it was made from (an object-level run's selection tags the "
+            "labels there)", "samples")
     validation.check_not_empty(samples)
     if not isinstance(spec, SelectionSpec):
         raise ParameterError(f"spec must be a SelectionSpec, got {type(spec).__name__}",

@@ -528,6 +528,26 @@ def unset_label_attributes(dataset: fo.Dataset, list_path: str, single: bool, at
                 [_each_label(list_path, single, rewrite)])
 
 
+def rename_label_attributes(dataset: fo.Dataset, list_path: str, single: bool,
+                            old_to_new: dict[str, str], fence: Fence | None) -> None:
+    """Renames attributes of the labels at ``list_path``, only in the documents that
+    hold one (FiftyOne's ``rename_sample_fields`` of a label attribute also writes an
+    empty label into every sample whose label field is None), per document atomically
+    (fenced)."""
+    renamed = "$$kv.k"
+    for src, dst in old_to_new.items():
+        renamed = {"$cond": [{"$eq": ["$$kv.k", {"$literal": src}]}, {"$literal": dst},
+                             renamed]}
+
+    def rewrite(label):
+        return {"$arrayToObject": {"$map": {"input": {"$objectToArray": label}, "as": "kv",
+                                            "in": {"k": renamed, "v": "$$kv.v"}}}}
+
+    _update_all(dataset, fence,
+                {"$or": [{f"{list_path}.{a}": {"$exists": True}} for a in old_to_new]},
+                [_each_label(list_path, single, rewrite)])
+
+
 def label_attribute_names(dataset: fo.Dataset, list_path: str, single: bool,
                           pattern: str) -> list[str]:
     """The attribute names of the labels at ``list_path`` that match the regular

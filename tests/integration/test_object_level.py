@@ -15,11 +15,12 @@ from PIL import Image
 import fiftyone as fo
 import fiftyone.operators as foo
 from fiftyone import ViewField as F
-from fiftyone.operators.executor import ExecutionContext
+from fiftyone.operators.executor import ExecutionContext, Executor
 
 import fiftyone_prune as fop
 from fiftyone_prune.core import prototypes as core
 from fiftyone_prune.core.params import ParameterError
+from fiftyone_prune.plugin.panels import PruningPanel
 from fiftyone_prune.sdk.demo import write_demo_images
 from fiftyone_prune.sdk.object_scores import read_labels
 from tests.conftest import unique_name
@@ -346,3 +347,94 @@ def test_load_a_runs_samples_shows_the_objects(dataset):
     pruned = shown({"run_key": "half_selection", "part": "pruned"})
     assert pruned.count("objects.detections") == 24
     assert set(pruned.distinct("objects.detections.tags")) == {"half:pruned"}
+
+
+def test_renaming_an_object_run_leaves_samples_without_labels_alone(dataset):
+    """FiftyOne's rename of a label attribute writes an empty label into every sample
+    whose label field is None: the run renames its attributes itself."""
+    fop.compute_prototype_scores(dataset, "emb", run_key="one", num_clusters=2,
+                                 patches_field="box")
+    fop.compute_prototype_scores(dataset, "emb", run_key="obj", num_clusters=3,
+                                 patches_field="objects")
+    with_box = len(dataset.exists("box"))
+    assert with_box == NUM // 2
+    before = _scores_by_label(dataset, "box", "one")
+    dataset.rename_run("one", "two")
+    dataset.rename_run("obj", "objs")
+    assert len(dataset.exists("box")) == with_box
+    assert dataset._sample_collection.count_documents({"box": {}}) == 0
+    assert not dataset.has_field("box.one_distance") and dataset.has_field("box.two_distance")
+    assert {i: v[:2] for i, v in _scores_by_label(dataset, "box", "two").items()} == {
+        i: v[:2] for i, v in before.items()}
+    assert dataset.count("objects.detections.objs_distance") == 48
+    assert fop.run_status(dataset, "two") == "complete"
+    # a Detection field's run shows its samples by their box's score
+    result = foo.execute_operator(URI + "load_pruning_run_view", {"view": dataset.view()},
+                                  params={"run_key": "two"})
+    result.raise_exceptions()
+    (_, sent), = [(r["operator_uri"], r["params"]) for r in result.executor.to_json()["requests"]]
+    shown = fo.DatasetView._build(dataset, sent["view"])
+    distances = shown.values("box.two_distance")
+    assert len(distances) == with_box and distances == sorted(distances, reverse=True)
+
+
+def test_attributes_left_by_a_killed_first_run_need_overwrite_and_staging_ones_are_purged(
+        dataset):
+    """A first object run killed mid-write leaves its declared attributes without a run:
+    refused until overwrite=True, then replaced (even of another type). Staging
+    attributes a killed overwrite left go with delete_run, rename and purge."""
+    dataset.add_sample_field("objects.detections.killed_distance", fo.FloatField,
+                             description="prototype distance, run killed")
+    dataset.add_sample_field("objects.detections.killed_cluster", fo.StringField,
+                             description="prototype (cluster/class), run killed")
+    first = dataset.first().objects.detections[0].id
+    dataset.set_label_values("objects.detections.killed_distance", {first: 0.5})
+    with pytest.raises(ParameterError, match="killed before it finished.*overwrite=True"):
+        fop.compute_prototype_scores(dataset, "emb", run_key="killed", num_clusters=3,
+                                     patches_field="objects")
+    fop.compute_prototype_scores(dataset, "emb", run_key="killed", num_clusters=3,
+                                 patches_field="objects", overwrite=True)
+    assert isinstance(dataset.get_field("objects.detections.killed_cluster"), fo.IntField)
+    assert dataset.count("objects.detections.killed_distance") == 48
+
+    def staged(key):
+        return dataset._sample_collection.count_documents(
+            {f"objects.detections.{key}_distance_staging_0a1b2c3d": {"$exists": True}})
+
+    def stage(key):
+        dataset._sample_collection.update_many(
+            {"objects.detections.0": {"$exists": True}},
+            {"$set": {f"objects.detections.$[].{key}_distance_staging_0a1b2c3d": 0.1}})
+        assert staged(key) == NUM
+
+    stage("killed")
+    dataset.rename_run("killed", "renamed")
+    assert staged("killed") == 0
+    stage("renamed")
+    dataset.delete_run("renamed")
+    assert staged("renamed") == 0
+    stage("gone")  # its run deleted without the package
+    report = fop.purge(dataset, dry_run=True)
+    assert "objects.detections.gone_distance_staging_0a1b2c3d" in report["fields"]
+    fop.purge(dataset)
+    assert staged("gone") == 0
+
+
+def test_a_patches_view_is_refused_by_selection_and_mapped_back_by_the_panel(dataset):
+    fop.compute_prototype_scores(dataset, "emb", run_key="obj", num_clusters=3,
+                                 patches_field="objects")
+    patches = dataset.to_patches("objects")
+    with pytest.raises(ParameterError, match="patches view") as e:
+        fop.select_samples(patches, "obj", keep=0.5)
+    assert e.value.param == "samples"
+    # the panel after Show hardest: the App's view is the objects as patches
+    executor_ctx = ExecutionContext(request_params={
+        "dataset_name": dataset.name, "view": patches._serialize(),
+        "params": {"panel_id": "p1", "panel_state": {}}}, executor=Executor())
+    PruningPanel().on_load(executor_ctx)
+    sent = {}
+    for r in executor_ctx.executor.to_json()["requests"]:
+        if r["operator_uri"] == "patch_panel_state":
+            sent.update(r["params"]["state"])
+    assert sent["error"] is None and "keeps **38**" in sent["summary"]
+    assert "shown as patches" in sent["target"]
