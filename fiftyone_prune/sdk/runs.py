@@ -266,7 +266,8 @@ def run_status(samples, run_key: str) -> str:
                 f"made; select again to select from the current scores")
     labels = selection_labels(cfg)
     counts = (dataset.count_sample_tags() if labels is None
-              else dataset.count_label_tags(labels[0].split(".")[0]))
+              else dataset.count_label_tags(getattr(cfg, "patches_field", None)
+                                            or labels[0].split(".")[0]))
     expected = recorded_tag_counts(cfg)
     wrong = {tag: (counts.get(tag, 0), n) for tag, n in expected.items()
              if n is not None and counts.get(tag, 0) != n}

@@ -103,6 +103,7 @@ def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters
         raise ParameterError(str(e), "samples") from None
     if method not in METHODS:
         raise ParameterError(f"Unknown method {method!r}; choose one of {METHODS}", "method")
+    _check_same_kind_of_items(samples, run_key, patches_field, overwrite)
     if patches_field is not None:
         if isinstance(num_clusters, str):
             raise ParameterError(f"num_clusters must be an integer or a list of integers, "
@@ -154,6 +155,21 @@ def _check_arguments(samples, *, embeddings_field, run_key, method, num_clusters
         raise ParameterError(
             f"Field {f!r} already exists and was not created by run {run_key!r}; "
             f"choose another run key (nothing is overwritten)", "run_key")
+
+
+def _check_same_kind_of_items(samples, run_key, patches_field, overwrite):
+    """An overwrite scores what the run it replaces scored (samples, or the objects of
+    the same field): its fields are the run's, and another kind would orphan them.
+    Checked before any work (the run class checks it again at registration)."""
+    if not overwrite or run_key not in samples._dataset.list_runs():
+        return
+    existing = getattr(samples._dataset.get_run_info(run_key).config, "patches_field", None)
+    if existing != patches_field:
+        scored = f"the objects of {existing!r}" if existing else "samples"
+        would = f"the objects of {patches_field!r}" if patches_field else "samples"
+        raise ParameterError(
+            f"Run {run_key!r} scored {scored}; this run would score {would}: delete it "
+            f"first (fop.delete_run) or choose another run key", "run_key")
 
 
 def _check_ks(ks, num_present):

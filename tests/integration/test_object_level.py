@@ -256,6 +256,21 @@ def test_object_scoring_refuses_before_work(dataset, kwargs, param, words):
     assert (sorted(dataset.get_field_schema(flat=True)), dataset.list_runs()) == before
 
 
+def test_an_overwrite_scores_what_the_run_it_replaces_scored(dataset):
+    dataset.set_values("image_emb", [np.ones(4, dtype=np.float32) * (i + 1)
+                                     for i in range(len(dataset))])
+    fop.compute_prototype_scores(dataset, "emb", run_key="obj", num_clusters=3,
+                                 patches_field="objects")
+    for kwargs, words in ((dict(embeddings_field="image_emb"), "would score samples"),
+                          (dict(embeddings_field="emb", patches_field="box"),
+                           "would score the objects of 'box'")):
+        with pytest.raises(ParameterError, match=re.escape(words)) as e:
+            fop.compute_prototype_scores(dataset, run_key="obj", num_clusters=2,
+                                         overwrite=True, **kwargs)
+        assert e.value.param == "run_key"
+    assert fop.get_run_info(dataset, "obj").config.num_clusters == [3]
+
+
 def test_patches_views_dedup_and_evaluation_are_refused_naming_the_fix(dataset):
     with pytest.raises(ParameterError, match="patches view") as e:
         fop.compute_prototype_scores(dataset.to_patches("objects"), "emb",
