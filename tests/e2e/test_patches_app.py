@@ -1,6 +1,7 @@
 """Object-level pruning from the real App, as a FiftyOne user with a detections field
 does it: the embeddings form embeds each box (Patches field), the scores form scores
-each object, the panel previews a selection of objects and its Apply selection tags them;
+each object, the panel previews a selection of objects, shows them as patches hardest
+first, and its Apply selection tags them;
 each step checked in the database. 10 real digits with two boxes each."""
 
 from __future__ import annotations
@@ -82,6 +83,17 @@ def test_objects_embedded_scored_and_selected_from_the_forms_and_the_panel(
     expect(page.get_by_text("objects.detections.boxes_distance").first).to_be_visible(
         timeout=60_000)
     shoot(page, "patches_panel")
+    # "Show hardest": the objects themselves, as patches, hardest first; the panel and
+    # the select form keep working on their source's labels
+    bar = helpers.view_bar(page)
+    page.get_by_role("button", name="Show hardest", exact=True).click()
+    expect(bar).to_contain_text("ToPatches", timeout=30_000)
+    expect(bar).to_contain_text("SortBy")
+    expect(helpers.sample_count(page)).to_have_text(re.compile(rf"^\s*{2 * N}\s+patches\b"))
+    expect(page.get_by_text(re.compile(r"shown as patches"))).to_be_visible(timeout=60_000)
+    expect(page.get_by_text(re.compile(r"keeps\s+16\b.*objects of 'objects'"))).to_be_visible(
+        timeout=60_000)
+    shoot(page, "patches_show_hardest")
     apply = page.get_by_role("button", name="Apply selection", exact=True)
     expect(apply).to_be_enabled()
     apply.click()
