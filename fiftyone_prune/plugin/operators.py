@@ -518,7 +518,7 @@ class ComputePrototypeScores(_PruneOperator):
         outputs = types.Object()
         outputs.str("distance_field", label="Distance field")
         outputs.str("cluster_field", label="Cluster field")
-        outputs.int("num_scored", label="Scored (samples, or objects with a patches field)")
+        outputs.int("num_scored", label="Scored")
         outputs.int("num_skipped", label="Skipped (no embedding)")
         return types.Property(outputs, view=types.View(label="Prototype scores computed"))
 
